@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One entry point that sets everything up and then runs something:
+#   bash launch/run.sh demo         set up, build, run the main job on the bundled DJ30 data
+#   bash launch/run.sh test         set up, build, run the whole test suite
+#   bash launch/run.sh storm ARGS   set up, build, run `storm ARGS`
+#   bash launch/run.sh build        set up and build only
+# Set-up is idempotent: libtorch comes from PyPI's torch==2.11.0 in a venv under $STORM_CACHE
+# (default ~/.cache/storm), and cargo's target dir lives there too, so a second run reuses both.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${STORM_CACHE:-$HOME/.cache/storm}
+VENV=$CACHE/venv
+TORCH_VERSION=2.11.0
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+export LIBTORCH_USE_PYTORCH=1
+export PATH=$VENV/bin:$PATH
+
+log() { printf '[storm setup] %s\n' "$*" >&2; }
+
+ensure_toolchain() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+  fi
+  command -v cargo >/dev/null 2>&1 || { log "cargo not found: install Rust (rustup) first"; exit 1; }
+  command -v python3 >/dev/null 2>&1 || { log "python3 not found: install Python 3.10+ first"; exit 1; }
+}
+
+ensure_venv() {
+  local marker=$VENV/.storm-torch-$TORCH_VERSION
+  [ -f "$marker" ] && return 0
+  mkdir -p "$CACHE"
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating venv $VENV"
+    if ! python3 -m venv "$VENV"; then
+      log "python3 -m venv failed; installing python3-venv"
+      apt-get update -qq && apt-get install -y -qq python3-venv
+      python3 -m venv "$VENV"
+    fi
+  fi
+  log "installing torch==$TORCH_VERSION from PyPI (libtorch for tch; ~3 GB, a few minutes once)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+  touch "$marker"
+}
+
+build() {
+  log "building storm (release) into $CARGO_TARGET_DIR"
+  (cd "$ROOT" && cargo build --release --workspace --bins)
+}
+
+STORM=$CARGO_TARGET_DIR/release/storm
+
+demo() {
+  local out=${STORM_DEMO_OUT:-$ROOT/runs/demo}
+  mkdir -p "$out"
+  "$STORM" data prepare --config "$ROOT/configs/dj30-small.toml" --out "$out/data"
+  "$STORM" data describe --data "$out/data" --config "$ROOT/configs/dj30-small.toml"
+  log "done: features in $out/data (features.parquet, manifest.json)"
+}
+
+run_tests() {
+  log "running the test suite"
+  (cd "$ROOT" && cargo test --release --workspace)
+}
+
+mode=${1:-demo}
+[ $# -gt 0 ] && shift
+ensure_toolchain
+ensure_venv
+build
+case "$mode" in
+  demo) demo ;;
+  test) run_tests ;;
+  storm) "$STORM" "$@" ;;
+  build) log "built $STORM" ;;
+  *) log "unknown mode '$mode' (expected demo, test, storm or build)"; exit 2 ;;
+esac

@@ -1,0 +1,47 @@
+//! Command-line surface: every subcommand and its flags.
+
+mod bench;
+mod data;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "storm", version, about = "Train and evaluate STORM stock factor models")]
+pub struct Cli {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Data pipeline: prepare features from prices, inspect windows, generate a synthetic market.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Benchmarks printed as Markdown tables (recorded in BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STORM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Data(cmd) => data::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}

@@ -1,0 +1,296 @@
+//! Experiment configuration: one TOML file describes data, splits, model and training. Every table rejects
+//! unknown keys, every value is range-checked once here at load, and errors name the offending field.
+
+mod overrides;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+pub use overrides::apply_override;
+
+/// The name under which the bundled DJ30 data set is addressed in configs and on the command line.
+pub const BUILTIN_DJ30: &str = "builtin:dj30";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Free-form name of the experiment, used in run directories and reports.
+    #[serde(default = "default_name")]
+    pub name: String,
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub splits: SplitsConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+fn default_name() -> String {
+    "storm".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `builtin:dj30` or a path to a long-format OHLCV file (CSV, CSV.gz or Parquet). A relative path is
+    /// resolved against the directory of the config file.
+    pub source: String,
+    /// Tickers to keep; empty keeps every ticker in the file.
+    pub tickers: Vec<String>,
+    /// Input rows before this date are ignored (features still need warm-up history after it).
+    pub start: Option<NaiveDate>,
+    /// Input rows after this date are ignored.
+    pub end: Option<NaiveDate>,
+    /// Days of history in one model window (W).
+    pub window: usize,
+    /// Rows of past statistics used by the causal per-ticker z-score.
+    pub scaler_window: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            source: BUILTIN_DJ30.to_string(),
+            tickers: Vec::new(),
+            start: None,
+            end: None,
+            window: 64,
+            scaler_window: 64,
+        }
+    }
+}
+
+/// An inclusive range of calendar dates. A window belongs to the split that contains its last day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateRange {
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+}
+
+impl DateRange {
+    pub fn contains(&self, d: NaiveDate) -> bool {
+        self.start <= d && d <= self.end
+    }
+}
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).expect("valid literal date")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitsConfig {
+    pub train: DateRange,
+    pub valid: DateRange,
+    pub test: DateRange,
+}
+
+impl Default for SplitsConfig {
+    fn default() -> Self {
+        SplitsConfig {
+            train: DateRange {
+                start: date(2008, 4, 1),
+                end: date(2019, 12, 31),
+            },
+            valid: DateRange {
+                start: date(2020, 1, 1),
+                end: date(2021, 3, 31),
+            },
+            test: DateRange {
+                start: date(2021, 4, 1),
+                end: date(2024, 3, 8),
+            },
+        }
+    }
+}
+
+/// Which split of the data a window or a prediction belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+impl Split {
+    pub const ALL: [Split; 3] = [Split::Train, Split::Valid, Split::Test];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "train" => Ok(Split::Train),
+            "valid" => Ok(Split::Valid),
+            "test" => Ok(Split::Test),
+            other => Err(format!(
+                "unknown split `{other}`; expected train, valid or test"
+            )),
+        }
+    }
+}
+
+impl SplitsConfig {
+    pub fn range(&self, split: Split) -> DateRange {
+        match split {
+            Split::Train => self.train,
+            Split::Valid => self.valid,
+            Split::Test => self.test,
+        }
+    }
+}
+
+/// Model architecture (paper §5.2 defaults). Consumed by the model module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Model family: `storm` for now; baselines join in later issues.
+    pub kind: String,
+    /// Days per time-series patch (paper 8).
+    pub patch_days: usize,
+    pub embed_dim: usize,
+    pub encoder_depth: usize,
+    pub encoder_heads: usize,
+    pub decoder_depth: usize,
+    pub decoder_heads: usize,
+    pub mlp_ratio: usize,
+    /// Codes per codebook (TS and CS each).
+    pub codebook_size: usize,
+    /// Width of the per-stock feature stem in front of the cross-sectional patch embedding.
+    pub cs_stem_dim: usize,
+    /// Ablations: STORM-w/o-TS sets `use_ts = false`, STORM-w/o-CS sets `use_cs = false`.
+    pub use_ts: bool,
+    pub use_cs: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            kind: "storm".to_string(),
+            patch_days: 8,
+            embed_dim: 256,
+            encoder_depth: 4,
+            encoder_heads: 4,
+            decoder_depth: 2,
+            decoder_heads: 8,
+            mlp_ratio: 4,
+            codebook_size: 512,
+            cs_stem_dim: 32,
+            use_ts: true,
+            use_cs: true,
+        }
+    }
+}
+
+/// Optimisation and loss weights (paper §5.2 defaults). Consumed by the trainer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub seed: u64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub warmup_epochs: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub grad_clip: f64,
+    pub loss_weight_clip: f64,
+    pub loss_weight_recon_ts: f64,
+    pub loss_weight_recon_cs: f64,
+    pub loss_weight_commit: f64,
+    pub loss_weight_orthogonal: f64,
+    pub loss_weight_diversity: f64,
+    pub loss_weight_prediction: f64,
+    pub loss_weight_kl: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 42,
+            batch_size: 32,
+            epochs: 1000,
+            warmup_epochs: 100,
+            lr: 1e-4,
+            weight_decay: 0.05,
+            beta1: 0.9,
+            beta2: 0.95,
+            grad_clip: 1.0,
+            loss_weight_clip: 1e-3,
+            loss_weight_recon_ts: 1e-3,
+            loss_weight_recon_cs: 1e-3,
+            loss_weight_commit: 1.0,
+            loss_weight_orthogonal: 0.1,
+            loss_weight_diversity: 0.1,
+            loss_weight_prediction: 0.1,
+            loss_weight_kl: 0.1,
+        }
+    }
+}
+
+impl ExperimentConfig {
+    /// Reads, applies `key=value` overrides, deserialises and validates a config file. Relative data paths
+    /// are resolved against the file's directory.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let origin = path.display().to_string();
+        let mut cfg = Self::from_toml_str(&text, &origin, overrides)?;
+        cfg.data.source = resolve_source(&cfg.data.source, path.parent());
+        Ok(cfg)
+    }
+
+    /// Parses config text; `origin` names it in error messages.
+    pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut value: toml::Value = toml::from_str(text)
+            .map_err(|e| Error::config(origin, "<syntax>", e.message().to_string()))?;
+        for ov in overrides {
+            apply_override(&mut value, ov).map_err(|(field, msg)| Error::config(origin, field, msg))?;
+        }
+        let cfg: ExperimentConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let field = e.path().to_string();
+            Error::config(origin, field, e.into_inner().to_string())
+        })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// A stable hash of the resolved config, recorded with every artifact made from it.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_string(self).unwrap_or_default();
+        let digest = Sha256::digest(json.as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Resolves a data source string: `builtin:…` stays as is, a relative path is taken from `base`.
+pub fn resolve_source(source: &str, base: Option<&Path>) -> String {
+    if source.starts_with("builtin:") {
+        return source.to_string();
+    }
+    let p = PathBuf::from(source);
+    match base {
+        Some(b) if p.is_relative() => b.join(p).display().to_string(),
+        _ => source.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

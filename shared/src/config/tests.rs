@@ -1,0 +1,75 @@
+use super::*;
+
+fn load(text: &str) -> Result<ExperimentConfig> {
+    ExperimentConfig::from_toml_str(text, "test.toml", &[])
+}
+
+fn field_of(err: Error) -> String {
+    match err {
+        Error::Config { field, .. } => field,
+        other => panic!("expected a config error, got {other}"),
+    }
+}
+
+#[test]
+fn empty_config_gives_paper_defaults() {
+    let cfg = load("").unwrap();
+    assert_eq!(cfg.data.window, 64);
+    assert_eq!(cfg.model.codebook_size, 512);
+    assert_eq!(cfg.model.patch_days, 8);
+    assert_eq!(cfg.splits.test.end, date(2024, 3, 8));
+    assert_eq!(cfg.train.lr, 1e-4);
+}
+
+#[test]
+fn unknown_key_is_rejected_with_its_path() {
+    let err = load("[model]\ncodebook_sise = 3\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("codebook_sise"), "{msg}");
+    assert_eq!(field_of(err), "model");
+}
+
+#[test]
+fn out_of_range_value_names_the_field() {
+    assert_eq!(field_of(load("[data]\nwindow = 1\n").unwrap_err()), "data.window");
+    assert_eq!(field_of(load("[train]\nlr = -1.0\n").unwrap_err()), "train.lr");
+    assert_eq!(
+        field_of(load("[model]\npatch_days = 7\n").unwrap_err()),
+        "model.patch_days"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    let err = load("[train]\nbatch_size = \"big\"\n").unwrap_err();
+    assert_eq!(field_of(err), "train.batch_size");
+}
+
+#[test]
+fn overlapping_splits_are_rejected() {
+    let text = "[splits]\ntrain = { start = \"2008-01-01\", end = \"2020-06-30\" }\n";
+    assert_eq!(field_of(load(text).unwrap_err()), "splits.valid.start");
+}
+
+#[test]
+fn overrides_are_typed_and_validated() {
+    let cfg = ExperimentConfig::from_toml_str(
+        "",
+        "t",
+        &["train.lr=3e-4".into(), "model.kind=storm".into()],
+    )
+    .unwrap();
+    assert_eq!(cfg.train.lr, 3e-4);
+    let err =
+        ExperimentConfig::from_toml_str("", "t", &["model.nope=1".into()]).unwrap_err();
+    assert!(err.to_string().contains("nope"));
+    let err = ExperimentConfig::from_toml_str("", "t", &["train.lr".into()]).unwrap_err();
+    assert!(err.to_string().contains("key=value"));
+}
+
+#[test]
+fn relative_sources_resolve_against_the_config_dir() {
+    assert_eq!(resolve_source("builtin:dj30", Some(Path::new("/x"))), "builtin:dj30");
+    assert_eq!(resolve_source("d.csv", Some(Path::new("/cfg"))), "/cfg/d.csv");
+    assert_eq!(resolve_source("/abs/d.csv", Some(Path::new("/cfg"))), "/abs/d.csv");
+}

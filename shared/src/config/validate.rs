@@ -1,0 +1,132 @@
+//! Range and consistency checks run once when a config is loaded.
+
+use super::{DateRange, ExperimentConfig};
+use crate::error::{Error, Result};
+
+impl ExperimentConfig {
+    pub(super) fn validate(&self, origin: &str) -> Result<()> {
+        let fail = |field: &str, msg: String| Err(Error::config(origin, field, msg));
+        let d = &self.data;
+        if d.source.trim().is_empty() {
+            return fail("data.source", "must name a file or builtin:dj30".into());
+        }
+        if !(2..=4096).contains(&d.window) {
+            return fail("data.window", format!("{} is out of range 2..=4096", d.window));
+        }
+        if !(2..=4096).contains(&d.scaler_window) {
+            return fail(
+                "data.scaler_window",
+                format!("{} is out of range 2..=4096", d.scaler_window),
+            );
+        }
+        if let (Some(s), Some(e)) = (d.start, d.end) {
+            if s > e {
+                return fail("data.start", format!("{s} is after data.end {e}"));
+            }
+        }
+        let s = &self.splits;
+        for (name, r) in [("train", s.train), ("valid", s.valid), ("test", s.test)] {
+            check_range(origin, name, r)?;
+        }
+        if s.train.end >= s.valid.start {
+            return fail(
+                "splits.valid.start",
+                format!("{} must be after splits.train.end {}", s.valid.start, s.train.end),
+            );
+        }
+        if s.valid.end >= s.test.start {
+            return fail(
+                "splits.test.start",
+                format!("{} must be after splits.valid.end {}", s.test.start, s.valid.end),
+            );
+        }
+        let m = &self.model;
+        if m.kind != "storm" {
+            return fail("model.kind", format!("unknown model `{}`; known: storm", m.kind));
+        }
+        if !m.use_ts && !m.use_cs {
+            return fail("model.use_ts", "at least one of use_ts and use_cs must be true".into());
+        }
+        for (field, v) in [
+            ("model.patch_days", m.patch_days),
+            ("model.embed_dim", m.embed_dim),
+            ("model.encoder_depth", m.encoder_depth),
+            ("model.encoder_heads", m.encoder_heads),
+            ("model.decoder_depth", m.decoder_depth),
+            ("model.decoder_heads", m.decoder_heads),
+            ("model.mlp_ratio", m.mlp_ratio),
+            ("model.codebook_size", m.codebook_size),
+            ("model.cs_stem_dim", m.cs_stem_dim),
+        ] {
+            if v == 0 {
+                return fail(field, "must be at least 1".into());
+            }
+        }
+        if d.window % m.patch_days != 0 {
+            return fail(
+                "model.patch_days",
+                format!("{} must divide data.window {}", m.patch_days, d.window),
+            );
+        }
+        for (field, heads) in [
+            ("model.encoder_heads", m.encoder_heads),
+            ("model.decoder_heads", m.decoder_heads),
+        ] {
+            if m.embed_dim % heads != 0 {
+                return fail(
+                    field,
+                    format!("{heads} must divide model.embed_dim {}", m.embed_dim),
+                );
+            }
+        }
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return fail("train.batch_size", "must be at least 1".into());
+        }
+        if t.epochs == 0 {
+            return fail("train.epochs", "must be at least 1".into());
+        }
+        if t.warmup_epochs > t.epochs {
+            return fail(
+                "train.warmup_epochs",
+                format!("{} exceeds train.epochs {}", t.warmup_epochs, t.epochs),
+            );
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return fail("train.lr", format!("{} must be a positive number", t.lr));
+        }
+        for (field, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return fail(field, format!("{v} must be in [0, 1)"));
+            }
+        }
+        for (field, v) in [
+            ("train.weight_decay", t.weight_decay),
+            ("train.grad_clip", t.grad_clip),
+            ("train.loss_weight_clip", t.loss_weight_clip),
+            ("train.loss_weight_recon_ts", t.loss_weight_recon_ts),
+            ("train.loss_weight_recon_cs", t.loss_weight_recon_cs),
+            ("train.loss_weight_commit", t.loss_weight_commit),
+            ("train.loss_weight_orthogonal", t.loss_weight_orthogonal),
+            ("train.loss_weight_diversity", t.loss_weight_diversity),
+            ("train.loss_weight_prediction", t.loss_weight_prediction),
+            ("train.loss_weight_kl", t.loss_weight_kl),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return fail(field, format!("{v} must be a finite number >= 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_range(origin: &str, name: &str, r: DateRange) -> Result<()> {
+    if r.start > r.end {
+        return Err(Error::config(
+            origin,
+            format!("splits.{name}"),
+            format!("start {} is after end {}", r.start, r.end),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! `manifest.json`: what a prepared feature store holds and where it came from. Written last, so its
+//! presence marks a complete store.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const FEATURES_FILE: &str = "features.parquet";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub storm_version: String,
+    pub source: String,
+    pub source_sha256: String,
+    pub has_adj_close: bool,
+    pub tickers: Vec<String>,
+    pub n_tickers: usize,
+    pub feature_names: Vec<String>,
+    pub n_features: usize,
+    /// First and last date present in features.parquet (rows after warm-up).
+    pub first_date: String,
+    pub last_date: String,
+    pub rows: usize,
+    /// Input rows dropped because they lacked feature or scaling history.
+    pub warmup_rows_dropped: usize,
+    pub feature_history: usize,
+    pub scaler_window: usize,
+    /// First date with scaled features, per ticker (late listings start later).
+    pub ticker_first_dates: BTreeMap<String, String>,
+    pub label: String,
+}
+
+impl Manifest {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Data(format!(
+                    "{} is not a prepared data directory (no {MANIFEST_FILE}); run `storm data prepare` first",
+                    dir.display()
+                ))
+            } else {
+                Error::io(&path, e)
+            }
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::input(&path, format!("invalid manifest: {e}")))
+    }
+}

@@ -1,0 +1,187 @@
+//! `storm data prepare`: price file → validated table → per-ticker causal features, labels and scaling →
+//! `features.parquet` + `manifest.json`, written atomically.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use polars::prelude::*;
+use rayon::prelude::*;
+
+use super::features::{feature_names, ticker_features, FEATURE_HISTORY};
+use super::ingest::{read_prices, Source, DATE, TICKER};
+use super::manifest::{Manifest, FEATURES_FILE, MANIFEST_FILE};
+use super::scaling::scale_ticker;
+use crate::atomic::Staging;
+use crate::config::DataConfig;
+use crate::error::{Error, Result};
+
+/// Prepares the feature store for `cfg.source` (or `source_override`) into `out`.
+pub fn prepare(cfg: &DataConfig, source: &Source, out: &Path, progress: bool) -> Result<Manifest> {
+    let table = read_prices(source)?;
+    let frame = select_rows(cfg, table.frame)?;
+    let min_rows = FEATURE_HISTORY + cfg.scaler_window + cfg.window;
+    let tickers_frames = frame.partition_by_stable([TICKER], true)?;
+    check_history(&tickers_frames, min_rows)?;
+
+    let names = feature_names();
+    let bar = progress_bar(tickers_frames.len() as u64, progress);
+    let warmup = FEATURE_HISTORY + cfg.scaler_window;
+    let parts: Vec<DataFrame> = tickers_frames
+        .par_iter()
+        .map(|prices| {
+            let raw = ticker_features(prices)?;
+            let scaled = scale_ticker(raw, &names, cfg.scaler_window)?;
+            bar.inc(1);
+            Ok(scaled.slice(warmup as i64, scaled.height().saturating_sub(warmup)))
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+
+    let mut features = concat_frames(parts)?;
+    let manifest = build_manifest(&table.source, &table.source_sha256, table.has_adj_close, &features, frame.height(), cfg)?;
+
+    let staging = Staging::new(out)?;
+    let file_path = staging.path(FEATURES_FILE);
+    let file = std::fs::File::create(&file_path).map_err(|e| Error::io(&file_path, e))?;
+    ParquetWriter::new(file)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(&mut features)?;
+    let json = serde_json::to_vec_pretty(&manifest)?;
+    let manifest_path = staging.path(MANIFEST_FILE);
+    std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
+    staging.commit(&[FEATURES_FILE, MANIFEST_FILE])?;
+    Ok(manifest)
+}
+
+fn progress_bar(len: u64, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("features {bar:30} {pos}/{len} tickers [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Applies the config's ticker list and date range, and sorts by ticker then date.
+fn select_rows(cfg: &DataConfig, frame: DataFrame) -> Result<DataFrame> {
+    let mut lf = frame.lazy();
+    if !cfg.tickers.is_empty() {
+        lf = lf.filter(col(TICKER).is_in(
+            lit(Series::new("t".into(), cfg.tickers.clone())).implode(),
+            false,
+        ));
+    }
+    if let Some(start) = cfg.start {
+        lf = lf.filter(col(DATE).gt_eq(lit(start)));
+    }
+    if let Some(end) = cfg.end {
+        lf = lf.filter(col(DATE).lt_eq(lit(end)));
+    }
+    let out = lf
+        .sort([TICKER, DATE], SortMultipleOptions::default())
+        .collect()?;
+    if !cfg.tickers.is_empty() {
+        let present: std::collections::HashSet<&str> =
+            out.column(TICKER)?.str()?.into_no_null_iter().collect();
+        let missing: Vec<&str> = cfg
+            .tickers
+            .iter()
+            .map(String::as_str)
+            .filter(|t| !present.contains(t))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::config(
+                "data",
+                "data.tickers",
+                format!("not in the input (or no rows in the date range): {}", missing.join(", ")),
+            ));
+        }
+    }
+    if out.height() == 0 {
+        return Err(Error::Data(format!(
+            "no input rows in the date range {} .. {}",
+            cfg.start.map(|d| d.to_string()).unwrap_or_else(|| "start".into()),
+            cfg.end.map(|d| d.to_string()).unwrap_or_else(|| "end".into())
+        )));
+    }
+    Ok(out)
+}
+
+fn check_history(frames: &[DataFrame], min_rows: usize) -> Result<()> {
+    let short: Vec<String> = frames
+        .iter()
+        .filter(|f| f.height() < min_rows)
+        .map(|f| {
+            let t = f
+                .column(TICKER)
+                .ok()
+                .and_then(|c| c.str().ok().and_then(|s| s.get(0).map(str::to_string)))
+                .unwrap_or_default();
+            format!("{t} ({} rows)", f.height())
+        })
+        .collect();
+    if short.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Data(format!(
+        "too few rows for the window: each ticker needs at least {min_rows} rows \
+         ({FEATURE_HISTORY} feature history + scaler window + model window); short: {}. \
+         Drop them with data.tickers or extend the date range.",
+        short.join(", ")
+    )))
+}
+
+fn concat_frames(parts: Vec<DataFrame>) -> Result<DataFrame> {
+    let mut iter = parts.into_iter();
+    let mut out = iter
+        .next()
+        .ok_or_else(|| Error::Data("no tickers in the input".into()))?;
+    for part in iter {
+        out.vstack_mut_owned(part)?;
+    }
+    out.rechunk_mut();
+    Ok(out)
+}
+
+fn build_manifest(
+    source: &str,
+    sha: &str,
+    has_adj_close: bool,
+    features: &DataFrame,
+    input_rows: usize,
+    cfg: &DataConfig,
+) -> Result<Manifest> {
+    let dates = features.column(DATE)?.date()?.clone();
+    let tickers = features.column(TICKER)?.str()?.clone();
+    let mut first: BTreeMap<String, String> = BTreeMap::new();
+    for (t, d) in tickers.into_no_null_iter().zip(dates.as_date_iter()) {
+        if let Some(d) = d {
+            first.entry(t.to_string()).or_insert_with(|| d.to_string());
+        }
+    }
+    let all: Vec<_> = dates.as_date_iter().flatten().collect();
+    let (lo, hi) = (all.iter().min(), all.iter().max());
+    let names = feature_names();
+    Ok(Manifest {
+        storm_version: env!("CARGO_PKG_VERSION").to_string(),
+        source: source.to_string(),
+        source_sha256: sha.to_string(),
+        has_adj_close,
+        tickers: first.keys().cloned().collect(),
+        n_tickers: first.len(),
+        n_features: names.len(),
+        feature_names: names,
+        first_date: lo.map(|d| d.to_string()).unwrap_or_default(),
+        last_date: hi.map(|d| d.to_string()).unwrap_or_default(),
+        rows: features.height(),
+        warmup_rows_dropped: input_rows - features.height(),
+        feature_history: FEATURE_HISTORY,
+        scaler_window: cfg.scaler_window,
+        ticker_first_dates: first,
+        label: "next-day total return from adj_close (close when absent): a[t+1]/a[t] - 1".into(),
+    })
+}

@@ -1,0 +1,3 @@
+//! Evaluation metrics shared by every model and task.
+
+pub mod rank_ic;

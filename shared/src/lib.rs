@@ -1,0 +1,10 @@
+//! storm's device-agnostic core: experiment config, the data pipeline (ingest → causal features → windows),
+//! and everything the coordinator and workers share.
+
+pub mod atomic;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod eval;
+
+pub use error::{Error, Result};
