@@ -91,92 +91,106 @@ fn positive_part(e: Expr) -> Expr {
     when(e.clone().gt(lit(0.0))).then(e).otherwise(lit(0.0))
 }
 
-/// Share of positive movement: Σ max(x,0) / (Σ|x| + ε) over the window.
-fn up_share(x: Expr, w: usize) -> Expr {
-    positive_part(x.clone()).rolling_sum(fixed(w)) / (x.abs().rolling_sum(fixed(w)) + lit(EPS))
+/// Stage 1: per-row series that several features share (polars is built without common-subexpression
+/// elimination, so shared pieces are materialised once as `_`-prefixed helper columns).
+fn base_series() -> Vec<Expr> {
+    let (o, h, l, c, v) = (col(OPEN), col(HIGH), col(LOW), col(CLOSE), col(VOLUME));
+    let ln = |e: Expr| e.log(lit(std::f64::consts::E));
+    let ret = c.clone() / c.clone().shift(lit(1)) - lit(1.0);
+    let dv = v.clone() - v.clone().shift(lit(1));
+    vec![
+        ret.clone().alias("_ret"),
+        positive_part(ret.clone()).alias("_ret_pos"),
+        ret.clone().abs().alias("_ret_abs"),
+        ret.clone().gt(lit(0.0)).cast(DataType::Float64).alias("_up"),
+        ret.clone().lt(lit(0.0)).cast(DataType::Float64).alias("_down"),
+        (ret.abs() * v.clone()).alias("_abs_ret_volume"),
+        positive_part(dv.clone()).alias("_dv_pos"),
+        dv.abs().alias("_dv_abs"),
+        ln(v.clone() + lit(1.0)).alias("_log_volume"),
+        (c.clone() / c.clone().shift(lit(1))).alias("_price_ratio"),
+        ln(v.clone() / v.clone().shift(lit(1)) + lit(1.0)).alias("_volume_ratio_log"),
+        (h.clone() - l.clone() + lit(EPS)).alias("_range"),
+        when(o.clone().gt(c.clone()))
+            .then(o.clone())
+            .otherwise(c.clone())
+            .alias("_top"),
+        when(o.lt(c.clone())).then(col(OPEN)).otherwise(c).alias("_bottom"),
+    ]
 }
 
-/// Expressions for every feature except the arg-extreme families (imax/imin/imxd), which need a kernel.
-fn feature_exprs() -> Vec<Expr> {
+/// Stage 2: K-bar shapes, calendar fields, and every windowed statistic (plus the rolling pieces that
+/// stage 3 combines).
+fn windowed_series() -> Vec<Expr> {
     let (o, h, l, c, v) = (col(OPEN), col(HIGH), col(LOW), col(CLOSE), col(VOLUME));
-    let ret = c.clone() / c.clone().shift(lit(1)) - lit(1.0);
-    let range = h.clone() - l.clone() + lit(EPS);
-    let top = when(o.clone().gt(c.clone()))
-        .then(o.clone())
-        .otherwise(c.clone());
-    let bottom = when(o.clone().lt(c.clone()))
-        .then(o.clone())
-        .otherwise(c.clone());
+    let range = col("_range");
     let mut out = vec![
         ((c.clone() - o.clone()) / c.clone()).alias("kmid"),
         ((c.clone() - o.clone()) / range.clone()).alias("kmid2"),
         ((h.clone() - l.clone()) / o.clone()).alias("klen"),
-        ((h.clone() - top.clone()) / o.clone()).alias("kup"),
-        ((h.clone() - top) / range.clone()).alias("kup2"),
-        ((bottom.clone() - l.clone()) / o.clone()).alias("klow"),
-        ((bottom - l.clone()) / range.clone()).alias("klow2"),
+        ((h.clone() - col("_top")) / o.clone()).alias("kup"),
+        ((h.clone() - col("_top")) / range.clone()).alias("kup2"),
+        ((col("_bottom") - l.clone()) / o.clone()).alias("klow"),
+        ((col("_bottom") - l.clone()) / range.clone()).alias("klow2"),
         ((lit(2.0) * c.clone() - h.clone() - l.clone()) / o.clone()).alias("ksft"),
         ((lit(2.0) * c.clone() - h.clone() - l.clone()) / range).alias("ksft2"),
+        col(DATE).dt().day().cast(DataType::Float64).alias("day"),
+        (col(DATE).dt().weekday().cast(DataType::Float64) - lit(1.0)).alias("weekday"),
+        col(DATE).dt().month().cast(DataType::Float64).alias("month"),
     ];
-    let log_v = (v.clone() + lit(1.0)).log(lit(std::f64::consts::E));
-    let price_ratio = c.clone() / c.clone().shift(lit(1));
-    let volume_ratio_log =
-        (v.clone() / v.clone().shift(lit(1)) + lit(1.0)).log(lit(std::f64::consts::E));
-    let up = ret.clone().gt(lit(0.0)).cast(DataType::Float64);
-    let down = ret.clone().lt(lit(0.0)).cast(DataType::Float64);
-    let abs_ret_volume = ret.clone().abs() * v.clone();
-    let dv = v.clone() - v.clone().shift(lit(1));
+    let share = |pos: &str, abs: &str, w: usize| {
+        col(pos).rolling_sum(fixed(w)) / (col(abs).rolling_sum(fixed(w)) + lit(EPS))
+    };
     for w in WINDOWS {
         let n = |family: &str| format!("{family}_{w}");
         let wf = w as f64;
-        let cntp = up.clone().rolling_mean(fixed(w));
-        let cntn = down.clone().rolling_mean(fixed(w));
-        let sump = up_share(ret.clone(), w);
-        let vsump = up_share(dv.clone(), w);
-        let low_min = l.clone().rolling_min(fixed(w));
+        let past = c.clone().shift(lit(w as i64));
+        let quantile = |q| c.clone().rolling_quantile(QuantileMethod::Linear, q, fixed(w)) / c.clone();
         out.extend([
-            (c.clone().shift(lit(w as i64)) / c.clone()).alias(n("roc")),
+            (past.clone() / c.clone()).alias(n("roc")),
             (c.clone().rolling_mean(fixed(w)) / c.clone()).alias(n("ma")),
             (c.clone().rolling_std(fixed_std(w, 1)) / c.clone()).alias(n("std")),
-            ((c.clone().shift(lit(w as i64)) - c.clone()) / (lit(wf) * c.clone())).alias(n("beta")),
+            ((past - c.clone()) / (lit(wf) * c.clone())).alias(n("beta")),
             (c.clone().rolling_max(fixed(w)) / c.clone()).alias(n("max")),
             (c.clone().rolling_min(fixed(w)) / c.clone()).alias(n("min")),
-            (c.clone()
-                .rolling_quantile(QuantileMethod::Linear, 0.8, fixed(w))
-                / c.clone())
-            .alias(n("qtlu")),
-            (c.clone()
-                .rolling_quantile(QuantileMethod::Linear, 0.2, fixed(w))
-                / c.clone())
-            .alias(n("qtld")),
+            quantile(0.8).alias(n("qtlu")),
+            quantile(0.2).alias(n("qtld")),
             (c.clone().rolling_rank(fixed_rank(w)).cast(DataType::Float64) / lit(wf))
                 .alias(n("rank")),
-            ((c.clone() - low_min.clone())
-                / (h.clone().rolling_max(fixed(w)) - low_min + lit(EPS)))
-            .alias(n("rsv")),
-            cntp.clone().alias(n("cntp")),
-            cntn.clone().alias(n("cntn")),
-            (cntp - cntn).alias(n("cntd")),
-            corr(c.clone(), log_v.clone(), w).alias(n("corr")),
-            corr(price_ratio.clone(), volume_ratio_log.clone(), w).alias(n("cord")),
-            sump.clone().alias(n("sump")),
-            (lit(1.0) - sump.clone()).alias(n("sumn")),
-            (lit(2.0) * sump - lit(1.0)).alias(n("sumd")),
+            l.clone().rolling_min(fixed(w)).alias(n("_low_min")),
+            h.clone().rolling_max(fixed(w)).alias(n("_high_max")),
+            col("_up").rolling_mean(fixed(w)).alias(n("cntp")),
+            col("_down").rolling_mean(fixed(w)).alias(n("cntn")),
+            corr(c.clone(), col("_log_volume"), w).alias(n("corr")),
+            corr(col("_price_ratio"), col("_volume_ratio_log"), w).alias(n("cord")),
+            share("_ret_pos", "_ret_abs", w).alias(n("sump")),
             (v.clone().rolling_mean(fixed(w)) / (v.clone() + lit(EPS))).alias(n("vma")),
             (v.clone().rolling_std(fixed_std(w, 1)) / (v.clone() + lit(EPS))).alias(n("vstd")),
-            (abs_ret_volume.clone().rolling_std(fixed_std(w, 1))
-                / (abs_ret_volume.clone().rolling_mean(fixed(w)) + lit(EPS)))
+            (col("_abs_ret_volume").rolling_std(fixed_std(w, 1))
+                / (col("_abs_ret_volume").rolling_mean(fixed(w)) + lit(EPS)))
             .alias(n("wvma")),
-            vsump.clone().alias(n("vsump")),
+            share("_dv_pos", "_dv_abs", w).alias(n("vsump")),
+        ]);
+    }
+    out
+}
+
+/// Stage 3: features that are simple combinations of stage-2 columns.
+fn derived_series() -> Vec<Expr> {
+    let mut out = Vec::new();
+    for w in WINDOWS {
+        let n = |family: &str| format!("{family}_{w}");
+        let (low_min, sump, vsump) = (col(n("_low_min")), col(n("sump")), col(n("vsump")));
+        out.extend([
+            ((col(CLOSE) - low_min.clone()) / (col(n("_high_max")) - low_min + lit(EPS)))
+                .alias(n("rsv")),
+            (col(n("cntp")) - col(n("cntn"))).alias(n("cntd")),
+            (lit(1.0) - sump.clone()).alias(n("sumn")),
+            (lit(2.0) * sump - lit(1.0)).alias(n("sumd")),
             (lit(1.0) - vsump.clone()).alias(n("vsumn")),
             (lit(2.0) * vsump - lit(1.0)).alias(n("vsumd")),
         ]);
     }
-    out.extend([
-        col(DATE).dt().day().cast(DataType::Float64).alias("day"),
-        (col(DATE).dt().weekday().cast(DataType::Float64) - lit(1.0)).alias("weekday"),
-        col(DATE).dt().month().cast(DataType::Float64).alias("month"),
-    ]);
     out
 }
 
@@ -209,7 +223,9 @@ pub fn ticker_features(prices: &DataFrame) -> Result<DataFrame> {
     let names = feature_names();
     let computed = base
         .lazy()
-        .with_columns(feature_exprs())
+        .with_columns(base_series())
+        .with_columns(windowed_series())
+        .with_columns(derived_series())
         .with_columns([
             col(ADJ_CLOSE).alias(PRICE),
             (col(ADJ_CLOSE).shift(lit(-1)) / col(ADJ_CLOSE) - lit(1.0)).alias(LABEL),

@@ -221,7 +221,7 @@ fn parse_dates(path: &Path, name: &str, col: &Column) -> Result<Column> {
     const FORMATS: [&str; 4] = ["%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%m/%d/%Y"];
     let mut days: Vec<i32> = Vec::with_capacity(ca.len());
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-    for (i, v) in ca.into_iter().enumerate() {
+    for (i, v) in ca.iter().enumerate() {
         let s = v.map(str::trim).unwrap_or("");
         // Timestamps such as "2020-01-02 00:00:00" carry the date in their first 10 characters.
         let head = s.split([' ', 'T']).next().unwrap_or("");
@@ -251,7 +251,7 @@ fn parse_numbers(path: &Path, name: &str, col: &Column) -> Result<Column> {
     let strings = col.cast(&DataType::String)?;
     let ca = strings.str()?;
     let mut out: Vec<f64> = Vec::with_capacity(ca.len());
-    for (i, v) in ca.into_iter().enumerate() {
+    for (i, v) in ca.iter().enumerate() {
         let s = v.map(str::trim).unwrap_or("");
         match s.parse::<f64>() {
             Ok(x) if x.is_finite() => out.push(x),
@@ -293,7 +293,7 @@ fn validate(path: &Path, frame: &DataFrame) -> Result<()> {
             .collect::<Vec<_>>())
     };
     let tickers = frame.column(TICKER)?.str()?.clone();
-    for (i, t) in tickers.into_iter().enumerate() {
+    for (i, t) in tickers.iter().enumerate() {
         if t.map(str::trim).unwrap_or("").is_empty() {
             return Err(Error::input(
                 path,
@@ -343,7 +343,7 @@ fn check_duplicates(path: &Path, frame: &DataFrame) -> Result<()> {
         .physical()
         .into_no_null_iter()
         .collect();
-    let tickers: Vec<&str> = frame.column(TICKER)?.str()?.into_no_null_iter().collect();
+    let tickers: Vec<&str> = frame.column(TICKER)?.str()?.iter().map(|t| t.unwrap_or("")).collect();
     let mut order: Vec<usize> = (0..frame.height()).collect();
     order.sort_by(|&a, &b| (tickers[a], dates[a]).cmp(&(tickers[b], dates[b])));
     for pair in order.windows(2) {

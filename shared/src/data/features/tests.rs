@@ -244,10 +244,11 @@ fn rank_and_argmax_by_hand() {
 fn label_is_next_day_adjusted_return() {
     let f = fixture(10);
     let out = ticker_features(&frame(&f)).unwrap();
-    let label: Vec<Option<f64>> = out.column(LABEL).unwrap().f64().unwrap().into_iter().collect();
+    let label: Vec<Option<f64>> = out.column(LABEL).unwrap().f64().unwrap().iter().collect();
     for t in 0..9 {
         let want = f.c[t + 1] / f.c[t] - 1.0; // adj = 0.5·close, the ratio is the same
         assert!((label[t].unwrap() - want).abs() < 1e-12);
     }
     assert_eq!(label[9], None);
 }
+
