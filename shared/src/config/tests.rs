@@ -26,7 +26,7 @@ fn unknown_key_is_rejected_with_its_path() {
     let err = load("[model]\ncodebook_sise = 3\n").unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("codebook_sise"), "{msg}");
-    assert_eq!(field_of(err), "model");
+    assert_eq!(field_of(err), "model.codebook_sise");
 }
 
 #[test]
