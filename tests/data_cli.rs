@@ -12,8 +12,16 @@ use storm_shared::data::{Manifest, Panel};
 fn synth_lines(dir: &Path, tickers: usize, days: usize, seed: u64) -> Vec<String> {
     let file = path(dir, &format!("synth-{seed}.csv"));
     ok(&[
-        "data", "synth", "--out", &s(&file), "--tickers", &tickers.to_string(), "--days",
-        &days.to_string(), "--seed", &seed.to_string(),
+        "data",
+        "synth",
+        "--out",
+        &s(&file),
+        "--tickers",
+        &tickers.to_string(),
+        "--days",
+        &days.to_string(),
+        "--seed",
+        &seed.to_string(),
     ]);
     std::fs::read_to_string(&file)
         .unwrap()
@@ -48,12 +56,22 @@ fn bundled_dj30_prepares_with_29_complete_tickers() {
     assert!(m.ticker_first_dates["V"].as_str() > "2008-09-01");
     assert!(m.ticker_first_dates["AAPL"].as_str() < "2001-01-01");
 
-    let described = ok(&["data", "describe", "--data", &s(&out), "--config", "../configs/dj30.toml"]);
+    let described = ok(&[
+        "data",
+        "describe",
+        "--data",
+        &s(&out),
+        "--config",
+        "../configs/dj30.toml",
+    ]);
     for split in ["| train |", "| valid |", "| test |"] {
         assert!(described.contains(split), "{described}");
     }
     assert!(described.contains("(32, 64, 29, 152)"), "{described}");
-    assert!(described.contains("2024-03-08 |"), "test split reaches the last day: {described}");
+    assert!(
+        described.contains("2024-03-08 |"),
+        "test split reaches the last day: {described}"
+    );
 }
 
 #[test]
@@ -66,13 +84,17 @@ fn synthetic_market_is_deterministic_and_reports_its_oracle() {
     assert_ne!(a, c);
     assert_eq!(a.len(), 1 + 20 * 300);
     assert_eq!(a[0], "date,ticker,open,high,low,close,adj_close,volume");
-    let oracle: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path(dir.path(), "synth-3.oracle.json")).unwrap())
-            .unwrap();
+    let oracle: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(path(dir.path(), "synth-3.oracle.json")).unwrap(),
+    )
+    .unwrap();
     let realised = oracle["oracle_rank_ic"].as_f64().unwrap();
     let theory = oracle["theoretical_rank_ic"].as_f64().unwrap();
     assert!(theory > 0.15 && theory < 0.3, "{theory}");
-    assert!((realised - theory).abs() < 0.05, "realised {realised} vs theory {theory}");
+    assert!(
+        (realised - theory).abs() < 0.05,
+        "realised {realised} vs theory {theory}"
+    );
 }
 
 /// The features of day t are computed from rows up to t only: removing or altering every later row leaves
@@ -101,28 +123,63 @@ fn features_at_t_ignore_every_later_row() {
             let num = |j: usize| f[j].parse::<f64>().unwrap() * k;
             format!(
                 "{},{},{},{},{},{},{},{}",
-                f[0], f[1], num(2), num(3), num(4), num(5), num(6), (num(7) * 3.0).round()
+                f[0],
+                f[1],
+                num(2),
+                num(3),
+                num(4),
+                num(5),
+                num(6),
+                (num(7) * 3.0).round()
             )
         })
         .collect();
     let altered = write_lines(dir.path(), "altered.csv", &altered);
     let mut panels = Vec::new();
-    for (name, input) in [("full", full), ("truncated", truncated), ("altered", altered)] {
+    for (name, input) in [
+        ("full", full),
+        ("truncated", truncated),
+        ("altered", altered),
+    ] {
         let out = path(dir.path(), name);
-        ok(&["data", "prepare", "--input", &input, "--out", &s(&out), "--set", "data.window=16"]);
+        ok(&[
+            "data",
+            "prepare",
+            "--input",
+            &input,
+            "--out",
+            &s(&out),
+            "--set",
+            "data.window=16",
+        ]);
         panels.push(Panel::load(&out).unwrap());
     }
     let (full, truncated, altered) = (&panels[0], &panels[1], &panels[2]);
     let days = truncated.n_days();
     assert!(days > 100, "enough days survive warm-up: {days}");
     let cells = days * full.n_tickers() * full.n_features();
-    assert_eq!(&full.features[..cells], &truncated.features[..], "truncation changed a past feature");
-    assert_eq!(&full.features[..cells], &altered.features[..cells], "later rows changed a past feature");
-    assert_ne!(&full.features[cells..], &altered.features[cells..], "the alteration is visible later");
+    assert_eq!(
+        &full.features[..cells],
+        &truncated.features[..],
+        "truncation changed a past feature"
+    );
+    assert_eq!(
+        &full.features[..cells],
+        &altered.features[..cells],
+        "later rows changed a past feature"
+    );
+    assert_ne!(
+        &full.features[cells..],
+        &altered.features[cells..],
+        "the alteration is visible later"
+    );
     // labels before the cut only look one day ahead, so they agree too
     let label_cells = (days - 1) * full.n_tickers();
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-    assert!(same(&full.labels[..label_cells], &altered.labels[..label_cells]));
+    assert!(same(
+        &full.labels[..label_cells],
+        &altered.labels[..label_cells]
+    ));
 }
 
 /// Each bad input gets a clear error naming the problem, a non-zero exit and no output directory.
@@ -141,8 +198,16 @@ fn bad_inputs_fail_cleanly_without_partial_output() {
         *line = f.join(",");
     };
     let cases: Vec<(String, Vec<String>, Vec<&str>)> = vec![
-        (path(dir.path(), "missing.csv").to_string_lossy().into(), vec![], vec!["No such file"]),
-        (write_lines(dir.path(), "prices.txt", &good), vec![], vec!["unknown format"]),
+        (
+            path(dir.path(), "missing.csv").to_string_lossy().into(),
+            vec![],
+            vec!["No such file"],
+        ),
+        (
+            write_lines(dir.path(), "prices.txt", &good),
+            vec![],
+            vec!["unknown format"],
+        ),
         (
             edit("nocol.csv", &|l| {
                 for line in l.iter_mut() {
@@ -152,17 +217,53 @@ fn bad_inputs_fail_cleanly_without_partial_output() {
                 }
             }),
             vec![],
-            vec!["missing column `low`", "columns found: date, ticker, open, high, close"],
+            vec![
+                "missing column `low`",
+                "columns found: date, ticker, open, high, close",
+            ],
         ),
-        (edit("baddate.csv", &|l| set_field(&mut l[7], 0, "2020-13-45")), vec![], vec!["line 8", "`date`", "cannot parse date"]),
-        (edit("badnum.csv", &|l| set_field(&mut l[9], 5, "abc")), vec![], vec!["line 10", "`close`", "cannot parse number"]),
-        (edit("nan.csv", &|l| set_field(&mut l[4], 3, "NaN")), vec![], vec!["line 5", "`high`", "not finite"]),
-        (edit("inf.csv", &|l| set_field(&mut l[4], 7, "inf")), vec![], vec!["line 5", "`volume`", "not finite"]),
-        (edit("neg.csv", &|l| set_field(&mut l[6], 2, "-1.5")), vec![], vec!["line 7", "`open`", "positive"]),
-        (edit("hilo.csv", &|l| set_field(&mut l[3], 3, "0.001")), vec![], vec!["line 4", "below low"]),
-        (edit("dup.csv", &|l| { let d = l[5].clone(); l.push(d); }), vec![], vec!["duplicate row", "lines 6 and"]),
         (
-            edit("short.csv", &|l| l.push("2001-01-01,ZZZ,1,2,0.5,1.5,1.5,100".into())),
+            edit("baddate.csv", &|l| set_field(&mut l[7], 0, "2020-13-45")),
+            vec![],
+            vec!["line 8", "`date`", "cannot parse date"],
+        ),
+        (
+            edit("badnum.csv", &|l| set_field(&mut l[9], 5, "abc")),
+            vec![],
+            vec!["line 10", "`close`", "cannot parse number"],
+        ),
+        (
+            edit("nan.csv", &|l| set_field(&mut l[4], 3, "NaN")),
+            vec![],
+            vec!["line 5", "`high`", "not finite"],
+        ),
+        (
+            edit("inf.csv", &|l| set_field(&mut l[4], 7, "inf")),
+            vec![],
+            vec!["line 5", "`volume`", "not finite"],
+        ),
+        (
+            edit("neg.csv", &|l| set_field(&mut l[6], 2, "-1.5")),
+            vec![],
+            vec!["line 7", "`open`", "positive"],
+        ),
+        (
+            edit("hilo.csv", &|l| set_field(&mut l[3], 3, "0.001")),
+            vec![],
+            vec!["line 4", "below low"],
+        ),
+        (
+            edit("dup.csv", &|l| {
+                let d = l[5].clone();
+                l.push(d);
+            }),
+            vec![],
+            vec!["duplicate row", "lines 6 and"],
+        ),
+        (
+            edit("short.csv", &|l| {
+                l.push("2001-01-01,ZZZ,1,2,0.5,1.5,1.5,100".into())
+            }),
             vec![],
             vec!["too few rows", "ZZZ (1 rows)"],
         ),
@@ -181,7 +282,11 @@ fn bad_inputs_fail_cleanly_without_partial_output() {
             vec!["--set".into(), "data.scaler_window=1".into()],
             vec!["data.scaler_window", "out of range"],
         ),
-        (write_lines(dir.path(), "empty.csv", &[]), vec![], vec!["empty"]),
+        (
+            write_lines(dir.path(), "empty.csv", &[]),
+            vec![],
+            vec!["empty"],
+        ),
     ];
     for (i, (input, extra, expected)) in cases.iter().enumerate() {
         let out = path(dir.path(), &format!("out-{i}"));
@@ -191,10 +296,21 @@ fn bad_inputs_fail_cleanly_without_partial_output() {
         args.extend(extra.iter().map(String::as_str));
         let err = fails(&args);
         for want in expected {
-            assert!(err.contains(want), "case {i} ({input}): expected `{want}` in:\n{err}");
+            assert!(
+                err.contains(want),
+                "case {i} ({input}): expected `{want}` in:\n{err}"
+            );
         }
-        assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "one error line: {err}");
-        assert!(!out.exists(), "case {i}: partial output left at {}", out.display());
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "one error line: {err}"
+        );
+        assert!(
+            !out.exists(),
+            "case {i}: partial output left at {}",
+            out.display()
+        );
     }
 }
 
@@ -203,7 +319,14 @@ fn unknown_config_key_in_a_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = path(dir.path(), "bad.toml");
     std::fs::write(&cfg, "[model]\ncodebook = 3\n").unwrap();
-    let err = fails(&["data", "prepare", "--config", &s(&cfg), "--out", &s(&path(dir.path(), "o"))]);
+    let err = fails(&[
+        "data",
+        "prepare",
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&path(dir.path(), "o")),
+    ]);
     assert!(err.contains("unknown field `codebook`"), "{err}");
     assert!(err.contains("bad.toml"), "{err}");
 }

@@ -6,5 +6,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod model;
+pub mod train;
 
 pub use error::{Error, Result};

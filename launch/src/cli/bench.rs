@@ -92,7 +92,10 @@ fn bench_data(a: DataBenchArgs) -> Result<()> {
             vec!["data", "prepare", "--input", &synth_s, "--out", &out_s],
         ),
     ];
-    println!("| case | input rows | wall time (median of {}) | rows/s | peak RSS |", a.repeat);
+    println!(
+        "| case | input rows | wall time (median of {}) | rows/s | peak RSS |",
+        a.repeat
+    );
     println!("|---|---|---|---|---|");
     for (name, rows, args) in cases {
         let runs = (0..a.repeat.max(1))

@@ -83,8 +83,13 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         None => Source::parse(&cfg.data.source),
     };
     let started = Instant::now();
-    let manifest = data::prepare(&cfg.data, &source, &a.out, std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_context(|| format!("preparing features into {}", a.out.display()))?;
+    let manifest = data::prepare(
+        &cfg.data,
+        &source,
+        &a.out,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    )
+    .with_context(|| format!("preparing features into {}", a.out.display()))?;
     println!(
         "prepared {} rows × {} features for {} tickers ({} .. {}) in {:.2}s → {}",
         manifest.rows,
@@ -107,14 +112,26 @@ fn describe(a: DescribeArgs) -> Result<()> {
         panel.n_tickers(),
         panel.n_days(),
         panel.n_features(),
-        panel.dates.first().map(|d| d.to_string()).unwrap_or_default(),
-        panel.dates.last().map(|d| d.to_string()).unwrap_or_default(),
+        panel
+            .dates
+            .first()
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        panel
+            .dates
+            .last()
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
     );
     println!("| split | range | windows | first window end | last window end | batch x shape |");
     println!("|---|---|---|---|---|---|");
     for split in Split::ALL {
         let range = cfg.splits.range(split);
-        let labels = if split == Split::Train { Labels::Required } else { Labels::Optional };
+        let labels = if split == Split::Train {
+            Labels::Required
+        } else {
+            Labels::Optional
+        };
         let ends = split_window_ends(&panel, &cfg.splits, split, cfg.data.window, labels)?;
         println!(
             "| {} | {} .. {} | {} | {} | {} | ({}, {}, {}, {}) |",

@@ -6,7 +6,11 @@ mod data;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "storm", version, about = "Train and evaluate STORM stock factor models")]
+#[command(
+    name = "storm",
+    version,
+    about = "Train and evaluate STORM stock factor models"
+)]
 pub struct Cli {
     /// More log output (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

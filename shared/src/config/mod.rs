@@ -177,6 +177,21 @@ pub struct ModelConfig {
     /// Ablations: STORM-w/o-TS sets `use_ts = false`, STORM-w/o-CS sets `use_cs = false`.
     pub use_ts: bool,
     pub use_cs: bool,
+    /// Cross-attention fusion layers between the branches' CLS tokens (CrossViT, paper §4.3.1); 0 disables.
+    pub fusion_depth: usize,
+    /// Whether each fusion layer also runs a self-attention block per branch after the cross-attention.
+    pub fusion_self_attention: bool,
+    /// Width H of the per-stock factor embedding e_i of the factor head.
+    pub factor_hidden: usize,
+    /// Latent factors K_f of the FactorVAE-style head.
+    pub factor_count: usize,
+    /// Portfolios M of the posterior's portfolio layer.
+    pub portfolio_count: usize,
+    /// Training steps after which an unused code is reset to an encoder output of the batch; 0 disables.
+    pub dead_code_steps: usize,
+    /// τ of the diversity loss's soft assignment softmax(−‖z_e − e_k‖²/τ), in units of squared distance.
+    /// The squared distance grows with embed_dim, so τ ≈ embed_dim keeps the assignment soft.
+    pub diversity_temperature: f64,
 }
 
 impl Default for ModelConfig {
@@ -194,6 +209,13 @@ impl Default for ModelConfig {
             cs_stem_dim: 32,
             use_ts: true,
             use_cs: true,
+            fusion_depth: 1,
+            fusion_self_attention: true,
+            factor_hidden: 128,
+            factor_count: 16,
+            portfolio_count: 32,
+            dead_code_steps: 100,
+            diversity_temperature: 256.0,
         }
     }
 }
@@ -261,7 +283,8 @@ impl ExperimentConfig {
         let mut value: toml::Value = toml::from_str(text)
             .map_err(|e| Error::config(origin, "<syntax>", e.message().to_string()))?;
         for ov in overrides {
-            apply_override(&mut value, ov).map_err(|(field, msg)| Error::config(origin, field, msg))?;
+            apply_override(&mut value, ov)
+                .map_err(|(field, msg)| Error::config(origin, field, msg))?;
         }
         let cfg: ExperimentConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let field = e.path().to_string();

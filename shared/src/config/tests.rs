@@ -31,8 +31,14 @@ fn unknown_key_is_rejected_with_its_path() {
 
 #[test]
 fn out_of_range_value_names_the_field() {
-    assert_eq!(field_of(load("[data]\nwindow = 1\n").unwrap_err()), "data.window");
-    assert_eq!(field_of(load("[train]\nlr = -1.0\n").unwrap_err()), "train.lr");
+    assert_eq!(
+        field_of(load("[data]\nwindow = 1\n").unwrap_err()),
+        "data.window"
+    );
+    assert_eq!(
+        field_of(load("[train]\nlr = -1.0\n").unwrap_err()),
+        "train.lr"
+    );
     assert_eq!(
         field_of(load("[model]\npatch_days = 7\n").unwrap_err()),
         "model.patch_days"
@@ -60,8 +66,7 @@ fn overrides_are_typed_and_validated() {
     )
     .unwrap();
     assert_eq!(cfg.train.lr, 3e-4);
-    let err =
-        ExperimentConfig::from_toml_str("", "t", &["model.nope=1".into()]).unwrap_err();
+    let err = ExperimentConfig::from_toml_str("", "t", &["model.nope=1".into()]).unwrap_err();
     assert!(err.to_string().contains("nope"));
     let err = ExperimentConfig::from_toml_str("", "t", &["train.lr".into()]).unwrap_err();
     assert!(err.to_string().contains("key=value"));
@@ -69,7 +74,16 @@ fn overrides_are_typed_and_validated() {
 
 #[test]
 fn relative_sources_resolve_against_the_config_dir() {
-    assert_eq!(resolve_source("builtin:dj30", Some(Path::new("/x"))), "builtin:dj30");
-    assert_eq!(resolve_source("d.csv", Some(Path::new("/cfg"))), "/cfg/d.csv");
-    assert_eq!(resolve_source("/abs/d.csv", Some(Path::new("/cfg"))), "/abs/d.csv");
+    assert_eq!(
+        resolve_source("builtin:dj30", Some(Path::new("/x"))),
+        "builtin:dj30"
+    );
+    assert_eq!(
+        resolve_source("d.csv", Some(Path::new("/cfg"))),
+        "/cfg/d.csv"
+    );
+    assert_eq!(
+        resolve_source("/abs/d.csv", Some(Path::new("/cfg"))),
+        "/abs/d.csv"
+    );
 }

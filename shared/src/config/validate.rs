@@ -11,7 +11,10 @@ impl ExperimentConfig {
             return fail("data.source", "must name a file or builtin:dj30".into());
         }
         if !(2..=4096).contains(&d.window) {
-            return fail("data.window", format!("{} is out of range 2..=4096", d.window));
+            return fail(
+                "data.window",
+                format!("{} is out of range 2..=4096", d.window),
+            );
         }
         if !(2..=4096).contains(&d.scaler_window) {
             return fail(
@@ -31,21 +34,33 @@ impl ExperimentConfig {
         if s.train.end >= s.valid.start {
             return fail(
                 "splits.valid.start",
-                format!("{} must be after splits.train.end {}", s.valid.start, s.train.end),
+                format!(
+                    "{} must be after splits.train.end {}",
+                    s.valid.start, s.train.end
+                ),
             );
         }
         if s.valid.end >= s.test.start {
             return fail(
                 "splits.test.start",
-                format!("{} must be after splits.valid.end {}", s.test.start, s.valid.end),
+                format!(
+                    "{} must be after splits.valid.end {}",
+                    s.test.start, s.valid.end
+                ),
             );
         }
         let m = &self.model;
         if m.kind != "storm" {
-            return fail("model.kind", format!("unknown model `{}`; known: storm", m.kind));
+            return fail(
+                "model.kind",
+                format!("unknown model `{}`; known: storm", m.kind),
+            );
         }
         if !m.use_ts && !m.use_cs {
-            return fail("model.use_ts", "at least one of use_ts and use_cs must be true".into());
+            return fail(
+                "model.use_ts",
+                "at least one of use_ts and use_cs must be true".into(),
+            );
         }
         for (field, v) in [
             ("model.patch_days", m.patch_days),
@@ -57,12 +72,15 @@ impl ExperimentConfig {
             ("model.mlp_ratio", m.mlp_ratio),
             ("model.codebook_size", m.codebook_size),
             ("model.cs_stem_dim", m.cs_stem_dim),
+            ("model.factor_hidden", m.factor_hidden),
+            ("model.factor_count", m.factor_count),
+            ("model.portfolio_count", m.portfolio_count),
         ] {
             if v == 0 {
                 return fail(field, "must be at least 1".into());
             }
         }
-        if d.window % m.patch_days != 0 {
+        if !d.window.is_multiple_of(m.patch_days) {
             return fail(
                 "model.patch_days",
                 format!("{} must divide data.window {}", m.patch_days, d.window),
@@ -72,12 +90,24 @@ impl ExperimentConfig {
             ("model.encoder_heads", m.encoder_heads),
             ("model.decoder_heads", m.decoder_heads),
         ] {
-            if m.embed_dim % heads != 0 {
+            if !m.embed_dim.is_multiple_of(heads) {
                 return fail(
                     field,
                     format!("{heads} must divide model.embed_dim {}", m.embed_dim),
                 );
             }
+        }
+        if m.fusion_depth > 64 {
+            return fail(
+                "model.fusion_depth",
+                format!("{} is out of range 0..=64", m.fusion_depth),
+            );
+        }
+        if !(m.diversity_temperature > 0.0 && m.diversity_temperature.is_finite()) {
+            return fail(
+                "model.diversity_temperature",
+                format!("{} must be a positive number", m.diversity_temperature),
+            );
         }
         let t = &self.train;
         if t.batch_size == 0 {

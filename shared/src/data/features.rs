@@ -20,9 +20,9 @@ pub const KBAR_FEATURES: [&str; 9] = [
     "kmid", "kmid2", "klen", "kup", "kup2", "klow", "klow2", "ksft", "ksft2",
 ];
 pub const WINDOWED_FAMILIES: [&str; 27] = [
-    "roc", "ma", "std", "beta", "max", "min", "qtlu", "qtld", "rank", "imax", "imin", "imxd", "rsv",
-    "cntp", "cntn", "cntd", "corr", "cord", "sump", "sumn", "sumd", "vma", "vstd", "wvma", "vsump",
-    "vsumn", "vsumd",
+    "roc", "ma", "std", "beta", "max", "min", "qtlu", "qtld", "rank", "imax", "imin", "imxd",
+    "rsv", "cntp", "cntn", "cntd", "corr", "cord", "sump", "sumn", "sumd", "vma", "vstd", "wvma",
+    "vsump", "vsumn", "vsumd",
 ];
 pub const CALENDAR_FEATURES: [&str; 3] = ["day", "weekday", "month"];
 
@@ -102,8 +102,14 @@ fn base_series() -> Vec<Expr> {
         ret.clone().alias("_ret"),
         positive_part(ret.clone()).alias("_ret_pos"),
         ret.clone().abs().alias("_ret_abs"),
-        ret.clone().gt(lit(0.0)).cast(DataType::Float64).alias("_up"),
-        ret.clone().lt(lit(0.0)).cast(DataType::Float64).alias("_down"),
+        ret.clone()
+            .gt(lit(0.0))
+            .cast(DataType::Float64)
+            .alias("_up"),
+        ret.clone()
+            .lt(lit(0.0))
+            .cast(DataType::Float64)
+            .alias("_down"),
         (ret.abs() * v.clone()).alias("_abs_ret_volume"),
         positive_part(dv.clone()).alias("_dv_pos"),
         dv.abs().alias("_dv_abs"),
@@ -115,7 +121,10 @@ fn base_series() -> Vec<Expr> {
             .then(o.clone())
             .otherwise(c.clone())
             .alias("_top"),
-        when(o.lt(c.clone())).then(col(OPEN)).otherwise(c).alias("_bottom"),
+        when(o.lt(c.clone()))
+            .then(col(OPEN))
+            .otherwise(c)
+            .alias("_bottom"),
     ]
 }
 
@@ -136,7 +145,11 @@ fn windowed_series() -> Vec<Expr> {
         ((lit(2.0) * c.clone() - h.clone() - l.clone()) / range).alias("ksft2"),
         col(DATE).dt().day().cast(DataType::Float64).alias("day"),
         (col(DATE).dt().weekday().cast(DataType::Float64) - lit(1.0)).alias("weekday"),
-        col(DATE).dt().month().cast(DataType::Float64).alias("month"),
+        col(DATE)
+            .dt()
+            .month()
+            .cast(DataType::Float64)
+            .alias("month"),
     ];
     let share = |pos: &str, abs: &str, w: usize| {
         col(pos).rolling_sum(fixed(w)) / (col(abs).rolling_sum(fixed(w)) + lit(EPS))
@@ -145,7 +158,11 @@ fn windowed_series() -> Vec<Expr> {
         let n = |family: &str| format!("{family}_{w}");
         let wf = w as f64;
         let past = c.clone().shift(lit(w as i64));
-        let quantile = |q| c.clone().rolling_quantile(QuantileMethod::Linear, q, fixed(w)) / c.clone();
+        let quantile = |q| {
+            c.clone()
+                .rolling_quantile(QuantileMethod::Linear, q, fixed(w))
+                / c.clone()
+        };
         out.extend([
             (past.clone() / c.clone()).alias(n("roc")),
             (c.clone().rolling_mean(fixed(w)) / c.clone()).alias(n("ma")),
@@ -155,8 +172,11 @@ fn windowed_series() -> Vec<Expr> {
             (c.clone().rolling_min(fixed(w)) / c.clone()).alias(n("min")),
             quantile(0.8).alias(n("qtlu")),
             quantile(0.2).alias(n("qtld")),
-            (c.clone().rolling_rank(fixed_rank(w)).cast(DataType::Float64) / lit(wf))
-                .alias(n("rank")),
+            (c.clone()
+                .rolling_rank(fixed_rank(w))
+                .cast(DataType::Float64)
+                / lit(wf))
+            .alias(n("rank")),
             l.clone().rolling_min(fixed(w)).alias(n("_low_min")),
             h.clone().rolling_max(fixed(w)).alias(n("_high_max")),
             col("_up").rolling_mean(fixed(w)).alias(n("cntp")),

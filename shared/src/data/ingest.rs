@@ -248,6 +248,21 @@ fn parse_dates(path: &Path, name: &str, col: &Column) -> Result<Column> {
 }
 
 fn parse_numbers(path: &Path, name: &str, col: &Column) -> Result<Column> {
+    if col.dtype().is_primitive_numeric() {
+        let values = col.cast(&DataType::Float64)?;
+        let ca = values.f64()?;
+        if let Some(i) = ca.iter().position(|v| !v.is_some_and(f64::is_finite)) {
+            let what = match ca.get(i) {
+                Some(x) => format!("value {x} is not finite"),
+                None => "missing value".to_string(),
+            };
+            return Err(Error::input(
+                path,
+                format!("row {}, column `{name}`: {what}", i + 1),
+            ));
+        }
+        return Ok(values.with_name(name.into()));
+    }
     let strings = col.cast(&DataType::String)?;
     let ca = strings.str()?;
     let mut out: Vec<f64> = Vec::with_capacity(ca.len());
@@ -343,7 +358,12 @@ fn check_duplicates(path: &Path, frame: &DataFrame) -> Result<()> {
         .physical()
         .into_no_null_iter()
         .collect();
-    let tickers: Vec<&str> = frame.column(TICKER)?.str()?.iter().map(|t| t.unwrap_or("")).collect();
+    let tickers: Vec<&str> = frame
+        .column(TICKER)?
+        .str()?
+        .iter()
+        .map(|t| t.unwrap_or(""))
+        .collect();
     let mut order: Vec<usize> = (0..frame.height()).collect();
     order.sort_by(|&a, &b| (tickers[a], dates[a]).cmp(&(tickers[b], dates[b])));
     for pair in order.windows(2) {

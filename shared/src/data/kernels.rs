@@ -76,8 +76,14 @@ mod tests {
     fn matches_brute_force_including_ties() {
         let x = [3.0, 1.0, 3.0, 2.0, 5.0, 5.0, 0.0, 1.0, 1.0, 4.0, 2.0, 2.0];
         for w in 1..=6 {
-            assert!(same(&rolling_argmax(&x, w), &brute(&x, w, true)), "max w={w}");
-            assert!(same(&rolling_argmin(&x, w), &brute(&x, w, false)), "min w={w}");
+            assert!(
+                same(&rolling_argmax(&x, w), &brute(&x, w, true)),
+                "max w={w}"
+            );
+            assert!(
+                same(&rolling_argmin(&x, w), &brute(&x, w, false)),
+                "min w={w}"
+            );
         }
     }
 

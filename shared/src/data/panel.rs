@@ -75,7 +75,9 @@ impl Panel {
             .zip(&day_numbers)
         {
             let j = *ticker_index.get(ticker).ok_or_else(|| {
-                Error::Data(format!("ticker {ticker} is in features but not in the manifest"))
+                Error::Data(format!(
+                    "ticker {ticker} is in features but not in the manifest"
+                ))
             })?;
             let cell_index = day_index[day] * n + j;
             present[cell_index] = true;
@@ -112,7 +114,10 @@ impl Panel {
     /// Days on which every ticker of the universe has a feature row.
     pub fn complete_days(&self) -> Vec<bool> {
         let n = self.n_tickers();
-        self.present.chunks(n).map(|row| row.iter().all(|&p| p)).collect()
+        self.present
+            .chunks(n)
+            .map(|row| row.iter().all(|&p| p))
+            .collect()
     }
 
     /// Days on which every ticker has a next-day label.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::*;
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::features::{feature_names, ticker_features, FEATURE_HISTORY};
 use super::ingest::{read_prices, Source, DATE, TICKER};
@@ -20,7 +20,11 @@ use crate::error::{Error, Result};
 pub fn prepare(cfg: &DataConfig, source: &Source, out: &Path, progress: bool) -> Result<Manifest> {
     let clock = std::time::Instant::now();
     let table = read_prices(source)?;
-    tracing::info!(rows = table.frame.height(), secs = clock.elapsed().as_secs_f64(), "read and validated prices");
+    tracing::info!(
+        rows = table.frame.height(),
+        secs = clock.elapsed().as_secs_f64(),
+        "read and validated prices"
+    );
     let frame = select_rows(cfg, table.frame)?;
     let min_rows = FEATURE_HISTORY + cfg.scaler_window + cfg.window;
     let tickers_frames = frame.partition_by_stable([TICKER], true)?;
@@ -29,33 +33,91 @@ pub fn prepare(cfg: &DataConfig, source: &Source, out: &Path, progress: bool) ->
     let names = feature_names();
     let bar = progress_bar(tickers_frames.len() as u64, progress);
     let warmup = FEATURE_HISTORY + cfg.scaler_window;
-    let parts: Vec<DataFrame> = tickers_frames
-        .par_iter()
-        .map(|prices| {
-            let raw = ticker_features(prices)?;
-            let scaled = scale_ticker(raw, &names, cfg.scaler_window)?;
-            bar.inc(1);
-            Ok(scaled.slice(warmup as i64, scaled.height().saturating_sub(warmup)))
-        })
-        .collect::<Result<_>>()?;
+    let parts = map_parallel(&tickers_frames, |prices| {
+        let raw = ticker_features(prices)?;
+        let scaled = scale_ticker(raw, &names, cfg.scaler_window)?;
+        bar.inc(1);
+        Ok(scaled.slice(warmup as i64, scaled.height().saturating_sub(warmup)))
+    })?;
     bar.finish_and_clear();
-    tracing::info!(secs = clock.elapsed().as_secs_f64(), "features and scaling done");
+    tracing::info!(
+        secs = clock.elapsed().as_secs_f64(),
+        "features and scaling done"
+    );
 
     let mut features = concat_frames(parts)?;
-    let manifest = build_manifest(&table.source, &table.source_sha256, table.has_adj_close, &features, frame.height(), cfg)?;
+    tracing::info!(secs = clock.elapsed().as_secs_f64(), "tickers concatenated");
+    let manifest = build_manifest(
+        &table.source,
+        &table.source_sha256,
+        table.has_adj_close,
+        &features,
+        frame.height(),
+        cfg,
+    )?;
 
     let staging = Staging::new(out)?;
     let file_path = staging.path(FEATURES_FILE);
     let file = std::fs::File::create(&file_path).map_err(|e| Error::io(&file_path, e))?;
     ParquetWriter::new(file)
-        .with_compression(ParquetCompression::Lz4Raw)
+        // scaled floats do not compress; compression would only cost time
+        .with_compression(ParquetCompression::Uncompressed)
+        .with_statistics(StatisticsOptions::empty())
         .finish(&mut features)?;
     let json = serde_json::to_vec_pretty(&manifest)?;
     let manifest_path = staging.path(MANIFEST_FILE);
     std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
     staging.commit(&[FEATURES_FILE, MANIFEST_FILE])?;
-    tracing::info!(secs = clock.elapsed().as_secs_f64(), "feature store written");
+    tracing::info!(
+        secs = clock.elapsed().as_secs_f64(),
+        "feature store written"
+    );
     Ok(manifest)
+}
+
+/// Applies `f` to every item on plain worker threads (one per core), preserving order. Plain threads rather
+/// than a rayon pool: each call blocks on polars' own pool, and a blocked rayon worker would steal more
+/// items onto its stack until it overflows on large universes.
+fn map_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().max(1));
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<Result<R>>> = (0..items.len()).map(|_| None).collect();
+    let chunks: Vec<Vec<(usize, Result<R>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(64 << 20)
+                    .spawn_scoped(scope, || {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= items.len() {
+                                break done;
+                            }
+                            done.push((i, f(&items[i])));
+                        }
+                    })
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("feature worker panicked"))
+            .collect()
+    });
+    for (i, r) in chunks.into_iter().flatten() {
+        results[i] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Data("a ticker was not processed".into()))))
+        .collect()
 }
 
 fn progress_bar(len: u64, show: bool) -> ProgressBar {
@@ -101,15 +163,22 @@ fn select_rows(cfg: &DataConfig, frame: DataFrame) -> Result<DataFrame> {
             return Err(Error::config(
                 "data",
                 "data.tickers",
-                format!("not in the input (or no rows in the date range): {}", missing.join(", ")),
+                format!(
+                    "not in the input (or no rows in the date range): {}",
+                    missing.join(", ")
+                ),
             ));
         }
     }
     if out.height() == 0 {
         return Err(Error::Data(format!(
             "no input rows in the date range {} .. {}",
-            cfg.start.map(|d| d.to_string()).unwrap_or_else(|| "start".into()),
-            cfg.end.map(|d| d.to_string()).unwrap_or_else(|| "end".into())
+            cfg.start
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "start".into()),
+            cfg.end
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "end".into())
         )));
     }
     Ok(out)
@@ -151,6 +220,12 @@ fn concat_frames(parts: Vec<DataFrame>) -> Result<DataFrame> {
     Ok(out)
 }
 
+/// ISO date of a polars Date value (days since 1970-01-01).
+fn day_string(days: i32) -> String {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    (epoch + chrono::Duration::days(days as i64)).to_string()
+}
+
 fn build_manifest(
     source: &str,
     sha: &str,
@@ -162,13 +237,19 @@ fn build_manifest(
     let dates = features.column(DATE)?.date()?.clone();
     let tickers = features.column(TICKER)?.str()?.clone();
     let mut first: BTreeMap<String, String> = BTreeMap::new();
-    for (t, d) in tickers.iter().zip(dates.as_date_iter()) {
+    let mut previous: Option<&str> = None;
+    for (t, d) in tickers.iter().zip(dates.physical().iter()) {
         if let (Some(t), Some(d)) = (t, d) {
-            first.entry(t.to_string()).or_insert_with(|| d.to_string());
+            if previous != Some(t) {
+                first.entry(t.to_string()).or_insert_with(|| day_string(d));
+                previous = Some(t);
+            }
         }
     }
-    let all: Vec<_> = dates.as_date_iter().flatten().collect();
-    let (lo, hi) = (all.iter().min(), all.iter().max());
+    let (lo, hi) = (
+        dates.physical().min().map(day_string),
+        dates.physical().max().map(day_string),
+    );
     let names = feature_names();
     Ok(Manifest {
         storm_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -179,8 +260,8 @@ fn build_manifest(
         n_tickers: first.len(),
         n_features: names.len(),
         feature_names: names,
-        first_date: lo.map(|d| d.to_string()).unwrap_or_default(),
-        last_date: hi.map(|d| d.to_string()).unwrap_or_default(),
+        first_date: lo.unwrap_or_default(),
+        last_date: hi.unwrap_or_default(),
         rows: features.height(),
         warmup_rows_dropped: input_rows - features.height(),
         feature_history: FEATURE_HISTORY,

@@ -26,7 +26,7 @@ pub fn causal_zscore(x: &[f64], window: usize) -> Vec<f32> {
     let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
     for t in window..x.len() {
         // the look-back of row t is x[t-window..t]
-        if (t - window) % window == 0 {
+        if (t - window).is_multiple_of(window) {
             sum = 0.0;
             sum_sq = 0.0;
             for &v in &x[t - window..t] {
@@ -52,18 +52,30 @@ pub fn causal_zscore(x: &[f64], window: usize) -> Vec<f32> {
 
 /// Replaces every column in `features` of one ticker's raw feature frame (sorted by date) with its causal
 /// z-score as Float32.
-pub fn scale_ticker(mut raw: DataFrame, features: &[String], window: usize) -> Result<DataFrame> {
-    for name in features {
-        let values: Vec<f64> = raw
-            .column(name)?
-            .f64()?
-            .iter()
-            .map(|v| v.unwrap_or(f64::NAN))
-            .collect();
-        let scaled = causal_zscore(&values, window);
-        raw.with_column(Column::new(name.as_str().into(), scaled))?;
-    }
-    Ok(raw)
+pub fn scale_ticker(raw: DataFrame, features: &[String], window: usize) -> Result<DataFrame> {
+    let scaled: std::collections::HashMap<&str, Column> = features
+        .iter()
+        .map(|name| {
+            let ca = raw.column(name)?.f64()?.rechunk();
+            let values: Vec<f64> = match ca.cont_slice() {
+                Ok(s) if ca.null_count() == 0 => s.to_vec(),
+                _ => ca.iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
+            };
+            let z = causal_zscore(&values, window);
+            Ok((name.as_str(), Column::new(name.as_str().into(), z)))
+        })
+        .collect::<Result<_>>()?;
+    let columns: Vec<Column> = raw
+        .columns()
+        .iter()
+        .map(|c| {
+            scaled
+                .get(c.name().as_str())
+                .cloned()
+                .unwrap_or_else(|| c.clone())
+        })
+        .collect();
+    Ok(DataFrame::new(raw.height(), columns)?)
 }
 
 #[cfg(test)]
@@ -71,7 +83,8 @@ mod tests {
     use super::*;
 
     fn scaled(values: &[f64], window: usize) -> Vec<Option<f32>> {
-        let df = DataFrame::new_infer_height(vec![Column::new("x".into(), values.to_vec())]).unwrap();
+        let df =
+            DataFrame::new_infer_height(vec![Column::new("x".into(), values.to_vec())]).unwrap();
         let out = scale_ticker(df, &["x".to_string()], window).unwrap();
         let col = out.column("x").unwrap().f32().unwrap().clone();
         col.iter().map(|v| v.filter(|x| !x.is_nan())).collect()
@@ -111,7 +124,11 @@ mod tests {
             let m = past.iter().sum::<f64>() / 64.0;
             let s = (past.iter().map(|v| (v - m).powi(2)).sum::<f64>() / 64.0).sqrt();
             let want = ((x[t] - m) / s).clamp(-CLIP, CLIP);
-            assert!((got[t] as f64 - want).abs() < 1e-4, "row {t}: {} vs {want}", got[t]);
+            assert!(
+                (got[t] as f64 - want).abs() < 1e-4,
+                "row {t}: {} vs {want}",
+                got[t]
+            );
         }
         assert!(got[63].is_nan());
     }

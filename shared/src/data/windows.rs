@@ -89,7 +89,8 @@ impl BatchSampler {
     pub fn epoch(&self, epoch: u64) -> Vec<Vec<usize>> {
         let mut order = self.ends.clone();
         if self.shuffle {
-            let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             order.shuffle(&mut rng);
         }
         let mut batches: Vec<Vec<usize>> = order
@@ -104,7 +105,7 @@ impl BatchSampler {
 
     pub fn batches_per_epoch(&self) -> usize {
         let full = self.ends.len() / self.batch_size.max(1);
-        let partial = !self.drop_last && self.ends.len() % self.batch_size.max(1) != 0;
+        let partial = !self.drop_last && !self.ends.len().is_multiple_of(self.batch_size.max(1));
         full + usize::from(partial)
     }
 }
@@ -151,16 +152,20 @@ impl WindowTensors {
         for &e in ends {
             let e = e as i64;
             if e + 1 < w {
-                return Err(Error::Data(format!("window ending at day {e} starts before day 0")));
+                return Err(Error::Data(format!(
+                    "window ending at day {e} starts before day 0"
+                )));
             }
             days.extend(e + 1 - w..=e);
         }
         let index = Tensor::f_from_slice(&days)?.f_to_device(self.device)?;
         let size = self.features.size();
-        let x = self
-            .features
-            .f_index_select(0, &index)?
-            .f_view([ends.len() as i64, w, size[1], size[2]])?;
+        let x = self.features.f_index_select(0, &index)?.f_view([
+            ends.len() as i64,
+            w,
+            size[1],
+            size[2],
+        ])?;
         let end_index = Tensor::f_from_slice(&ends.iter().map(|&e| e as i64).collect::<Vec<_>>())?
             .f_to_device(self.device)?;
         let y = self

@@ -62,13 +62,55 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Day-level correlation summary of a prediction series.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IcSummary {
+    /// Mean over days of the daily Spearman correlation.
+    pub rank_ic: f64,
+    /// rank_ic / sample std of the daily values.
+    pub rank_icir: f64,
+    pub ic: f64,
+    pub icir: f64,
+    /// Days with a defined correlation (at least 2 stocks with labels, neither side constant).
+    pub n_days: usize,
+}
+
+/// Summarises days of (scores, realised returns); entries whose return is not finite are ignored.
+pub fn summarize<'a>(days: impl IntoIterator<Item = (&'a [f64], &'a [f64])>) -> IcSummary {
+    let (mut rank, mut plain) = (Vec::new(), Vec::new());
+    for (scores, returns) in days {
+        let (s, r): (Vec<f64>, Vec<f64>) = scores
+            .iter()
+            .zip(returns)
+            .filter(|(a, b)| a.is_finite() && b.is_finite())
+            .map(|(a, b)| (*a, *b))
+            .unzip();
+        if let (Some(ri), Some(pi)) = (spearman(&s, &r), pearson(&s, &r)) {
+            rank.push(ri);
+            plain.push(pi);
+        }
+    }
+    let (rank_ic, rank_std) = mean_std(&rank);
+    let (ic, ic_std) = mean_std(&plain);
+    IcSummary {
+        rank_ic,
+        rank_icir: rank_ic / rank_std,
+        ic,
+        icir: ic / ic_std,
+        n_days: rank.len(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ties_get_average_ranks() {
-        assert_eq!(average_ranks(&[10.0, 20.0, 10.0, 5.0]), vec![2.5, 4.0, 2.5, 1.0]);
+        assert_eq!(
+            average_ranks(&[10.0, 20.0, 10.0, 5.0]),
+            vec![2.5, 4.0, 2.5, 1.0]
+        );
     }
 
     #[test]
@@ -83,6 +125,30 @@ mod tests {
     #[test]
     fn constant_side_has_no_correlation() {
         assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
+    }
+
+    #[test]
+    fn summary_by_hand() {
+        // day 1: perfect order (1.0); day 2: reversed (-1.0); day 3: spearman 0.8 (see above)
+        let d1 = ([1.0, 2.0, 3.0], [0.1, 0.2, 0.3]);
+        let d2 = ([1.0, 2.0, 3.0], [0.3, 0.2, 0.1]);
+        let d3 = ([1.0, 2.0, 3.0, 4.0], [10.0, 30.0, 20.0, 40.0]);
+        let days: Vec<(&[f64], &[f64])> = vec![(&d1.0, &d1.1), (&d2.0, &d2.1), (&d3.0, &d3.1)];
+        let s = summarize(days);
+        assert_eq!(s.n_days, 3);
+        let mean = 0.8 / 3.0;
+        assert!((s.rank_ic - mean).abs() < 1e-12);
+        let var = ((1.0 - mean).powi(2) + (-1.0 - mean).powi(2) + (0.8 - mean).powi(2)) / 2.0;
+        assert!((s.rank_icir - mean / var.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn missing_labels_are_skipped_and_constant_days_dropped() {
+        let a = ([1.0, 2.0, 3.0], [0.1, f64::NAN, 0.3]);
+        let b = ([1.0, 1.0, 1.0], [0.1, 0.2, 0.3]);
+        let s = summarize(vec![(&a.0[..], &a.1[..]), (&b.0[..], &b.1[..])]);
+        assert_eq!(s.n_days, 1);
+        assert_eq!(s.rank_ic, 1.0);
     }
 
     #[test]

@@ -33,9 +33,18 @@ fn panel() -> Panel {
 
 fn splits() -> SplitsConfig {
     SplitsConfig {
-        train: DateRange { start: day(0), end: day(6) },
-        valid: DateRange { start: day(7), end: day(8) },
-        test: DateRange { start: day(9), end: day(11) },
+        train: DateRange {
+            start: day(0),
+            end: day(6),
+        },
+        valid: DateRange {
+            start: day(7),
+            end: day(8),
+        },
+        test: DateRange {
+            start: day(9),
+            end: day(11),
+        },
     }
 }
 
@@ -58,7 +67,10 @@ fn windows_skip_incomplete_days_and_respect_split_boundaries() {
 fn a_split_without_windows_is_a_clear_error() {
     let p = panel();
     let err = split_window_ends(&p, &splits(), Split::Valid, 8, Labels::Required).unwrap_err();
-    assert!(err.to_string().contains("no complete 8-day window"), "{err}");
+    assert!(
+        err.to_string().contains("no complete 8-day window"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -68,7 +80,10 @@ fn batches_hold_the_right_days_and_labels() {
     let b = wt.batch(&[6, 9]).unwrap();
     assert_eq!(b.x.size(), vec![2, 3, 2, 1]);
     let x: Vec<f32> = Vec::<f32>::try_from(b.x.flatten(0, -1)).unwrap();
-    assert_eq!(x, vec![40., 41., 50., 51., 60., 61., 70., 71., 80., 81., 90., 91.]);
+    assert_eq!(
+        x,
+        vec![40., 41., 50., 51., 60., 61., 70., 71., 80., 81., 90., 91.]
+    );
     let y: Vec<f32> = Vec::<f32>::try_from(b.y.flatten(0, -1)).unwrap();
     assert_eq!(y, vec![600., 601., 900., 901.]);
 }

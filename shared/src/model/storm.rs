@@ -1,0 +1,383 @@
+//! The whole STORM model: TS and CS branches (either may be disabled for the ablations), fusion + CLIP
+//! when both are on, the factor head, and the weighted total loss.
+//!
+//! Factor embedding of stock i (input of the factor head): the TS part is the mean over stock i's time
+//! patches of [fused TS token ⊕ its quantised code] (the fused tokens equal the encoder output z_e when
+//! fusion has no self-attention or is off); the CS part, shared by all stocks of the sample, is [fused CS
+//! CLS ⊕ mean of the quantised CS tokens]. Quantised codes enter through the straight-through output, so
+//! the factor losses train the encoders, not the codebooks.
+
+use tch::nn;
+use tch::{Kind, Reduction, Tensor};
+
+use super::branch::{Branch, BranchKind};
+use super::factor_head::FactorHead;
+use super::fusion::{Clip, Fusion};
+use super::patch::Geometry;
+use super::quantizer::QuantOutput;
+use crate::config::{ModelConfig, TrainConfig};
+use crate::error::{Error, Result};
+
+/// Unweighted losses of one branch; zeros for a disabled branch.
+#[derive(Debug)]
+pub struct BranchLosses {
+    /// MSE of the branch's reconstruction against the whole input x (paper eq. 6).
+    pub recon: Tensor,
+    pub codebook: Tensor,
+    pub commit: Tensor,
+    pub diversity: Tensor,
+    pub orthogonal: Tensor,
+}
+
+impl BranchLosses {
+    fn zeros(device: tch::Device) -> Self {
+        let z = || Tensor::zeros([], (Kind::Float, device));
+        BranchLosses {
+            recon: z(),
+            codebook: z(),
+            commit: z(),
+            diversity: z(),
+            orthogonal: z(),
+        }
+    }
+}
+
+/// Output of `Storm::forward_train`: unweighted scalar losses, predictions and code indices.
+#[derive(Debug)]
+pub struct StormOutput {
+    pub ts: BranchLosses,
+    pub cs: BranchLosses,
+    /// CLIP loss of the fused CLS tokens; 0 with one branch or B < 2.
+    pub clip: Tensor,
+    /// Gaussian NLL of y under the posterior-decoded returns.
+    pub nll: Tensor,
+    /// KL(posterior ‖ prior).
+    pub kl: Tensor,
+    /// Prior-mean prediction (B, N); independent of y.
+    pub prediction: Tensor,
+    /// TS code indices (B, (W / p) · N), time-major; None when the branch is off.
+    pub ts_indices: Option<Tensor>,
+    /// CS code indices (B, W); None when the branch is off.
+    pub cs_indices: Option<Tensor>,
+}
+
+impl StormOutput {
+    /// Every loss term with a stable name, for logging.
+    pub fn terms(&self) -> [(&'static str, &Tensor); 13] {
+        [
+            ("recon_ts", &self.ts.recon),
+            ("recon_cs", &self.cs.recon),
+            ("codebook_ts", &self.ts.codebook),
+            ("codebook_cs", &self.cs.codebook),
+            ("commit_ts", &self.ts.commit),
+            ("commit_cs", &self.cs.commit),
+            ("diversity_ts", &self.ts.diversity),
+            ("diversity_cs", &self.cs.diversity),
+            ("orthogonal_ts", &self.ts.orthogonal),
+            ("orthogonal_cs", &self.cs.orthogonal),
+            ("clip", &self.clip),
+            ("nll", &self.nll),
+            ("kl", &self.kl),
+        ]
+    }
+}
+
+/// The training objective: Σ of the terms with the weights of `TrainConfig` (the codebook term has
+/// weight 1; commit, orthogonal and diversity weights apply to both branches).
+pub fn weighted_total(out: &StormOutput, w: &TrainConfig) -> Tensor {
+    let both = |a: &Tensor, b: &Tensor| a + b;
+    out.ts.recon.shallow_clone() * w.loss_weight_recon_ts
+        + &out.cs.recon * w.loss_weight_recon_cs
+        + both(&out.ts.codebook, &out.cs.codebook)
+        + both(&out.ts.commit, &out.cs.commit) * w.loss_weight_commit
+        + both(&out.ts.orthogonal, &out.cs.orthogonal) * w.loss_weight_orthogonal
+        + both(&out.ts.diversity, &out.cs.diversity) * w.loss_weight_diversity
+        + &out.clip * w.loss_weight_clip
+        + &out.nll * w.loss_weight_prediction
+        + &out.kl * w.loss_weight_kl
+}
+
+/// One branch after encoding and quantisation (and fusion, once applied).
+struct Side {
+    /// (B, 1 + L, E) with the CLS at index 0.
+    seq: Tensor,
+    quant: QuantOutput,
+}
+
+#[derive(Debug)]
+pub struct Storm {
+    ts: Option<Branch>,
+    cs: Option<Branch>,
+    fusion: Option<Fusion>,
+    clip: Option<Clip>,
+    factor: FactorHead,
+    geo: Geometry,
+    patch_days: i64,
+}
+
+impl Storm {
+    /// Builds the model under `p` for windows of `window` days × `n_stocks` × `n_features`. Errors when the
+    /// data does not fit the config (the config itself is range-checked at load).
+    pub fn new(
+        p: &nn::Path,
+        cfg: &ModelConfig,
+        n_stocks: i64,
+        n_features: i64,
+        window: i64,
+    ) -> Result<Self> {
+        check_shapes(cfg, n_stocks, n_features, window)?;
+        let geo = Geometry {
+            window,
+            stocks: n_stocks,
+            features: n_features,
+        };
+        let dim = cfg.embed_dim as i64;
+        let ts = cfg
+            .use_ts
+            .then(|| Branch::new(&(p / "ts"), BranchKind::Ts, cfg, geo));
+        let cs = cfg
+            .use_cs
+            .then(|| Branch::new(&(p / "cs"), BranchKind::Cs, cfg, geo));
+        let both = cfg.use_ts && cfg.use_cs;
+        let fusion = (both && cfg.fusion_depth > 0).then(|| {
+            Fusion::new(
+                &(p / "fusion"),
+                cfg.fusion_depth as i64,
+                dim,
+                cfg.encoder_heads as i64,
+                cfg.mlp_ratio as i64,
+                cfg.fusion_self_attention,
+            )
+        });
+        let clip = both.then(|| Clip::new(&(p / "clip")));
+        let branches = i64::from(cfg.use_ts) + i64::from(cfg.use_cs);
+        let factor = FactorHead::new(
+            &(p / "factor"),
+            2 * dim * branches,
+            cfg.factor_hidden as i64,
+            cfg.factor_count as i64,
+            cfg.portfolio_count as i64,
+        );
+        Ok(Storm {
+            ts,
+            cs,
+            fusion,
+            clip,
+            factor,
+            geo,
+            patch_days: cfg.patch_days as i64,
+        })
+    }
+
+    pub fn ts(&self) -> Option<&Branch> {
+        self.ts.as_ref()
+    }
+
+    pub fn cs(&self) -> Option<&Branch> {
+        self.cs.as_ref()
+    }
+
+    /// Checks a batch against the model's geometry: x (B, W, N, D) float, y (B, N) when given.
+    pub fn check_input(&self, x: &Tensor, y: Option<&Tensor>) -> Result<()> {
+        let Geometry {
+            window,
+            stocks,
+            features,
+        } = self.geo;
+        let s = x.size();
+        if s.len() != 4 || s[1] != window || s[2] != stocks || s[3] != features || s[0] < 1 {
+            return Err(Error::Data(format!(
+                "model input has shape {s:?}; expected (B, {window}, {stocks}, {features})"
+            )));
+        }
+        if x.kind() != Kind::Float {
+            return Err(Error::Data(format!(
+                "model input is {:?}; expected Float",
+                x.kind()
+            )));
+        }
+        if let Some(y) = y {
+            if y.size() != [s[0], stocks] {
+                return Err(Error::Data(format!(
+                    "labels have shape {:?}; expected ({}, {stocks})",
+                    y.size(),
+                    s[0]
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Training/validation forward with every loss term. `train` enables the quantisers' dead-code resets
+    /// and usage counters (pass false for validation).
+    pub fn forward_train(&self, x: &Tensor, y: &Tensor, train: bool) -> StormOutput {
+        let quantize = |b: &Branch, seq: &Tensor| b.quantizer().forward(&tokens(seq), train);
+        let (ts, cs) = self.fuse(self.encode(x, quantize));
+        let clip = match (&ts, &cs, &self.clip) {
+            (Some(t), Some(c), Some(clip)) => clip.forward(&cls(&t.seq), &cls(&c.seq)),
+            _ => Tensor::zeros([], (Kind::Float, x.device())),
+        };
+        let e = self
+            .factor
+            .embed(&self.factor_features(ts.as_ref(), cs.as_ref()));
+        let factor = self.factor.forward(&e, y);
+        let losses = |branch: &Option<Branch>, side: &Option<Side>| match (branch, side) {
+            (Some(b), Some(s)) => BranchLosses {
+                recon: b.decode(&s.quant.quantized).mse_loss(x, Reduction::Mean),
+                codebook: s.quant.codebook.shallow_clone(),
+                commit: s.quant.commit.shallow_clone(),
+                diversity: s.quant.diversity.shallow_clone(),
+                orthogonal: s.quant.orthogonal.shallow_clone(),
+            },
+            _ => BranchLosses::zeros(x.device()),
+        };
+        StormOutput {
+            ts: losses(&self.ts, &ts),
+            cs: losses(&self.cs, &cs),
+            clip,
+            nll: factor.nll,
+            kl: factor.kl,
+            prediction: factor.prediction,
+            ts_indices: ts.map(|s| s.quant.indices),
+            cs_indices: cs.map(|s| s.quant.indices),
+        }
+    }
+
+    /// Prior-mean return prediction (B, N) from x alone; no decoders, no loss terms.
+    pub fn predict(&self, x: &Tensor) -> Tensor {
+        self.factor.predict(&self.factor_embeddings(x).0)
+    }
+
+    /// Factor embeddings e (B, N, factor_hidden) and the TS (B, (W / p) · N) and CS (B, W) code indices,
+    /// for export and inspection.
+    pub fn factor_embeddings(&self, x: &Tensor) -> (Tensor, Option<Tensor>, Option<Tensor>) {
+        let (ts, cs) = self.fuse(self.encode(x, assign_only));
+        let e = self
+            .factor
+            .embed(&self.factor_features(ts.as_ref(), cs.as_ref()));
+        (e, ts.map(|s| s.quant.indices), cs.map(|s| s.quant.indices))
+    }
+
+    fn encode(
+        &self,
+        x: &Tensor,
+        quantize: impl Fn(&Branch, &Tensor) -> QuantOutput,
+    ) -> (Option<Side>, Option<Side>) {
+        let run = |branch: &Option<Branch>| {
+            branch.as_ref().map(|b| {
+                let seq = b.encode(x);
+                let quant = quantize(b, &seq);
+                Side { seq, quant }
+            })
+        };
+        (run(&self.ts), run(&self.cs))
+    }
+
+    fn fuse(&self, sides: (Option<Side>, Option<Side>)) -> (Option<Side>, Option<Side>) {
+        match (sides, &self.fusion) {
+            ((Some(mut ts), Some(mut cs)), Some(fusion)) => {
+                let (t, c) = fusion.forward(&ts.seq, &cs.seq);
+                ts.seq = t;
+                cs.seq = c;
+                (Some(ts), Some(cs))
+            }
+            (sides, _) => sides,
+        }
+    }
+
+    /// Per-stock raw features for the factor head: (B, N, 2E · branches).
+    fn factor_features(&self, ts: Option<&Side>, cs: Option<&Side>) -> Tensor {
+        let n = self.geo.stocks;
+        let mut parts = Vec::with_capacity(2);
+        if let Some(ts) = ts {
+            let both = Tensor::cat(&[tokens(&ts.seq), ts.quant.quantized.shallow_clone()], -1);
+            let s = both.size();
+            let per_patch = both.view([s[0], self.geo.window / self.patch_days, n, s[2]]);
+            parts.push(per_patch.mean_dim(1, false, Kind::Float));
+        }
+        if let Some(cs) = cs {
+            let q_mean = cs.quant.quantized.mean_dim(1, false, Kind::Float);
+            let summary = Tensor::cat(&[cls(&cs.seq), q_mean], -1);
+            let b = summary.size()[0];
+            parts.push(summary.unsqueeze(1).expand([b, n, -1], false));
+        }
+        Tensor::cat(&parts, -1)
+    }
+}
+
+fn assign_only(b: &Branch, seq: &Tensor) -> QuantOutput {
+    let (quantized, indices) = b.quantizer().assign(&tokens(seq));
+    let zero = || Tensor::zeros([], (Kind::Float, seq.device()));
+    QuantOutput {
+        quantized,
+        indices,
+        codebook: zero(),
+        commit: zero(),
+        diversity: zero(),
+        orthogonal: zero(),
+    }
+}
+
+/// CLS token of a (B, 1 + L, E) sequence: (B, E).
+fn cls(seq: &Tensor) -> Tensor {
+    seq.select(1, 0)
+}
+
+/// Patch tokens of a (B, 1 + L, E) sequence: (B, L, E).
+fn tokens(seq: &Tensor) -> Tensor {
+    seq.narrow(1, 1, seq.size()[1] - 1)
+}
+
+fn check_shapes(cfg: &ModelConfig, n_stocks: i64, n_features: i64, window: i64) -> Result<()> {
+    let fail = |msg: String| Err(Error::Data(msg));
+    if n_stocks < 1 || n_features < 1 || window < 1 {
+        return fail(format!(
+            "model needs at least one stock, feature and day; got N = {n_stocks}, D = {n_features}, W = {window}"
+        ));
+    }
+    if !cfg.use_ts && !cfg.use_cs {
+        return fail("model.use_ts / model.use_cs: at least one branch must be on".into());
+    }
+    let nonzero = [
+        ("patch_days", cfg.patch_days),
+        ("embed_dim", cfg.embed_dim),
+        ("encoder_heads", cfg.encoder_heads),
+        ("decoder_heads", cfg.decoder_heads),
+        ("mlp_ratio", cfg.mlp_ratio),
+        ("codebook_size", cfg.codebook_size),
+        ("cs_stem_dim", cfg.cs_stem_dim),
+        ("factor_hidden", cfg.factor_hidden),
+        ("factor_count", cfg.factor_count),
+        ("portfolio_count", cfg.portfolio_count),
+    ];
+    if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+        return fail(format!("model.{name} must be at least 1"));
+    }
+    if window % cfg.patch_days as i64 != 0 {
+        return fail(format!(
+            "model.patch_days {} must divide the window of {window} days",
+            cfg.patch_days
+        ));
+    }
+    for (name, heads) in [
+        ("encoder_heads", cfg.encoder_heads),
+        ("decoder_heads", cfg.decoder_heads),
+    ] {
+        if !cfg.embed_dim.is_multiple_of(heads) {
+            return fail(format!(
+                "model.{name} {heads} must divide model.embed_dim {}",
+                cfg.embed_dim
+            ));
+        }
+    }
+    if !(cfg.diversity_temperature > 0.0 && cfg.diversity_temperature.is_finite()) {
+        return fail(format!(
+            "model.diversity_temperature {} must be a positive number",
+            cfg.diversity_temperature
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+use super::*;
+use crate::config::{ExperimentConfig, TrainConfig};
+use crate::model::parameter_count;
+use tch::{nn::OptimizerConfig, Device};
+
+fn opts() -> (Kind, Device) {
+    (Kind::Float, Device::Cpu)
+}
+
+/// A model small enough for many forwards per test: W = 16, N = 5, D = 7.
+fn tiny_config() -> ModelConfig {
+    ModelConfig {
+        patch_days: 4,
+        embed_dim: 16,
+        encoder_depth: 1,
+        encoder_heads: 2,
+        decoder_depth: 1,
+        decoder_heads: 2,
+        mlp_ratio: 2,
+        codebook_size: 8,
+        cs_stem_dim: 4,
+        factor_hidden: 8,
+        factor_count: 3,
+        portfolio_count: 4,
+        diversity_temperature: 16.0,
+        ..ModelConfig::default()
+    }
+}
+
+const TINY: (i64, i64, i64) = (5, 7, 16);
+
+fn build(cfg: &ModelConfig, (n, d, w): (i64, i64, i64)) -> (nn::VarStore, Storm) {
+    tch::manual_seed(7);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Storm::new(&vs.root(), cfg, n, d, w).expect("valid model config");
+    (vs, model)
+}
+
+fn batch(b: i64, (n, d, w): (i64, i64, i64)) -> (Tensor, Tensor) {
+    (
+        Tensor::randn([b, w, n, d], opts()),
+        Tensor::randn([b, n], opts()) * 0.02,
+    )
+}
+
+fn assert_scalars_finite(out: &StormOutput) {
+    for (name, t) in out.terms() {
+        assert_eq!(t.size(), Vec::<i64>::new(), "{name} is not a scalar");
+        assert!(t.double_value(&[]).is_finite(), "{name} = {t:?}");
+    }
+}
+
+fn config_file(name: &str) -> ExperimentConfig {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs")
+        .join(name);
+    ExperimentConfig::load(&path, &[]).expect("bundled config loads")
+}
+
+#[test]
+fn paper_config_shapes() {
+    let cfg = ModelConfig::default();
+    let geo = (29, 152, 64);
+    let (vs, model) = build(&cfg, geo);
+    let params = parameter_count(&vs);
+    println!("paper config: {params} trainable parameters");
+    let mut parts = std::collections::BTreeMap::<String, i64>::new();
+    for (name, t) in vs.variables() {
+        if t.requires_grad() {
+            let group: Vec<&str> = name.split('.').take(2).collect();
+            *parts.entry(group.join(".")).or_default() += t.numel() as i64;
+        }
+    }
+    for (group, n) in &parts {
+        println!("  {group:<20} {n:>10}");
+    }
+    assert_eq!(params, 14_735_597, "update the count in model/mod.rs docs");
+    let (x, y) = batch(2, geo);
+    model.check_input(&x, Some(&y)).expect("input fits");
+    let out = tch::no_grad(|| model.forward_train(&x, &y, true));
+    assert_scalars_finite(&out);
+    assert_eq!(out.prediction.size(), vec![2, 29]);
+    assert_eq!(
+        out.ts_indices.as_ref().map(|t| t.size()),
+        Some(vec![2, 8 * 29])
+    );
+    assert_eq!(out.cs_indices.as_ref().map(|t| t.size()), Some(vec![2, 64]));
+    let (e, ts, cs) = tch::no_grad(|| model.factor_embeddings(&x));
+    assert_eq!(e.size(), vec![2, 29, 128]);
+    assert!(ts.is_some() && cs.is_some());
+    let names = vs.variables();
+    for key in [
+        "ts.embed.proj.weight",
+        "ts.encoder.blocks.3.attn.qkv.weight",
+        "ts.encoder.pos_space",
+        "ts.quantizer.codebook",
+        "ts.quantizer.steps_unused",
+        "cs.embed.stem.weight",
+        "cs.decoder.head.weight",
+        "fusion.layers.0.ts_cross.attn.q.weight",
+        "fusion.layers.0.cs_self.mlp.fc2.bias",
+        "clip.logit_scale",
+        "factor.prior.query",
+        "factor.alpha.sigma.weight",
+    ] {
+        assert!(names.contains_key(key), "missing {key}");
+    }
+}
+
+#[test]
+fn small_config_shapes_and_loss() {
+    let exp = config_file("dj30-small.toml");
+    let geo = (29, 152, exp.data.window as i64);
+    let (vs, model) = build(&exp.model, geo);
+    println!("dj30-small: {} trainable parameters", parameter_count(&vs));
+    let (x, y) = batch(3, geo);
+    let out = model.forward_train(&x, &y, true);
+    assert_scalars_finite(&out);
+    assert_eq!(out.prediction.size(), vec![3, 29]);
+    let total = weighted_total(&out, &exp.train);
+    assert!(total.double_value(&[]).is_finite());
+    total.backward();
+}
+
+#[test]
+fn ablations_run_with_one_branch() {
+    for (use_ts, use_cs) in [(true, false), (false, true)] {
+        let cfg = ModelConfig {
+            use_ts,
+            use_cs,
+            ..tiny_config()
+        };
+        let (vs, model) = build(&cfg, TINY);
+        let (x, y) = batch(2, TINY);
+        let out = model.forward_train(&x, &y, true);
+        assert_scalars_finite(&out);
+        assert_eq!(out.clip.double_value(&[]), 0.0);
+        let off = if use_ts { &out.cs } else { &out.ts };
+        assert_eq!(off.recon.double_value(&[]), 0.0);
+        assert_eq!(out.ts_indices.is_some(), use_ts);
+        assert_eq!(out.cs_indices.is_some(), use_cs);
+        assert_eq!(model.predict(&x).size(), vec![2, 5]);
+        let names = vs.variables();
+        assert!(!names
+            .keys()
+            .any(|k| k.starts_with("fusion.") || k.starts_with("clip.")));
+        weighted_total(&out, &TrainConfig::default()).backward();
+    }
+}
+
+#[test]
+fn fusion_depth_zero_and_no_self_attention_work() {
+    for (depth, self_attention) in [(0, true), (2, false)] {
+        let cfg = ModelConfig {
+            fusion_depth: depth,
+            fusion_self_attention: self_attention,
+            ..tiny_config()
+        };
+        let (_vs, model) = build(&cfg, TINY);
+        let (x, y) = batch(2, TINY);
+        assert_scalars_finite(&model.forward_train(&x, &y, true));
+    }
+}
+
+#[test]
+fn predictions_do_not_depend_on_labels() {
+    let (_vs, model) = build(&tiny_config(), TINY);
+    let (x, y) = batch(3, TINY);
+    let y2 = Tensor::randn([3, 5], opts());
+    let a = model.forward_train(&x, &y, false);
+    let b = model.forward_train(&x, &y2, false);
+    assert!(a.prediction.equal(&b.prediction));
+    assert!(!a.nll.equal(&b.nll));
+    let p = model.predict(&x);
+    assert!(p.allclose(&a.prediction, 1e-6, 1e-6, false));
+}
+
+#[test]
+fn predictions_of_a_sample_ignore_the_rest_of_the_batch() {
+    let (_vs, model) = build(&tiny_config(), TINY);
+    let (x, y) = batch(4, TINY);
+    let x2 = x.copy();
+    x2.narrow(0, 1, 3)
+        .copy_(&Tensor::randn([3, 16, 5, 7], opts()));
+    let p = model.predict(&x);
+    let p2 = model.predict(&x2);
+    assert!(p.get(0).allclose(&p2.get(0), 1e-6, 1e-6, false));
+    assert!(!p.get(1).allclose(&p2.get(1), 1e-6, 1e-6, false));
+    // The same through the training forward (validation mode), and for a single-sample batch.
+    let a = model.forward_train(&x, &y, false).prediction;
+    let b = model.forward_train(&x2, &y, false).prediction;
+    assert!(a.get(0).allclose(&b.get(0), 1e-6, 1e-6, false));
+    let alone = model.predict(&x.narrow(0, 0, 1));
+    assert!(alone.get(0).allclose(&p.get(0), 1e-5, 1e-6, false));
+}
+
+#[test]
+fn total_loss_decreases_with_adam() {
+    let cfg = tiny_config();
+    let (vs, model) = build(&cfg, TINY);
+    let (x, y) = batch(8, TINY);
+    let weights = TrainConfig {
+        loss_weight_recon_ts: 1.0,
+        loss_weight_recon_cs: 1.0,
+        loss_weight_clip: 0.1,
+        ..TrainConfig::default()
+    };
+    let mut opt = nn::Adam::default().build(&vs, 3e-3).expect("optimizer");
+    let mut losses = Vec::new();
+    for _ in 0..30 {
+        let total = weighted_total(&model.forward_train(&x, &y, true), &weights);
+        losses.push(total.double_value(&[]));
+        opt.backward_step(&total);
+    }
+    println!("total loss over 30 Adam steps: {losses:.4?}");
+    let (first, last) = (losses[0], losses[losses.len() - 1]);
+    assert!(last < first - 0.1 * first.abs(), "{losses:?}");
+}
+
+#[test]
+fn every_parameter_gets_a_gradient() {
+    let (vs, model) = build(&tiny_config(), TINY);
+    let (x, y) = batch(4, TINY);
+    weighted_total(&model.forward_train(&x, &y, true), &TrainConfig::default()).backward();
+    let trainable = vs.trainable_variables();
+    let mut missing: Vec<String> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .filter(|(_, t)| {
+            let g = t.grad();
+            !g.defined() || g.abs().sum(Kind::Float).double_value(&[]) == 0.0
+        })
+        .map(|(name, _)| name)
+        .collect();
+    missing.sort();
+    assert!(missing.is_empty(), "no gradient for {missing:?}");
+    let buffers = vs.variables().len() - trainable.len();
+    assert_eq!(buffers, 2, "only the two usage counters are not trainable");
+}
+
+#[test]
+fn bad_geometry_is_an_error_not_a_panic() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = tiny_config();
+    assert!(Storm::new(&vs.root(), &cfg, 5, 7, 18).is_err());
+    assert!(Storm::new(&vs.root(), &cfg, 0, 7, 16).is_err());
+    let off = ModelConfig {
+        use_ts: false,
+        use_cs: false,
+        ..tiny_config()
+    };
+    assert!(Storm::new(&vs.root(), &off, 5, 7, 16).is_err());
+    let (_vs, model) = build(&cfg, TINY);
+    let (x, y) = batch(2, TINY);
+    assert!(model.check_input(&x, Some(&y)).is_ok());
+    assert!(model.check_input(&x.narrow(1, 0, 8), None).is_err());
+    assert!(model.check_input(&x, Some(&y.narrow(1, 0, 4))).is_err());
+}
+
+#[test]
+fn new_config_keys_are_range_checked() {
+    let load = |text: &str| ExperimentConfig::from_toml_str(text, "t.toml", &[]);
+    for (text, field) in [
+        ("[model]\nfactor_count = 0\n", "model.factor_count"),
+        ("[model]\nfactor_hidden = 0\n", "model.factor_hidden"),
+        ("[model]\nportfolio_count = 0\n", "model.portfolio_count"),
+        ("[model]\nfusion_depth = 65\n", "model.fusion_depth"),
+        (
+            "[model]\ndiversity_temperature = 0.0\n",
+            "model.diversity_temperature",
+        ),
+    ] {
+        match load(text) {
+            Err(Error::Config { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{text}: expected a config error, got {other:?}"),
+        }
+    }
+    let cfg = load("[model]\nfusion_depth = 0\ndead_code_steps = 0\n").expect("valid");
+    assert_eq!(cfg.model.fusion_depth, 0);
+}
