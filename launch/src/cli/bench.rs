@@ -82,6 +82,11 @@ fn bench_data(a: DataBenchArgs) -> Result<()> {
     let synth_s = synth_file.to_string_lossy().to_string();
     let cases: Vec<(String, usize, Vec<&str>)> = vec![
         (
+            "process start only (`storm --version`, loads libtorch)".to_string(),
+            0,
+            vec!["--version"],
+        ),
+        (
             "DJ30 (bundled, 29 × 6,084)".to_string(),
             173_251,
             vec!["data", "prepare", "--out", &out_s],

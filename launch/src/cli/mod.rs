@@ -2,6 +2,7 @@
 
 mod bench;
 mod data;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,10 @@ pub enum Command {
     /// Data pipeline: prepare features from prices, inspect windows, generate a synthetic market.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Train a model into a run directory (checkpoints, logs, validation RankIC).
+    Pretrain(train::PretrainArgs),
+    /// Evaluate a run on a split: predictions, RankIC/RankICIR, codebook usage.
+    Eval(train::EvalArgs),
     /// Benchmarks printed as Markdown tables (recorded in BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -47,5 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Pretrain(a) => train::pretrain(a),
+        Command::Eval(a) => train::eval(a),
     }
 }

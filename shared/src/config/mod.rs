@@ -241,6 +241,18 @@ pub struct TrainConfig {
     pub loss_weight_diversity: f64,
     pub loss_weight_prediction: f64,
     pub loss_weight_kl: f64,
+    /// Optimizer steps between checkpoints (0: at the end of every epoch).
+    pub checkpoint_every: u64,
+    /// Step checkpoints kept besides `best/`.
+    pub keep_checkpoints: usize,
+    /// Evaluate validation RankIC every this many epochs (and at the end).
+    pub eval_every_epochs: u64,
+    /// Abort after this many consecutive steps with a non-finite loss (each is skipped).
+    pub max_consecutive_nonfinite: u64,
+    /// bf16 autocast on CUDA (ignored on CPU).
+    pub bf16: bool,
+    /// Optimizer steps between progress log lines.
+    pub log_every: u64,
 }
 
 impl Default for TrainConfig {
@@ -263,6 +275,12 @@ impl Default for TrainConfig {
             loss_weight_diversity: 0.1,
             loss_weight_prediction: 0.1,
             loss_weight_kl: 0.1,
+            checkpoint_every: 0,
+            keep_checkpoints: 3,
+            eval_every_epochs: 1,
+            max_consecutive_nonfinite: 10,
+            bf16: false,
+            log_every: 50,
         }
     }
 }
@@ -309,10 +327,14 @@ pub fn resolve_source(source: &str, base: Option<&Path>) -> String {
         return source.to_string();
     }
     let p = PathBuf::from(source);
-    match base {
-        Some(b) if p.is_relative() => b.join(p).display().to_string(),
-        _ => source.to_string(),
-    }
+    let joined = match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p,
+    };
+    std::path::absolute(&joined)
+        .unwrap_or(joined)
+        .display()
+        .to_string()
 }
 
 #[cfg(test)]

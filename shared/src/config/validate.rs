@@ -113,6 +113,18 @@ impl ExperimentConfig {
         if t.batch_size == 0 {
             return fail("train.batch_size", "must be at least 1".into());
         }
+        if t.keep_checkpoints == 0 {
+            return fail("train.keep_checkpoints", "must be at least 1".into());
+        }
+        if t.eval_every_epochs == 0 {
+            return fail("train.eval_every_epochs", "must be at least 1".into());
+        }
+        if t.max_consecutive_nonfinite == 0 {
+            return fail("train.max_consecutive_nonfinite", "must be at least 1".into());
+        }
+        if t.log_every == 0 {
+            return fail("train.log_every", "must be at least 1".into());
+        }
         if t.epochs == 0 {
             return fail("train.epochs", "must be at least 1".into());
         }

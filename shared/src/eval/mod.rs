@@ -1,3 +1,5 @@
 //! Evaluation metrics shared by every model and task.
 
+pub mod predictions;
 pub mod rank_ic;
+pub mod run_eval;

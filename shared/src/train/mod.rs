@@ -3,4 +3,6 @@
 
 pub mod checkpoint;
 pub mod optimizer;
+pub mod run_dir;
 pub mod schedule;
+pub mod trainer;

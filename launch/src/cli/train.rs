@@ -1,0 +1,134 @@
+//! `storm pretrain` and `storm eval`: train a model into a run directory, evaluate a run on a split.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use storm_shared::config::Split;
+use storm_shared::data::Panel;
+use storm_shared::eval::run_eval::{eval_file, evaluate_run, predictions_file};
+use storm_shared::train::run_dir::open_run;
+use storm_shared::train::trainer::{TrainOptions, Trainer};
+use tch::Device;
+
+use super::data::load_config;
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// Experiment config (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run directory (created; holds config, data, logs, checkpoints).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// An existing prepared data directory (default: prepare the config's data into <out>/data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Seed (overrides train.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override a config value, e.g. --set train.lr=3e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Stop after this many optimizer steps (smoke runs; still evaluable and resumable).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Continue from the latest checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Run directory written by `storm pretrain`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Split to evaluate.
+    #[arg(long, default_value = "test")]
+    pub split: Split,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn parse_device(s: &str) -> Result<Device> {
+    let device = match s {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => Device::Cuda(i),
+            _ => bail!("unknown device `{other}`; expected cpu, cuda or cuda:N"),
+        },
+    };
+    if let Device::Cuda(i) = device {
+        let count = tch::Cuda::device_count() as usize;
+        if i >= count {
+            bail!("device {s} requested but {count} CUDA device(s) are visible");
+        }
+    }
+    Ok(device)
+}
+
+pub fn pretrain(a: PretrainArgs) -> Result<()> {
+    let mut overrides = a.overrides.clone();
+    if let Some(seed) = a.seed {
+        overrides.push(format!("train.seed={seed}"));
+    }
+    let cfg = load_config(Some(&a.config), &overrides)?;
+    let device = parse_device(&a.device)?;
+    let progress = std::io::stderr().is_terminal();
+    let info = open_run(&cfg, &a.out, a.data.as_deref(), &a.device, progress)
+        .with_context(|| format!("setting up run {}", a.out.display()))?;
+    let panel = Panel::load(&info.data_dir)?;
+    let opts = TrainOptions {
+        device,
+        max_steps: a.max_steps,
+        resume: a.resume,
+        progress,
+    };
+    let mut trainer = Trainer::new(&cfg, &panel, &a.out, opts)?;
+    let outcome = trainer.run()?;
+    std::fs::write(
+        a.out.join("train.json"),
+        serde_json::to_vec_pretty(&outcome)?,
+    )
+    .context("writing train.json")?;
+    println!(
+        "trained {} / {} steps in {:.1}s ({:.0} samples/s); final loss {:.4}; best valid RankIC {} at step {}; run {}",
+        outcome.steps,
+        outcome.total_steps,
+        outcome.seconds,
+        outcome.samples_per_second,
+        outcome.final_loss,
+        outcome.best_valid_rank_ic.map_or("n/a".into(), |v| format!("{v:.4}")),
+        outcome.best_step.map_or("n/a".into(), |v| v.to_string()),
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let report = evaluate_run(&a.run, a.split, device)
+        .with_context(|| format!("evaluating {}", a.run.display()))?;
+    println!(
+        "{} split ({} .. {}, {} days): RankIC {:.4}, RankICIR {:.4}, IC {:.4}, ICIR {:.4}; \
+         codebook perplexity ts {} cs {} → {}, {}",
+        report.split,
+        report.first_date,
+        report.last_date,
+        report.n_days,
+        report.rank_ic,
+        report.rank_icir,
+        report.ic,
+        report.icir,
+        report.codebook_perplexity_ts.map_or("-".into(), |v| format!("{v:.1}")),
+        report.codebook_perplexity_cs.map_or("-".into(), |v| format!("{v:.1}")),
+        a.run.join(eval_file(a.split)).display(),
+        a.run.join(predictions_file(a.split)).display(),
+    );
+    Ok(())
+}

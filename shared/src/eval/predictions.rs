@@ -1,0 +1,55 @@
+//! Running a trained model over every window of a split: one row of scores per day, with the realised
+//! next-day returns beside them (NaN where a stock has no label, e.g. the last day of the data).
+
+use tch::Tensor;
+
+use crate::data::windows::WindowTensors;
+use crate::data::Panel;
+use crate::error::Result;
+use crate::eval::rank_ic::{summarize, IcSummary};
+
+/// Scores of all stocks on one day (the last day of a window).
+pub struct DayPredictions {
+    pub day: usize,
+    pub scores: Vec<f64>,
+    pub labels: Vec<f64>,
+}
+
+/// Predicts every window ending in `ends`, `batch_size` windows at a time, without gradients.
+pub fn predict_days(
+    predict: impl Fn(&Tensor) -> Tensor,
+    tensors: &WindowTensors,
+    panel: &Panel,
+    ends: &[usize],
+    batch_size: usize,
+) -> Result<Vec<DayPredictions>> {
+    let n = panel.n_tickers();
+    let mut out = Vec::with_capacity(ends.len());
+    for chunk in ends.chunks(batch_size.max(1)) {
+        let batch = tensors.batch(chunk)?;
+        let scores = tch::no_grad(|| predict(&batch.x));
+        let flat: Vec<f32> = Vec::<f32>::try_from(
+            scores
+                .to_kind(tch::Kind::Float)
+                .to_device(tch::Device::Cpu)
+                .flatten(0, -1),
+        )?;
+        for (row, &day) in chunk.iter().enumerate() {
+            let labels = panel.labels[day * n..(day + 1) * n]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            out.push(DayPredictions {
+                day,
+                scores: flat[row * n..(row + 1) * n].iter().map(|&v| v as f64).collect(),
+                labels,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// RankIC/IC summary of a set of predicted days.
+pub fn ic_summary(days: &[DayPredictions]) -> IcSummary {
+    summarize(days.iter().map(|d| (&d.scores[..], &d.labels[..])))
+}
