@@ -13,6 +13,21 @@ use storm_shared::data::synth;
 pub enum BenchCommand {
     /// Time and peak memory of `storm data prepare` on the bundled DJ30 set and a large synthetic universe.
     Data(DataBenchArgs),
+    /// Training step time and throughput of the paper and small STORM configs on random windows.
+    Train(TrainBenchArgs),
+}
+
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    /// Timed optimizer steps per case (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Also time bf16 autocast (CUDA only).
+    #[arg(long)]
+    pub bf16: bool,
 }
 
 #[derive(Args)]
@@ -30,6 +45,7 @@ pub struct DataBenchArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Data(a) => bench_data(a),
+        BenchCommand::Train(a) => bench_train(a),
     }
 }
 
@@ -118,4 +134,101 @@ fn bench_data(a: DataBenchArgs) -> Result<()> {
 
 fn clean(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
+}
+
+fn bench_train(a: TrainBenchArgs) -> Result<()> {
+    use storm_shared::model::{parameter_count, weighted_total, Storm};
+    use storm_shared::train::optimizer::{AdamW, AdamWConfig};
+    use tch::{nn, Kind, Tensor};
+
+    let device = super::train::parse_device(&a.device)?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut cases = vec![
+        ("paper (configs/dj30.toml)", root.join("dj30.toml"), false),
+        (
+            "small (configs/dj30-small.toml)",
+            root.join("dj30-small.toml"),
+            false,
+        ),
+    ];
+    if a.bf16 {
+        cases.push(("paper, bf16 autocast", root.join("dj30.toml"), true));
+    }
+    println!("| config | params | batch | ms/step | samples/s | peak GPU memory |");
+    println!("|---|---|---|---|---|---|");
+    for (name, path, bf16) in cases {
+        let cfg = super::data::load_config(Some(&path), &[])?;
+        let (b, w, n, d) = (
+            cfg.train.batch_size as i64,
+            cfg.data.window as i64,
+            29i64,
+            152i64,
+        );
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(device);
+        let model = Storm::new(&vs.root(), &cfg.model, n, d, w)?;
+        let mut opt = AdamW::new(
+            &vs,
+            AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                weight_decay: 0.05,
+            },
+        );
+        let x = Tensor::randn([b, w, n, d], (Kind::Float, device));
+        let y = Tensor::randn([b, n], (Kind::Float, device));
+        let mut step = || {
+            let out = tch::autocast(bf16, || model.forward_train(&x, &y, true));
+            let loss = weighted_total(&out, &cfg.train);
+            opt.zero_grad();
+            loss.backward();
+            opt.clip_grad_norm(1.0);
+            opt.step(1e-4);
+            let _ = loss.double_value(&[]);
+        };
+        step();
+        if let tch::Device::Cuda(_) = device {
+            tch::Cuda::synchronize(0);
+        }
+        let start = Instant::now();
+        for _ in 0..a.steps.max(1) {
+            step();
+        }
+        if let tch::Device::Cuda(_) = device {
+            tch::Cuda::synchronize(0);
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3 / a.steps.max(1) as f64;
+        let memory = match device {
+            tch::Device::Cuda(i) => {
+                cuda_peak_memory(i).map_or("n/a".into(), |m| format!("{m:.0} MiB"))
+            }
+            _ => "-".to_string(),
+        };
+        println!(
+            "| {name} | {:.2} M | {b} | {ms:.0} | {:.1} | {memory} |",
+            parameter_count(&vs) as f64 / 1e6,
+            b as f64 * 1e3 / ms
+        );
+    }
+    Ok(())
+}
+
+/// GPU memory held by this process, from `nvidia-smi` (torch's caching allocator keeps what the peak
+/// needed, so after the timed steps this is the peak reserved memory). None when nvidia-smi is absent.
+fn cuda_peak_memory(_device: usize) -> Option<f64> {
+    let out = Command::new("nvidia-smi")
+        .args([
+            "--query-compute-apps=pid,used_memory",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .ok()?;
+    let me = std::process::id().to_string();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let mut parts = line.split(',').map(str::trim);
+            (parts.next()? == me).then(|| parts.next()?.parse::<f64>().ok())?
+        })
 }

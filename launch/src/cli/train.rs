@@ -125,8 +125,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         report.rank_icir,
         report.ic,
         report.icir,
-        report.codebook_perplexity_ts.map_or("-".into(), |v| format!("{v:.1}")),
-        report.codebook_perplexity_cs.map_or("-".into(), |v| format!("{v:.1}")),
+        report
+            .codebook_perplexity_ts
+            .map_or("-".into(), |v| format!("{v:.1}")),
+        report
+            .codebook_perplexity_cs
+            .map_or("-".into(), |v| format!("{v:.1}")),
         a.run.join(eval_file(a.split)).display(),
         a.run.join(predictions_file(a.split)).display(),
     );

@@ -66,6 +66,9 @@ fn overrides_are_typed_and_validated() {
     )
     .unwrap();
     assert_eq!(cfg.train.lr, 3e-4);
+    let cfg =
+        ExperimentConfig::from_toml_str("", "t", &["splits.test.end=2024-01-31".into()]).unwrap();
+    assert_eq!(cfg.splits.test.end, date(2024, 1, 31));
     let err = ExperimentConfig::from_toml_str("", "t", &["model.nope=1".into()]).unwrap_err();
     assert!(err.to_string().contains("nope"));
     let err = ExperimentConfig::from_toml_str("", "t", &["train.lr".into()]).unwrap_err();

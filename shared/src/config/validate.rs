@@ -120,7 +120,10 @@ impl ExperimentConfig {
             return fail("train.eval_every_epochs", "must be at least 1".into());
         }
         if t.max_consecutive_nonfinite == 0 {
-            return fail("train.max_consecutive_nonfinite", "must be at least 1".into());
+            return fail(
+                "train.max_consecutive_nonfinite",
+                "must be at least 1".into(),
+            );
         }
         if t.log_every == 0 {
             return fail("train.log_every", "must be at least 1".into());

@@ -2,9 +2,10 @@
 //! can prove a model learns. Deterministic per seed. The model (docs/DATA.md has the derivation):
 //!
 //! - each stock has a hidden signal x[i,t], a stationary AR(1) with φ = 0.9 and unit variance;
-//! - the signal is visible in trading volume: V[i,t] = V0[i]·exp(0.5·x[i,t] + 0.1·ν);
+//! - the signal is visible in trading volume, V[i,t] = V0[i]·exp(0.5·x[i,t] + 0.1·ν), and in the shape of
+//!   the day's bar: the lower wick's share of the wicks is sigmoid(1.5·x[i,t] + 0.5·ν);
 //! - returns: r[i,t+1] = m[t+1] + f[s(i),t+1] + κ·x[i,t] + ε, with a market factor m (σ 1%), three sector
-//!   factors f (σ 0.8%), κ = 0.4% and idiosyncratic noise ε (σ 1.5%).
+//!   factors f (σ 0.8%), κ = 1.2% and idiosyncratic noise ε (σ 1.5%).
 //!
 //! Ranking stocks by x[i,t] is the oracle predictor of r[i,t+1]; its realised mean RankIC is written next
 //! to the output together with the theoretical value.
@@ -24,13 +25,15 @@ use crate::error::{Error, Result};
 use crate::eval::rank_ic::{mean_std, spearman};
 
 pub const SIGNAL_PERSISTENCE: f64 = 0.9;
-pub const SIGNAL_LOADING: f64 = 0.004;
+pub const SIGNAL_LOADING: f64 = 0.012;
 pub const MARKET_VOL: f64 = 0.01;
 pub const SECTOR_VOL: f64 = 0.008;
 pub const IDIO_VOL: f64 = 0.015;
 pub const N_SECTORS: usize = 3;
 const VOLUME_SIGNAL: f64 = 0.5;
 const VOLUME_NOISE: f64 = 0.1;
+const WICK_SIGNAL: f64 = 1.5;
+const WICK_NOISE: f64 = 0.5;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OracleReport {
@@ -118,8 +121,12 @@ pub fn generate(tickers: usize, days: usize, seed: u64) -> Result<SynthMarket> {
             let prev = close[i];
             let new_close = (prev * (1.0 + returns[i])).max(0.01);
             let open = (prev * (1.0 + 0.002 * z())).max(0.01);
-            let high = open.max(new_close) * (1.0 + (0.005 * z()).abs());
-            let low = open.min(new_close) * (1.0 - (0.005 * z()).abs().min(0.5));
+            // Wicks: total length ~|N(0, 1%)| of the price, split so that a high signal leaves a long lower
+            // wick (the close sits near the day's high: "buying pressure").
+            let wick = (0.002 + (0.01 * z()).abs()) * prev;
+            let lower_share = 1.0 / (1.0 + (-(WICK_SIGNAL * signal[i] + WICK_NOISE * z())).exp());
+            let high = open.max(new_close) + wick * (1.0 - lower_share);
+            let low = (open.min(new_close) - wick * lower_share).max(0.005);
             let volume =
                 (base_volume[i] * (VOLUME_SIGNAL * signal[i] + VOLUME_NOISE * z()).exp()).round();
             close[i] = new_close;

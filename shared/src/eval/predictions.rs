@@ -41,7 +41,10 @@ pub fn predict_days(
                 .collect();
             out.push(DayPredictions {
                 day,
-                scores: flat[row * n..(row + 1) * n].iter().map(|&v| v as f64).collect(),
+                scores: flat[row * n..(row + 1) * n]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect(),
                 labels,
             });
         }

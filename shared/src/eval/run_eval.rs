@@ -68,7 +68,10 @@ pub fn evaluate_run(run_dir: &Path, split: Split, device: Device) -> Result<Eval
     let (cfg, info) = load_run(run_dir)?;
     let panel = Panel::load(&info.data_dir)?;
     let ckpt = evaluation_checkpoint(run_dir, cfg.train.keep_checkpoints).ok_or_else(|| {
-        Error::Data(format!("{} has no checkpoint to evaluate", run_dir.display()))
+        Error::Data(format!(
+            "{} has no checkpoint to evaluate",
+            run_dir.display()
+        ))
     })?;
     let mut vs = VarStore::new(device);
     let model = Storm::new(
@@ -79,7 +82,13 @@ pub fn evaluate_run(run_dir: &Path, split: Split, device: Device) -> Result<Eval
         cfg.data.window as i64,
     )?;
     let state = load_checkpoint(&ckpt, &mut vs, None)?;
-    let ends = split_window_ends(&panel, &cfg.splits, split, cfg.data.window, Labels::Optional)?;
+    let ends = split_window_ends(
+        &panel,
+        &cfg.splits,
+        split,
+        cfg.data.window,
+        Labels::Optional,
+    )?;
     let tensors = WindowTensors::new(&panel, cfg.data.window, device)?;
     let days = predict_days(|x| model.predict(x), &tensors, &panel, &ends, 64)?;
     let summary = ic_summary(&days);

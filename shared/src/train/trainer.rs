@@ -106,10 +106,20 @@ impl<'a> Trainer<'a> {
                 weight_decay: t.weight_decay,
             },
         );
-        let train_ends =
-            split_window_ends(panel, &cfg.splits, Split::Train, cfg.data.window, Labels::Required)?;
-        let valid_ends =
-            split_window_ends(panel, &cfg.splits, Split::Valid, cfg.data.window, Labels::Optional)?;
+        let train_ends = split_window_ends(
+            panel,
+            &cfg.splits,
+            Split::Train,
+            cfg.data.window,
+            Labels::Required,
+        )?;
+        let valid_ends = split_window_ends(
+            panel,
+            &cfg.splits,
+            Split::Valid,
+            cfg.data.window,
+            Labels::Optional,
+        )?;
         let sampler = BatchSampler {
             drop_last: train_ends.len() >= t.batch_size,
             ends: train_ends,
@@ -299,8 +309,10 @@ impl<'a> Trainer<'a> {
         let bar = if self.opts.progress {
             let b = ProgressBar::new(stop_at);
             b.set_style(
-                ProgressStyle::with_template("train {bar:30} {pos}/{len} steps [{elapsed}<{eta}] {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "train {bar:30} {pos}/{len} steps [{elapsed}<{eta}] {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b.set_position(state.step);
             b
@@ -341,7 +353,11 @@ impl<'a> Trainer<'a> {
                     self.opt.zero_grad();
                     state.skipped_steps += 1;
                     state.consecutive_skipped += 1;
-                    tracing::warn!(step = state.step, loss = value, "non-finite loss or gradient: step skipped");
+                    tracing::warn!(
+                        step = state.step,
+                        loss = value,
+                        "non-finite loss or gradient: step skipped"
+                    );
                     if state.consecutive_skipped >= t.max_consecutive_nonfinite {
                         return Err(Error::Data(format!(
                             "{} consecutive steps had a non-finite loss (last at step {}); lower train.lr \
@@ -371,7 +387,13 @@ impl<'a> Trainer<'a> {
                     / started.elapsed().as_secs_f64().max(1e-9);
                 bar.set_message(format!("loss {value:.4} | {rate:.0} samples/s"));
                 if state.step % t.log_every == 0 {
-                    tracing::info!(step = state.step, loss = value, lr, samples_per_s = rate, "train");
+                    tracing::info!(
+                        step = state.step,
+                        loss = value,
+                        lr,
+                        samples_per_s = rate,
+                        "train"
+                    );
                 }
                 if t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0 {
                     self.checkpoints.save(&self.vs, &self.opt, &state)?;
