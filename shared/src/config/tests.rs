@@ -66,8 +66,9 @@ fn overrides_are_typed_and_validated() {
     )
     .unwrap();
     assert_eq!(cfg.train.lr, 3e-4);
+    let text = "[splits]\ntest = { start = \"2021-04-01\", end = \"2024-03-08\" }\n";
     let cfg =
-        ExperimentConfig::from_toml_str("", "t", &["splits.test.end=2024-01-31".into()]).unwrap();
+        ExperimentConfig::from_toml_str(text, "t", &["splits.test.end=2024-01-31".into()]).unwrap();
     assert_eq!(cfg.splits.test.end, date(2024, 1, 31));
     let err = ExperimentConfig::from_toml_str("", "t", &["model.nope=1".into()]).unwrap_err();
     assert!(err.to_string().contains("nope"));
