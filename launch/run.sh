@@ -26,6 +26,17 @@ ensure_toolchain() {
   command -v python3 >/dev/null 2>&1 || { log "python3 not found: install Python 3.10+ first"; exit 1; }
 }
 
+ensure_font() {
+  # charts need a TrueType font; Debian's fonts-dejavu-core is tiny
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing fonts-dejavu-core (for PNG charts)"
+    apt-get update -qq && apt-get install -y -qq fonts-dejavu-core || log "could not install fonts-dejavu-core; charts will be skipped"
+  else
+    log "no DejaVu font found: install fonts-dejavu-core for PNG charts (or set STORM_FONT)"
+  fi
+}
+
 ensure_venv() {
   local marker=$VENV/.storm-torch-$TORCH_VERSION
   [ -f "$marker" ] && return 0
@@ -52,10 +63,17 @@ STORM=$CARGO_TARGET_DIR/release/storm
 
 demo() {
   local out=${STORM_DEMO_OUT:-$ROOT/runs/demo}
+  local cfg=$ROOT/configs/dj30-small.toml
+  local epochs=${STORM_DEMO_EPOCHS:-2}
   mkdir -p "$out"
-  "$STORM" data prepare --config "$ROOT/configs/dj30-small.toml" --out "$out/data"
-  "$STORM" data describe --data "$out/data" --config "$ROOT/configs/dj30-small.toml"
-  log "done: features in $out/data (features.parquet, manifest.json)"
+  "$STORM" data prepare --config "$cfg" --out "$out/data"
+  "$STORM" data describe --data "$out/data" --config "$cfg"
+  # --resume makes a second demo run continue (or just re-evaluate) the same run instead of failing
+  "$STORM" pretrain --config "$cfg" --data "$out/data" --out "$out/storm" --set train.epochs="$epochs" --resume
+  "$STORM" eval --run "$out/storm" --split valid
+  "$STORM" eval --run "$out/storm" --split test
+  "$STORM" export --run "$out/storm"
+  log "done: run directory $out/storm (losses.csv, eval_*.json, predictions_*.parquet, codebook_usage_*.png, factors.parquet)"
 }
 
 run_tests() {
@@ -66,6 +84,7 @@ run_tests() {
 mode=${1:-demo}
 [ $# -gt 0 ] && shift
 ensure_toolchain
+ensure_font
 ensure_venv
 build
 case "$mode" in

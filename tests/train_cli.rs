@@ -233,6 +233,50 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     }
     let usage = report["codebook_usage_ts"].as_f64().unwrap();
     assert!(usage > 0.0 && usage <= 1.0);
+
+    let png = read(&full.join("codebook_usage_test.png"));
+    assert_eq!(
+        &png[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "codebook usage histogram is a PNG"
+    );
+
+    // factor export: one row per (window-end day, stock) over all splits, embeddings and codes
+    let factors = path(dir.path(), "factors.parquet");
+    ok(&["export", "--run", &s(&full), "--out", &s(&factors)]);
+    use polars::prelude::*;
+    let df = ParquetReader::new(std::fs::File::open(&factors).unwrap())
+        .finish()
+        .unwrap();
+    assert_eq!(df.height() % 6, 0);
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    for col in [
+        "date",
+        "ticker",
+        "split",
+        "factor_0",
+        "factor_7",
+        "ts_code_0",
+        "ts_code_3",
+        "cs_code",
+    ] {
+        assert!(names.iter().any(|n| n == col), "missing {col}: {names:?}");
+    }
+    let codes = df.column("ts_code_3").unwrap().i64().unwrap().clone();
+    assert!(codes.iter().flatten().all(|c| (0..8).contains(&c)));
+    let test_rows = df
+        .column("split")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .filter(|s| *s == Some("test"))
+        .count();
+    assert_eq!(test_rows, test_days * 6);
 }
 
 #[test]

@@ -6,7 +6,9 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod factors;
 pub mod model;
+pub mod plot;
 pub mod train;
 
 pub use error::{Error, Result};

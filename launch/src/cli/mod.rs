@@ -29,6 +29,8 @@ pub enum Command {
     Pretrain(train::PretrainArgs),
     /// Evaluate a run on a split: predictions, RankIC/RankICIR, codebook usage.
     Eval(train::EvalArgs),
+    /// Export factor embeddings and codebook indices per (date, stock) as Parquet.
+    Export(train::ExportArgs),
     /// Benchmarks printed as Markdown tables (recorded in BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -54,5 +56,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Pretrain(a) => train::pretrain(a),
         Command::Eval(a) => train::eval(a),
+        Command::Export(a) => train::export(a),
     }
 }

@@ -136,3 +136,30 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Run directory written by `storm pretrain`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Output Parquet file (default: <run>/factors.parquet).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let out = a.out.unwrap_or_else(|| a.run.join("factors.parquet"));
+    let summary = storm_shared::factors::export_factors(&a.run, &out, device)
+        .with_context(|| format!("exporting factors of {}", a.run.display()))?;
+    println!(
+        "exported {} rows ({} days × all stocks, {}-dim factor embeddings + codebook indices) → {}",
+        summary.rows,
+        summary.days,
+        summary.embedding_dim,
+        out.display()
+    );
+    Ok(())
+}

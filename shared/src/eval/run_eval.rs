@@ -130,6 +130,18 @@ pub fn evaluate_run(run_dir: &Path, split: Split, device: Device) -> Result<Eval
         code_counts_cs: cs_stats.map(|s| s.2),
     };
     write_outputs(run_dir, split, &panel, &days, &report)?;
+    let mut panels: Vec<(String, &[i64])> = Vec::new();
+    if let Some(c) = &report.code_counts_ts {
+        panels.push((format!("TS codebook usage ({} split)", split.name()), c));
+    }
+    if let Some(c) = &report.code_counts_cs {
+        panels.push((format!("CS codebook usage ({} split)", split.name()), c));
+    }
+    let panels: Vec<(&str, &[i64])> = panels.iter().map(|(t, c)| (t.as_str(), *c)).collect();
+    let png = run_dir.join(format!("codebook_usage_{}.png", split.name()));
+    if let Err(e) = crate::plot::codebook_histogram(&png, &panels) {
+        tracing::warn!("{} not written: {e}", png.display());
+    }
     Ok(report)
 }
 

@@ -33,6 +33,17 @@ pub fn open_run(
     progress: bool,
 ) -> Result<RunInfo> {
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+    if let Ok((_, existing)) = load_run(run_dir) {
+        if existing.config_hash != cfg.hash() {
+            return Err(Error::Data(format!(
+                "{} was created with a different config (hash {} vs {}); choose a new --out, or run with \
+                 the run's own {CONFIG_FILE}",
+                run_dir.display(),
+                existing.config_hash,
+                cfg.hash()
+            )));
+        }
+    }
     let data_dir = match data_dir {
         Some(d) => {
             Manifest::load(d)?;

@@ -1,0 +1,173 @@
+//! Export of a trained run's factor embeddings and codebook indices per (date, stock), as Parquet: the state
+//! for the trading task and material for inspecting what the codebooks learned.
+
+use std::path::Path;
+
+use polars::prelude::*;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::atomic;
+use crate::config::{ExperimentConfig, Split};
+use crate::data::windows::{split_window_ends, Labels, WindowTensors};
+use crate::data::Panel;
+use crate::error::{Error, Result};
+use crate::model::Storm;
+use crate::train::checkpoint::load_checkpoint;
+use crate::train::run_dir::load_run;
+use crate::train::trainer::evaluation_checkpoint;
+
+/// What was exported.
+pub struct ExportSummary {
+    pub rows: usize,
+    pub days: usize,
+    pub embedding_dim: usize,
+}
+
+fn to_vec<T: tch::kind::Element>(t: &Tensor) -> Result<Vec<T>> {
+    let flat = t.to_device(Device::Cpu).flatten(0, -1).contiguous();
+    let len = flat.numel();
+    let mut out = vec![T::ZERO; len];
+    flat.f_copy_data(&mut out, len)?;
+    Ok(out)
+}
+
+/// Writes one row per (window-end day, stock) for every split: `date`, `ticker`, `split`, `factor_0..H-1`
+/// (the stock's factor embedding), `ts_code_0..P-1` (the TS code of each of the stock's patches, oldest
+/// first; absent without the TS branch) and `cs_code` (the CS code of the day itself; absent without CS).
+pub fn export_factors(run_dir: &Path, out: &Path, device: Device) -> Result<ExportSummary> {
+    let (cfg, info) = load_run(run_dir)?;
+    let panel = Panel::load(&info.data_dir)?;
+    let ckpt = evaluation_checkpoint(run_dir, cfg.train.keep_checkpoints)
+        .ok_or_else(|| Error::Data(format!("{} has no checkpoint", run_dir.display())))?;
+    let mut vs = VarStore::new(device);
+    let (n, w) = (panel.n_tickers(), cfg.data.window);
+    let model = Storm::new(
+        &vs.root(),
+        &cfg.model,
+        n as i64,
+        panel.n_features() as i64,
+        w as i64,
+    )?;
+    load_checkpoint(&ckpt, &mut vs, None)?;
+    let tensors = WindowTensors::new(&panel, w, device)?;
+
+    let mut columns = Columns::new(&cfg, n);
+    for split in Split::ALL {
+        let Ok(ends) = split_window_ends(&panel, &cfg.splits, split, w, Labels::Optional) else {
+            continue;
+        };
+        for chunk in ends.chunks(64) {
+            let batch = tensors.batch(chunk)?;
+            let (e, ts, cs) = tch::no_grad(|| model.factor_embeddings(&batch.x));
+            columns.push(&panel, split, chunk, &e, ts.as_ref(), cs.as_ref())?;
+        }
+    }
+    let days = columns.days;
+    let mut frame = columns.finish()?;
+    let rows = frame.height();
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes).finish(&mut frame)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    atomic::write_file(out, &bytes)?;
+    Ok(ExportSummary {
+        rows,
+        days,
+        embedding_dim: cfg.model.factor_hidden,
+    })
+}
+
+struct Columns {
+    n: usize,
+    patches: usize,
+    hidden: usize,
+    days: usize,
+    dates: Vec<chrono::NaiveDate>,
+    tickers: Vec<String>,
+    splits: Vec<&'static str>,
+    factors: Vec<Vec<f32>>,
+    ts_codes: Vec<Vec<i64>>,
+    cs_codes: Vec<i64>,
+    has_ts: bool,
+    has_cs: bool,
+}
+
+impl Columns {
+    fn new(cfg: &ExperimentConfig, n: usize) -> Self {
+        let patches = cfg.data.window / cfg.model.patch_days;
+        Columns {
+            n,
+            patches,
+            hidden: cfg.model.factor_hidden,
+            days: 0,
+            dates: Vec::new(),
+            tickers: Vec::new(),
+            splits: Vec::new(),
+            factors: vec![Vec::new(); cfg.model.factor_hidden],
+            ts_codes: vec![Vec::new(); patches],
+            cs_codes: Vec::new(),
+            has_ts: cfg.model.use_ts,
+            has_cs: cfg.model.use_cs,
+        }
+    }
+
+    fn push(
+        &mut self,
+        panel: &Panel,
+        split: Split,
+        ends: &[usize],
+        e: &Tensor,
+        ts: Option<&Tensor>,
+        cs: Option<&Tensor>,
+    ) -> Result<()> {
+        let e: Vec<f32> = to_vec(&e.to_kind(Kind::Float))?;
+        let ts: Option<Vec<i64>> = ts.map(|t| to_vec(&t.to_kind(Kind::Int64))).transpose()?;
+        let cs: Option<Vec<i64>> = cs.map(|t| to_vec(&t.to_kind(Kind::Int64))).transpose()?;
+        let (n, h, p) = (self.n, self.hidden, self.patches);
+        let w = cs.as_ref().map_or(0, |c| c.len() / ends.len().max(1));
+        for (b, &day) in ends.iter().enumerate() {
+            self.days += 1;
+            for j in 0..n {
+                self.dates.push(panel.dates[day]);
+                self.tickers.push(panel.tickers[j].clone());
+                self.splits.push(split.name());
+                let base = (b * n + j) * h;
+                for (k, col) in self.factors.iter_mut().enumerate() {
+                    col.push(e[base + k]);
+                }
+                if let Some(ts) = &ts {
+                    // TS tokens are time-major: patch t of stock j is token t·N + j
+                    for (t, col) in self.ts_codes.iter_mut().enumerate() {
+                        col.push(ts[b * p * n + t * n + j]);
+                    }
+                }
+                if let Some(cs) = &cs {
+                    self.cs_codes.push(cs[b * w + w - 1]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<DataFrame> {
+        let mut cols = vec![
+            Column::new("date".into(), self.dates),
+            Column::new("ticker".into(), self.tickers),
+            Column::new("split".into(), self.splits),
+        ];
+        for (k, values) in self.factors.into_iter().enumerate() {
+            cols.push(Column::new(format!("factor_{k}").into(), values));
+        }
+        if self.has_ts {
+            for (t, values) in self.ts_codes.into_iter().enumerate() {
+                cols.push(Column::new(format!("ts_code_{t}").into(), values));
+            }
+        }
+        if self.has_cs {
+            cols.push(Column::new("cs_code".into(), self.cs_codes));
+        }
+        Ok(DataFrame::new_infer_height(cols)?)
+    }
+}
