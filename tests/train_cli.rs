@@ -244,7 +244,7 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     // factor export: one row per (window-end day, stock) over all splits, embeddings and codes
     let factors = path(dir.path(), "factors.parquet");
     ok(&["export", "--run", &s(&full), "--out", &s(&factors)]);
-    use polars::prelude::*;
+    use polars::prelude::{ParquetReader, SerReader};
     let df = ParquetReader::new(std::fs::File::open(&factors).unwrap())
         .finish()
         .unwrap();
