@@ -343,28 +343,12 @@ impl<'a> Trainer<'a> {
                 if value.is_finite() {
                     loss.backward();
                     grad_norm = self.opt.clip_grad_norm(t.grad_clip);
-                    if grad_norm.is_finite() {
-                        self.opt.step(lr);
-                        state.consecutive_skipped = 0;
-                        final_loss = value;
-                    }
                 }
-                if !value.is_finite() || !grad_norm.is_finite() {
+                if record_step(&mut state, value, grad_norm, t.max_consecutive_nonfinite)? {
+                    self.opt.step(lr);
+                    final_loss = value;
+                } else {
                     self.opt.zero_grad();
-                    state.skipped_steps += 1;
-                    state.consecutive_skipped += 1;
-                    tracing::warn!(
-                        step = state.step,
-                        loss = value,
-                        "non-finite loss or gradient: step skipped"
-                    );
-                    if state.consecutive_skipped >= t.max_consecutive_nonfinite {
-                        return Err(Error::Data(format!(
-                            "{} consecutive steps had a non-finite loss (last at step {}); lower train.lr \
-                             or check the data",
-                            state.consecutive_skipped, state.step
-                        )));
-                    }
                 }
                 if state.step == 0 {
                     Self::append(&log_path, &Self::log_header(&out.terms()))?;
@@ -430,6 +414,32 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// The finite-loss check that runs before every optimizer step: returns whether the step may be taken. A
+/// non-finite loss or gradient norm skips the step (counted in the state and logged); `limit` of them in a
+/// row abort training with an error.
+pub fn record_step(state: &mut TrainState, loss: f64, grad_norm: f64, limit: u64) -> Result<bool> {
+    if loss.is_finite() && grad_norm.is_finite() {
+        state.consecutive_skipped = 0;
+        return Ok(true);
+    }
+    state.skipped_steps += 1;
+    state.consecutive_skipped += 1;
+    tracing::warn!(
+        step = state.step,
+        loss,
+        grad_norm,
+        "non-finite loss or gradient: step skipped"
+    );
+    if state.consecutive_skipped >= limit {
+        return Err(Error::Data(format!(
+            "{} consecutive steps had a non-finite loss or gradient (last at step {}); lower train.lr or \
+             check the data",
+            state.consecutive_skipped, state.step
+        )));
+    }
+    Ok(false)
+}
+
 /// Path of the checkpoint a finished run is evaluated with: `best/`, else the latest step.
 pub fn evaluation_checkpoint(run_dir: &Path, keep: usize) -> Option<PathBuf> {
     let ckpt = Checkpointer::new(run_dir, keep);
@@ -438,5 +448,55 @@ pub fn evaluation_checkpoint(run_dir: &Path, keep: usize) -> Option<PathBuf> {
         Some(best)
     } else {
         ckpt.latest()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> TrainState {
+        TrainState {
+            step: 7,
+            epoch: 0,
+            batch_in_epoch: 0,
+            seed: 1,
+            config_hash: String::new(),
+            samples_seen: 0,
+            skipped_steps: 0,
+            consecutive_skipped: 0,
+            best_valid_rank_ic: None,
+            best_step: None,
+        }
+    }
+
+    #[test]
+    fn non_finite_steps_are_skipped_counted_and_abort_after_the_limit() {
+        let mut s = state();
+        assert!(record_step(&mut s, 1.0, 0.5, 3).unwrap());
+        assert!(!record_step(&mut s, f64::NAN, f64::NAN, 3).unwrap());
+        assert!(!record_step(&mut s, 1.0, f64::INFINITY, 3).unwrap());
+        assert_eq!((s.skipped_steps, s.consecutive_skipped), (2, 2));
+        // a finite step resets the run of skips but not the total
+        assert!(record_step(&mut s, 0.9, 0.4, 3).unwrap());
+        assert_eq!((s.skipped_steps, s.consecutive_skipped), (2, 0));
+        for _ in 0..2 {
+            assert!(!record_step(&mut s, f64::INFINITY, f64::NAN, 3).unwrap());
+        }
+        let err = record_step(&mut s, f64::NAN, f64::NAN, 3).unwrap_err();
+        assert!(err.to_string().contains("3 consecutive steps"), "{err}");
+        assert_eq!(s.skipped_steps, 5);
+    }
+
+    #[test]
+    fn labels_are_standardised_across_stocks() {
+        let y = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 10.0, 10.0, 40.0]).view([2, 3]);
+        let z = normalise_labels(&y);
+        let mean = z.mean_dim(-1, false, Kind::Float);
+        assert!(mean.abs().max().double_value(&[]) < 1e-6);
+        let first: Vec<f32> = Vec::<f32>::try_from(z.get(0)).unwrap();
+        // population std of [1, 2, 3] is sqrt(2/3), so the ends are ∓sqrt(3/2)
+        let end = 1.5f32.sqrt();
+        assert!((first[0] + end).abs() < 1e-5 && (first[2] - end).abs() < 1e-5);
     }
 }
