@@ -79,32 +79,30 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     let data = path(dir.path(), "data");
     ok(&["data", "prepare", "--config", &s(&cfg), "--out", &s(&data)]);
     let steps = "36";
+    let (cfg_s, data_s) = (s(&cfg), s(&data));
+    let pretrain = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "pretrain",
+            "--config",
+            &cfg_s,
+            "--data",
+            &data_s,
+            "--out",
+            &s(out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let run = |args: Vec<String>| ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let full = path(dir.path(), "full");
-    ok(&[
-        "pretrain",
-        "--config",
-        &s(&cfg),
-        "--data",
-        &s(&data),
-        "--out",
-        &s(&full),
-        "--max-steps",
-        steps,
-    ]);
+    run(pretrain(&full, &["--max-steps", steps]));
 
     let killed = path(dir.path(), "killed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_storm"))
-        .args([
-            "pretrain",
-            "--config",
-            &s(&cfg),
-            "--data",
-            &s(&data),
-            "--out",
-            &s(&killed),
-            "--max-steps",
-            steps,
-        ])
+        .args(pretrain(&killed, &["--max-steps", steps]))
         .spawn()
         .unwrap();
     let target = final_checkpoint(&killed, 8);
@@ -123,18 +121,7 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!final_checkpoint(&killed, 36).exists());
-    ok(&[
-        "pretrain",
-        "--config",
-        &s(&cfg),
-        "--data",
-        &s(&data),
-        "--out",
-        &s(&killed),
-        "--max-steps",
-        steps,
-        "--resume",
-    ]);
+    run(pretrain(&killed, &["--max-steps", steps, "--resume"]));
 
     for file in ["model.safetensors", "optim.safetensors"] {
         assert_eq!(
@@ -156,46 +143,15 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
         .starts_with("step,epoch,lr,loss,grad_norm,skipped,recon_ts"));
 
     // without --resume an existing run is never overwritten
-    let err = common::fails(&[
-        "pretrain",
-        "--config",
-        &s(&cfg),
-        "--data",
-        &s(&data),
-        "--out",
-        &s(&full),
-        "--max-steps",
-        "4",
-    ]);
+    let args = pretrain(&full, &["--max-steps", "4"]);
+    let err = common::fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("--resume"), "{err}");
 
     // a different seed gives a different model
     let other = path(dir.path(), "other");
-    ok(&[
-        "pretrain",
-        "--config",
-        &s(&cfg),
-        "--data",
-        &s(&data),
-        "--out",
-        &s(&other),
-        "--max-steps",
-        "4",
-        "--seed",
-        "9",
-    ]);
+    run(pretrain(&other, &["--max-steps", "4", "--seed", "9"]));
     let full4 = path(dir.path(), "full4");
-    ok(&[
-        "pretrain",
-        "--config",
-        &s(&cfg),
-        "--data",
-        &s(&data),
-        "--out",
-        &s(&full4),
-        "--max-steps",
-        "4",
-    ]);
+    run(pretrain(&full4, &["--max-steps", "4"]));
     assert_ne!(
         read(&final_checkpoint(&other, 4).join("model.safetensors")),
         read(&final_checkpoint(&full4, 4).join("model.safetensors"))
