@@ -9,6 +9,7 @@ pub mod eval;
 pub mod factors;
 pub mod model;
 pub mod plot;
+pub mod portfolio;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -1,5 +1,6 @@
 //! Command-line surface: every subcommand and its flags.
 
+mod backtest;
 mod bench;
 mod data;
 mod train;
@@ -31,6 +32,8 @@ pub enum Command {
     Eval(train::EvalArgs),
     /// Export factor embeddings and codebook indices per (date, stock) as Parquet.
     Export(train::ExportArgs),
+    /// Portfolio backtest of a run's predictions: TopK-Drop vs equal weight and an index.
+    Backtest(backtest::BacktestArgs),
     /// Benchmarks printed as Markdown tables (recorded in BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -57,5 +60,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pretrain(a) => train::pretrain(a),
         Command::Eval(a) => train::eval(a),
         Command::Export(a) => train::export(a),
+        Command::Backtest(a) => backtest::run(a),
     }
 }

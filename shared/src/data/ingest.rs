@@ -75,13 +75,16 @@ impl Source {
     }
 }
 
-enum Format {
+/// How a table's bytes are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
     Csv,
     CsvGz,
     Parquet,
 }
 
-fn detect_format(path: &Path) -> Result<Format> {
+/// The format named by a file's extension (.csv, .csv.gz, .parquet/.pq).
+pub fn detect_format(path: &Path) -> Result<Format> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
@@ -112,19 +115,7 @@ pub fn read_prices(source: &Source) -> Result<PriceTable> {
         }
     };
     let source_sha256 = hex(&Sha256::digest(&bytes));
-    let raw = match format {
-        Format::Csv => read_csv_strings(&path, bytes)?,
-        Format::CsvGz => {
-            let mut text = Vec::new();
-            flate2::read::GzDecoder::new(&bytes[..])
-                .read_to_end(&mut text)
-                .map_err(|e| Error::input(&path, format!("not a valid gzip file: {e}")))?;
-            read_csv_strings(&path, text)?
-        }
-        Format::Parquet => ParquetReader::new(Cursor::new(bytes))
-            .finish()
-            .map_err(|e| Error::input(&path, format!("not a readable Parquet file: {e}")))?,
-    };
+    let raw = parse_table(&path, bytes, format)?;
     let (frame, has_adj_close) = normalise(&path, raw)?;
     validate(&path, &frame)?;
     Ok(PriceTable {
@@ -133,6 +124,30 @@ pub fn read_prices(source: &Source) -> Result<PriceTable> {
         source_sha256,
         has_adj_close,
     })
+}
+
+/// Reads any table file (CSV, CSV.gz, Parquet by extension); CSV columns come back as strings.
+pub fn read_table(path: &Path) -> Result<DataFrame> {
+    let format = detect_format(path)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_table(path, bytes, format)
+}
+
+/// Parses table bytes; `path` only names the source in error messages.
+pub fn parse_table(path: &Path, bytes: Vec<u8>, format: Format) -> Result<DataFrame> {
+    match format {
+        Format::Csv => read_csv_strings(path, bytes),
+        Format::CsvGz => {
+            let mut text = Vec::new();
+            flate2::read::GzDecoder::new(&bytes[..])
+                .read_to_end(&mut text)
+                .map_err(|e| Error::input(path, format!("not a valid gzip file: {e}")))?;
+            read_csv_strings(path, text)
+        }
+        Format::Parquet => ParquetReader::new(Cursor::new(bytes))
+            .finish()
+            .map_err(|e| Error::input(path, format!("not a readable Parquet file: {e}"))),
+    }
 }
 
 fn read_csv_strings(path: &Path, bytes: Vec<u8>) -> Result<DataFrame> {

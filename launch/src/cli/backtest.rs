@@ -1,0 +1,116 @@
+//! `storm backtest`: the portfolio-management task on a run's predictions — TopK-Drop against equal weight
+//! and an index, metrics printed as a Markdown table and written into the run directory.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use storm_shared::config::Split;
+use storm_shared::eval::financial::FinancialMetrics;
+use storm_shared::portfolio::report::{
+    index_label, parse_index, run_backtest, strategy_label, BacktestParams,
+};
+
+#[derive(Args)]
+pub struct BacktestArgs {
+    /// Run directory holding predictions_<split>.parquet (written by `storm eval`).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Split whose predictions to trade.
+    #[arg(long, default_value = "test")]
+    pub split: Split,
+    /// Names held at most.
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
+    pub k: i64,
+    /// Names sold per day at most (0 ≤ drop ≤ k).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    pub drop: i64,
+    /// Transaction cost per unit of traded value, on buys and sells (1e-4 = 1 basis point).
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
+    pub cost: f64,
+    /// Starting cash.
+    #[arg(long, default_value_t = 1e6, allow_negative_numbers = true)]
+    pub cash: f64,
+    /// Annual risk-free rate for the Sharpe ratio.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub risk_free: f64,
+    /// Index benchmark: builtin:dji, a CSV/CSV.gz/Parquet file with date and close columns, or none.
+    #[arg(long, default_value = "builtin:dji")]
+    pub index: String,
+}
+
+/// Counts arrive signed so that a negative value gets the same clear message as any other bad value.
+fn params(a: &BacktestArgs) -> Result<BacktestParams> {
+    let k = usize::try_from(a.k)
+        .map_err(|_| anyhow::anyhow!("--k must be at least 1 (got {})", a.k))?;
+    let drop = usize::try_from(a.drop)
+        .map_err(|_| anyhow::anyhow!("--drop must be between 0 and --k = {k} (got {})", a.drop))?;
+    let params = BacktestParams {
+        k,
+        drop,
+        cost: a.cost,
+        cash: a.cash,
+        risk_free: a.risk_free,
+        index: parse_index(&a.index)?,
+    };
+    params.validate()?;
+    Ok(params)
+}
+
+fn cell(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.4}")
+    } else {
+        "n/a".into()
+    }
+}
+
+fn row(name: &str, m: &FinancialMetrics) -> String {
+    format!(
+        "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+        cell(m.apy),
+        cell(m.cw),
+        cell(m.cr),
+        cell(m.asr),
+        cell(m.mdd),
+        cell(m.avo),
+        cell(m.turnover)
+    )
+}
+
+pub fn run(a: BacktestArgs) -> Result<()> {
+    let params = params(&a)?;
+    let out = run_backtest(&a.run, a.split, &params)
+        .with_context(|| format!("backtesting {}", a.run.display()))?;
+    let r = &out.report;
+    println!(
+        "{} split, {} .. {} ({} trading days, {} stocks), cost {}, cash {}",
+        a.split.name(),
+        r.period.first_date,
+        r.period.last_date,
+        r.period.n_trading_days,
+        r.period.n_stocks,
+        params.cost,
+        params.cash
+    );
+    println!();
+    println!("| strategy | APY | CW | CR | ASR | MDD | AVO | turnover |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!("{}", row(&strategy_label(&params), &r.strategy));
+    println!("{}", row("Equal weight", &r.equal_weight));
+    if let Some(m) = &r.index {
+        println!("{}", row(&index_label(&params), m));
+    }
+    println!();
+    let png = out
+        .png
+        .as_ref()
+        .map_or("chart skipped".into(), |p| p.display().to_string());
+    println!(
+        "wrote {}, {}, {}",
+        out.json.display(),
+        out.csv.display(),
+        png
+    );
+    Ok(())
+}

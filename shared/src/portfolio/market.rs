@@ -1,0 +1,207 @@
+//! The predictions of one split (`predictions_<split>.parquet`: date, ticker, score, label) as a dense
+//! (day × ticker) grid, the input of every backtest. Tickers are sorted by name, so a ticker's index order
+//! is its name order (the deterministic tie-break of rankings).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+
+use crate::error::{Error, Result};
+
+pub struct Market {
+    /// D_0..D_T, ascending.
+    pub dates: Vec<NaiveDate>,
+    /// Ascending by name.
+    pub tickers: Vec<String>,
+    /// (T + 1, N) row-major; None where the ticker has no (finite) score that day.
+    pub scores: Vec<Option<f64>>,
+    /// (T + 1, N) row-major next-day returns; None where unknown.
+    pub labels: Vec<Option<f64>>,
+}
+
+/// One (date, ticker, score, label) row.
+pub type Row = (NaiveDate, String, Option<f64>, Option<f64>);
+
+impl Market {
+    pub fn n_tickers(&self) -> usize {
+        self.tickers.len()
+    }
+
+    /// T: days on which a trade earns a return (every date but the last).
+    pub fn n_trading_days(&self) -> usize {
+        self.dates.len().saturating_sub(1)
+    }
+
+    pub fn score(&self, day: usize, ticker: usize) -> Option<f64> {
+        self.scores[day * self.n_tickers() + ticker]
+    }
+
+    pub fn label(&self, day: usize, ticker: usize) -> Option<f64> {
+        self.labels[day * self.n_tickers() + ticker]
+    }
+
+    /// Builds the grid from rows in any order; non-finite values count as missing. A repeated
+    /// (date, ticker) is an error, and a backtest needs at least two dates.
+    pub fn from_rows(rows: impl IntoIterator<Item = Row>) -> Result<Market> {
+        let rows: Vec<Row> = rows.into_iter().collect();
+        let dates: Vec<NaiveDate> = rows
+            .iter()
+            .map(|r| r.0)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let tickers: Vec<String> = rows
+            .iter()
+            .map(|r| r.1.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if dates.len() < 2 {
+            return Err(Error::Data(format!(
+                "a backtest needs predictions on at least 2 dates, found {}",
+                dates.len()
+            )));
+        }
+        let day_index: HashMap<NaiveDate, usize> =
+            dates.iter().enumerate().map(|(i, d)| (*d, i)).collect();
+        let ticker_index: HashMap<&str, usize> = tickers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i))
+            .collect();
+        let n = tickers.len();
+        let mut seen = vec![false; dates.len() * n];
+        let mut scores = vec![None; dates.len() * n];
+        let mut labels = vec![None; dates.len() * n];
+        for (date, ticker, score, label) in &rows {
+            let cell = day_index[date] * n + ticker_index[ticker.as_str()];
+            if seen[cell] {
+                return Err(Error::Data(format!(
+                    "predictions have more than one row for {ticker} on {date}"
+                )));
+            }
+            seen[cell] = true;
+            scores[cell] = score.filter(|v| v.is_finite());
+            labels[cell] = label.filter(|v| v.is_finite());
+        }
+        Ok(Market {
+            dates,
+            tickers,
+            scores,
+            labels,
+        })
+    }
+
+    /// Reads a predictions Parquet file written by `storm eval`.
+    pub fn load_predictions(path: &Path) -> Result<Market> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let frame = ParquetReader::new(file)
+            .finish()
+            .map_err(|e| Error::input(path, format!("not a readable Parquet file: {e}")))?;
+        let rows = frame_rows(path, &frame)?;
+        Market::from_rows(rows).map_err(|e| Error::input(path, e.to_string()))
+    }
+}
+
+fn column<'a>(path: &Path, frame: &'a DataFrame, name: &str) -> Result<&'a Column> {
+    frame.column(name).map_err(|_| {
+        let found: Vec<String> = frame
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Error::input(
+            path,
+            format!(
+                "missing column `{name}`; columns found: {}",
+                found.join(", ")
+            ),
+        )
+    })
+}
+
+fn floats(path: &Path, frame: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
+    let col = column(path, frame, name)?;
+    if !col.dtype().is_primitive_numeric() {
+        return Err(Error::input(
+            path,
+            format!("column `{name}` must be numeric, found {}", col.dtype()),
+        ));
+    }
+    Ok(col.cast(&DataType::Float64)?.f64()?.iter().collect())
+}
+
+fn frame_rows(path: &Path, frame: &DataFrame) -> Result<Vec<Row>> {
+    let date_col = column(path, frame, "date")?;
+    let date_col = match date_col.dtype() {
+        DataType::Date => date_col.clone(),
+        DataType::Datetime(_, _) => date_col.cast(&DataType::Date)?,
+        other => {
+            return Err(Error::input(
+                path,
+                format!("column `date` must be a Date, found {other}"),
+            ))
+        }
+    };
+    let days: Vec<Option<i32>> = date_col.date()?.physical().iter().collect();
+    let tickers = column(path, frame, "ticker")?.cast(&DataType::String)?;
+    let tickers = tickers.str()?;
+    let scores = floats(path, frame, "score")?;
+    let labels = floats(path, frame, "label")?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    let mut rows = Vec::with_capacity(frame.height());
+    for (i, (day, ticker)) in days.iter().zip(tickers.iter()).enumerate() {
+        let (Some(day), Some(ticker)) = (day, ticker) else {
+            return Err(Error::input(
+                path,
+                format!("row {}: missing date or ticker", i + 1),
+            ));
+        };
+        let date = epoch + chrono::Duration::days(*day as i64);
+        rows.push((date, ticker.to_string(), scores[i], labels[i]));
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn grid_is_sorted_and_fills_missing_cells_with_none() {
+        let rows = vec![
+            (d("2024-01-03"), "B".to_string(), Some(1.0), None),
+            (d("2024-01-02"), "B".to_string(), Some(f64::NAN), Some(0.1)),
+            (d("2024-01-02"), "A".to_string(), Some(2.0), Some(0.2)),
+        ];
+        let m = Market::from_rows(rows).unwrap();
+        assert_eq!(m.dates, vec![d("2024-01-02"), d("2024-01-03")]);
+        assert_eq!(m.tickers, vec!["A", "B"]);
+        assert_eq!(m.n_trading_days(), 1);
+        assert_eq!((m.score(0, 0), m.label(0, 0)), (Some(2.0), Some(0.2)));
+        assert_eq!((m.score(0, 1), m.label(0, 1)), (None, Some(0.1)));
+        assert_eq!((m.score(1, 0), m.label(1, 0)), (None, None));
+    }
+
+    #[test]
+    fn duplicates_and_single_dates_are_errors() {
+        let row = (d("2024-01-02"), "A".to_string(), Some(1.0), Some(0.0));
+        let other = (d("2024-01-03"), "A".to_string(), Some(1.0), None);
+        let err = Market::from_rows(vec![row.clone(), other, row.clone()])
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("more than one row for A on 2024-01-02"),
+            "{err}"
+        );
+        let err = Market::from_rows(vec![row]).err().unwrap();
+        assert!(err.to_string().contains("at least 2 dates"), "{err}");
+    }
+}
