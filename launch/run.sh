@@ -73,7 +73,8 @@ demo() {
   "$STORM" eval --run "$out/storm" --split valid
   "$STORM" eval --run "$out/storm" --split test
   "$STORM" export --run "$out/storm"
-  log "done: run directory $out/storm (losses.csv, eval_*.json, predictions_*.parquet, codebook_usage_*.png, factors.parquet)"
+  "$STORM" backtest --run "$out/storm" --split test
+  log "done: run directory $out/storm (losses.csv, eval_*.json, predictions_*.parquet, codebook_usage_*.png, factors.parquet, portfolio_test.json, wealth_test.png)"
 }
 
 run_tests() {
