@@ -10,6 +10,7 @@ pub mod factors;
 pub mod model;
 pub mod plot;
 pub mod portfolio;
+pub mod trading;
 pub mod train;
 
 pub use error::{Error, Result};
