@@ -15,6 +15,8 @@ pub enum BenchCommand {
     Data(DataBenchArgs),
     /// Training step time and throughput of the paper and small STORM configs on random windows.
     Train(TrainBenchArgs),
+    /// Trading environment steps/s (single env and a 16-env VecEnv) and PPO updates/s on the CPU.
+    Rollout(RolloutBenchArgs),
 }
 
 #[derive(Args)]
@@ -46,6 +48,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Data(a) => bench_data(a),
         BenchCommand::Train(a) => bench_train(a),
+        BenchCommand::Rollout(a) => bench_rollout(a),
     }
 }
 
@@ -231,4 +234,115 @@ fn cuda_peak_memory(_device: usize) -> Option<f64> {
             let mut parts = line.split(',').map(str::trim);
             (parts.next()? == me).then(|| parts.next()?.parse::<f64>().ok())?
         })
+}
+
+#[derive(Args)]
+pub struct RolloutBenchArgs {
+    /// Environment steps per environment case (random actions).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub steps: usize,
+    /// Timed PPO updates (after one warm-up update).
+    #[arg(long, default_value_t = 5)]
+    pub updates: usize,
+}
+
+/// A tiny xorshift64 generator for benchmark inputs (the launcher has no `rand` dependency).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// A random action index (0 sell, 1 hold, 2 buy).
+    fn action(&mut self) -> usize {
+        (self.next() % 3) as usize
+    }
+}
+
+/// A synthetic random-walk series with `days` days and 32 random features.
+fn rollout_series(days: usize) -> Result<std::sync::Arc<storm_shared::trading::Series>> {
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut prices = vec![100.0f64];
+    for _ in 1..days {
+        let last = prices[prices.len() - 1];
+        prices.push(last * (1.0 + 0.04 * (rng.unit() - 0.5)));
+    }
+    let features = (0..days * 32)
+        .map(|_| (2.0 * rng.unit() - 1.0) as f32)
+        .collect();
+    Ok(std::sync::Arc::new(storm_shared::trading::Series::new(
+        prices, features, 32,
+    )?))
+}
+
+fn bench_rollout(a: RolloutBenchArgs) -> Result<()> {
+    use storm_shared::trading::ppo::{Ppo, PpoConfig};
+    use storm_shared::trading::{EnvConfig, TradingEnv, VecEnv};
+
+    if a.steps == 0 || a.updates == 0 {
+        bail!("--steps and --updates must be at least 1");
+    }
+    let series = rollout_series(1000)?;
+    let cfg = EnvConfig::default();
+    let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+    println!("| case | steps or updates | seconds | per second |");
+    println!("|---|---|---|---|");
+
+    let mut env = TradingEnv::new(series.clone(), cfg)?;
+    let start = Instant::now();
+    for _ in 0..a.steps {
+        if env.step(rng.action())?.done {
+            env.reset();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "| single env, env steps | {} | {secs:.3} | {:.0} |",
+        a.steps,
+        a.steps as f64 / secs
+    );
+
+    let n_envs = 16;
+    let envs = (0..n_envs)
+        .map(|e| TradingEnv::window(series.clone(), cfg, e * 10, e * 10 + 500))
+        .collect::<storm_shared::error::Result<Vec<_>>>()?;
+    let mut vec_env = VecEnv::new(envs)?;
+    vec_env.reset();
+    let rounds = a.steps.div_ceil(n_envs);
+    let mut actions = vec![0usize; n_envs];
+    let start = Instant::now();
+    for _ in 0..rounds {
+        actions.iter_mut().for_each(|x| *x = rng.action());
+        vec_env.step(&actions)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let total = rounds * n_envs;
+    println!(
+        "| VecEnv of {n_envs}, env steps | {total} | {secs:.3} | {:.0} |",
+        total as f64 / secs
+    );
+
+    tch::manual_seed(0);
+    let ppo_cfg = PpoConfig::default();
+    let mut ppo = Ppo::new(series.n_features() + 1, ppo_cfg, tch::Device::Cpu)?;
+    ppo.train(&mut vec_env, 1)?;
+    let start = Instant::now();
+    ppo.train(&mut vec_env, a.updates)?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "| PPO update (n_steps {} × {n_envs} envs, {} epochs, minibatch {}) | {} | {secs:.3} | {:.2} |",
+        ppo_cfg.n_steps,
+        ppo_cfg.epochs,
+        ppo_cfg.minibatch_size,
+        a.updates,
+        a.updates as f64 / secs
+    );
+    Ok(())
 }

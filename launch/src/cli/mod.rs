@@ -3,6 +3,7 @@
 mod backtest;
 mod bench;
 mod data;
+mod trade;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ pub enum Command {
     Export(train::ExportArgs),
     /// Portfolio backtest of a run's predictions: TopK-Drop vs equal weight and an index.
     Backtest(backtest::BacktestArgs),
+    /// Single-stock trading: PPO on a ticker's factor embeddings (or raw features) vs Buy&Hold.
+    Trade(trade::TradeArgs),
     /// Benchmarks printed as Markdown tables (recorded in BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -61,5 +64,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => train::eval(a),
         Command::Export(a) => train::export(a),
         Command::Backtest(a) => backtest::run(a),
+        Command::Trade(a) => trade::run(a),
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod env;
 pub mod ppo;
+pub mod task;
 pub mod vec_env;
 
 pub use env::{Action, EnvConfig, Series, Step, StepInfo, TradingEnv};

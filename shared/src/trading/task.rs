@@ -1,0 +1,732 @@
+//! The single-stock trading task (`storm trade`): load one ticker's daily states (STORM factor embeddings
+//! or the raw scaled features) and prices per split, train PPO on seeded windows of the train days while
+//! keeping the parameters with the best greedy cumulative wealth on the valid days, and report the chosen
+//! policy on the test days against Buy&Hold, with the per-day actions and a wealth chart.
+//!
+//! The day → split assignment always comes from the run's `factors.parquet` (written by `storm export`),
+//! so the raw-feature baseline trades exactly the days the factor policy trades.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tch::{Device, Tensor};
+
+use super::env::{Action, EnvConfig, Series, TradingEnv};
+use super::ppo::{Ppo, PpoConfig};
+use super::vec_env::VecEnv;
+use crate::atomic::Staging;
+use crate::data::Panel;
+use crate::error::{Error, Result};
+use crate::eval::financial::FinancialMetrics;
+use crate::train::run_dir::{RunInfo, RUN_FILE};
+
+/// The exported factor embeddings of a run.
+pub const FACTORS_FILE: &str = "factors.parquet";
+
+/// What the policy observes each day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureSource {
+    /// The stock's STORM factor embedding (`factor_*` columns of `factors.parquet`).
+    Factors,
+    /// The stock's scaled input features from the prepared data (the "PPO on raw features" baseline).
+    Raw,
+}
+
+impl FeatureSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            FeatureSource::Factors => "factors",
+            FeatureSource::Raw => "raw",
+        }
+    }
+}
+
+/// One split of one ticker: its dates and the series (prices + states) the environments trade.
+#[derive(Debug, Clone)]
+pub struct SplitSeries {
+    pub dates: Vec<NaiveDate>,
+    pub series: Arc<Series>,
+}
+
+/// A ticker's train / valid / test series.
+#[derive(Debug, Clone)]
+pub struct TickerData {
+    pub ticker: String,
+    pub source: FeatureSource,
+    pub train: SplitSeries,
+    pub valid: SplitSeries,
+    pub test: SplitSeries,
+}
+
+/// Training and trading parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TradeParams {
+    pub seed: u64,
+    /// Training environments (each on its own seeded window of the train days).
+    pub n_envs: usize,
+    /// PPO updates (rollout + optimisation rounds).
+    pub n_updates: usize,
+    /// Greedy valid evaluation every this many updates (and after the last).
+    pub eval_every: usize,
+    /// Steps per training episode (capped by the train days).
+    pub window: usize,
+    pub env: EnvConfig,
+    pub ppo: PpoConfig,
+    /// Annual risk-free rate for the Sharpe ratio.
+    pub risk_free: f64,
+}
+
+impl TradeParams {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, why: &str| Err(Error::config("trade", field, why));
+        if self.n_envs == 0 {
+            return bad("envs", "must be at least 1");
+        }
+        if self.n_updates == 0 {
+            return bad("updates", "must be at least 1");
+        }
+        if self.eval_every == 0 {
+            return bad("eval_every", "must be at least 1");
+        }
+        if self.window == 0 {
+            return bad("window", "must be at least 1");
+        }
+        if !self.risk_free.is_finite() {
+            return bad("risk_free", "must be finite");
+        }
+        self.env.validate()?;
+        self.ppo.validate()
+    }
+}
+
+/// The parameters as written into the JSON report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParamsReport {
+    pub seed: u64,
+    pub envs: usize,
+    pub updates: usize,
+    pub eval_every: usize,
+    pub window: usize,
+    pub cost: f64,
+    pub cash: f64,
+    pub risk_free: f64,
+    pub n_steps: usize,
+    pub epochs: usize,
+    pub minibatch_size: usize,
+    pub learning_rate: f64,
+    pub hidden: i64,
+}
+
+impl From<&TradeParams> for ParamsReport {
+    fn from(p: &TradeParams) -> Self {
+        ParamsReport {
+            seed: p.seed,
+            envs: p.n_envs,
+            updates: p.n_updates,
+            eval_every: p.eval_every,
+            window: p.window,
+            cost: p.env.cost_rate,
+            cash: p.env.initial_cash,
+            risk_free: p.risk_free,
+            n_steps: p.ppo.n_steps,
+            epochs: p.ppo.epochs,
+            minibatch_size: p.ppo.minibatch_size,
+            learning_rate: p.ppo.learning_rate,
+            hidden: p.ppo.hidden,
+        }
+    }
+}
+
+/// The PPO policy's test metrics with its number of trades.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    #[serde(flatten)]
+    pub metrics: FinancialMetrics,
+    pub trades: usize,
+}
+
+/// Days and dates of each split.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitDays {
+    pub train_days: usize,
+    pub valid_days: usize,
+    pub test_days: usize,
+    pub test_first_date: NaiveDate,
+    pub test_last_date: NaiveDate,
+}
+
+/// `trading_<TICKER>.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TradeReport {
+    pub ticker: String,
+    pub features: &'static str,
+    pub ppo: PolicyReport,
+    pub buy_and_hold: FinancialMetrics,
+    /// Update count of the chosen parameters (0 = the initial policy).
+    pub best_update: usize,
+    pub best_valid_cw: f64,
+    pub days: SplitDays,
+    pub params: ParamsReport,
+}
+
+/// One test day: the close, the action traded at it (none on the last day), the position after it and
+/// the wealth V_t before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRow {
+    pub date: NaiveDate,
+    pub price: f64,
+    pub action: Option<Action>,
+    pub position: u8,
+    pub wealth: f64,
+}
+
+/// The report with the test-day details behind it.
+#[derive(Debug, Clone)]
+pub struct TradeOutcome {
+    pub report: TradeReport,
+    pub actions: Vec<ActionRow>,
+    pub ppo_wealth: Vec<f64>,
+    pub buy_and_hold_wealth: Vec<f64>,
+}
+
+// ---------------------------------------------------------------------------------------------- loading
+
+/// Reads `run.json` (only the data directory is needed, so no config file is required).
+fn run_info(run_dir: &Path) -> Result<RunInfo> {
+    let path = run_dir.join(RUN_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Data(format!(
+                "{} is not a run directory (no {RUN_FILE}); create one with `storm pretrain`",
+                run_dir.display()
+            ))
+        } else {
+            Error::io(&path, e)
+        }
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::input(&path, format!("invalid run info: {e}")))
+}
+
+/// The rows of `factors.parquet` for one ticker: day numbers (days since 1970-01-01), splits, states.
+struct FactorRows {
+    days: Vec<i32>,
+    splits: Vec<String>,
+    /// rows × dim, row-major.
+    factors: Vec<f32>,
+    dim: usize,
+}
+
+fn factor_columns(frame: &DataFrame) -> Vec<(usize, String)> {
+    let mut cols: Vec<(usize, String)> = frame
+        .get_column_names()
+        .iter()
+        .filter_map(|n| {
+            let k = n.strip_prefix("factor_")?.parse::<usize>().ok()?;
+            Some((k, n.to_string()))
+        })
+        .collect();
+    cols.sort();
+    cols
+}
+
+fn read_factor_rows(path: &Path, ticker: &str) -> Result<FactorRows> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let frame = ParquetReader::new(file).finish()?;
+    let tickers = frame.column("ticker")?.str()?.clone();
+    let rows: Vec<usize> = (0..frame.height())
+        .filter(|&i| tickers.get(i) == Some(ticker))
+        .collect();
+    if rows.is_empty() {
+        let known: BTreeSet<&str> = tickers.iter().flatten().collect();
+        return Err(Error::Data(format!(
+            "unknown ticker {ticker}; {} has: {}",
+            path.display(),
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let dates = frame.column("date")?.date()?.clone();
+    let splits = frame.column("split")?.str()?.clone();
+    let cols = factor_columns(&frame);
+    if cols.is_empty() {
+        return Err(Error::input(path, "no factor_* columns"));
+    }
+    let values: Vec<Float32Chunked> = cols
+        .iter()
+        .map(|(_, n)| Ok(frame.column(n)?.cast(&DataType::Float32)?.f32()?.clone()))
+        .collect::<Result<_>>()?;
+    let mut out = FactorRows {
+        days: Vec::with_capacity(rows.len()),
+        splits: Vec::with_capacity(rows.len()),
+        factors: Vec::with_capacity(rows.len() * cols.len()),
+        dim: cols.len(),
+    };
+    for &i in &rows {
+        let (Some(day), Some(split)) = (dates.physical().get(i), splits.get(i)) else {
+            return Err(Error::input(path, format!("row {i} has no date or split")));
+        };
+        out.days.push(day);
+        out.splits.push(split.to_string());
+        for v in &values {
+            out.factors.push(v.get(i).unwrap_or(f32::NAN));
+        }
+    }
+    Ok(out)
+}
+
+fn date_of(day: i32) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_signed(chrono::Duration::days(day as i64))
+}
+
+/// Collects one split's days (in date order) that have a finite positive price and a finite state.
+#[derive(Default)]
+struct SplitBuilder {
+    rows: Vec<(NaiveDate, f64, Vec<f32>)>,
+}
+
+impl SplitBuilder {
+    fn finish(mut self, name: &str, ticker: &str) -> Result<SplitSeries> {
+        self.rows.sort_by_key(|r| r.0);
+        if self.rows.len() < 2 {
+            return Err(Error::Data(format!(
+                "{ticker} has {} {name} day(s) with both a state and a price; at least 2 are needed",
+                self.rows.len()
+            )));
+        }
+        let dim = self.rows[0].2.len();
+        let dates = self.rows.iter().map(|r| r.0).collect();
+        let prices = self.rows.iter().map(|r| r.1).collect();
+        let states = self.rows.into_iter().flat_map(|r| r.2).collect();
+        Ok(SplitSeries {
+            dates,
+            series: Arc::new(Series::new(prices, states, dim)?),
+        })
+    }
+}
+
+/// Loads `ticker` of the run in `run_dir` with states from `source`; prices are the prepared data's
+/// adjusted closes. Only days with both a state and a price are kept.
+pub fn load_ticker(run_dir: &Path, ticker: &str, source: FeatureSource) -> Result<TickerData> {
+    let info = run_info(run_dir)?;
+    let factors_path = run_dir.join(FACTORS_FILE);
+    if !factors_path.is_file() {
+        return Err(Error::Data(format!(
+            "{} not found: run `storm export --run {}` first",
+            factors_path.display(),
+            run_dir.display()
+        )));
+    }
+    let rows = read_factor_rows(&factors_path, ticker)?;
+    let panel = Panel::load(&info.data_dir)?;
+    let n = panel
+        .tickers
+        .iter()
+        .position(|t| t == ticker)
+        .ok_or_else(|| {
+            Error::Data(format!(
+                "{ticker} is in {} but not in the prepared data {}",
+                factors_path.display(),
+                info.data_dir.display()
+            ))
+        })?;
+    let day_index: HashMap<NaiveDate, usize> = panel
+        .dates
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (*d, i))
+        .collect();
+    let (nt, d) = (panel.n_tickers(), panel.n_features());
+    let mut builders: [SplitBuilder; 3] = Default::default();
+    for (r, (&day, split)) in rows.days.iter().zip(&rows.splits).enumerate() {
+        let k = match split.as_str() {
+            "train" => 0,
+            "valid" => 1,
+            "test" => 2,
+            _ => continue,
+        };
+        let Some(date) = date_of(day) else { continue };
+        let Some(&t) = day_index.get(&date) else {
+            continue;
+        };
+        let price = panel.prices[t * nt + n];
+        let state: Vec<f32> = match source {
+            FeatureSource::Factors => rows.factors[r * rows.dim..(r + 1) * rows.dim].to_vec(),
+            FeatureSource::Raw if panel.present[t * nt + n] => {
+                let at = (t * nt + n) * d;
+                panel.features[at..at + d].to_vec()
+            }
+            FeatureSource::Raw => continue,
+        };
+        if price.is_finite() && price > 0.0 && state.iter().all(|v| v.is_finite()) {
+            builders[k].rows.push((date, price, state));
+        }
+    }
+    let [train, valid, test] = builders;
+    Ok(TickerData {
+        ticker: ticker.to_string(),
+        source,
+        train: train.finish("train", ticker)?,
+        valid: valid.finish("valid", ticker)?,
+        test: test.finish("test", ticker)?,
+    })
+}
+
+// --------------------------------------------------------------------------------------------- training
+
+/// `n_envs` environments on seeded random windows of `window` steps (at most the whole series).
+pub fn train_envs(
+    series: &Arc<Series>,
+    env: EnvConfig,
+    n_envs: usize,
+    window: usize,
+    seed: u64,
+) -> Result<VecEnv> {
+    let last = series.len() - 1;
+    let steps = window.min(last);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let envs = (0..n_envs)
+        .map(|_| {
+            let start = rng.random_range(0..=last - steps);
+            TradingEnv::window(series.clone(), env, start, start + steps)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    VecEnv::new(envs)
+}
+
+/// Deep copies of the model's parameters.
+fn snapshot(ppo: &Ppo) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = ppo
+        .var_store()
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.detach().copy()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+fn restore(ppo: &Ppo, saved: &[(String, Tensor)]) {
+    let mut vars = ppo.var_store().variables();
+    tch::no_grad(|| {
+        for (name, value) in saved {
+            if let Some(v) = vars.get_mut(name) {
+                v.copy_(value);
+            }
+        }
+    });
+}
+
+/// Greedy episode over the whole series: the wealth series' environment and the action of each step.
+fn greedy_episode(
+    ppo: &Ppo,
+    series: &Arc<Series>,
+    env: EnvConfig,
+) -> Result<(TradingEnv, Vec<Action>)> {
+    let mut e = TradingEnv::new(series.clone(), env)?;
+    let mut obs = e.reset();
+    let mut actions = Vec::with_capacity(e.n_steps());
+    loop {
+        let step = e.step(ppo.greedy_action(&obs)?)?;
+        actions.push(step.info.action);
+        if step.done {
+            return Ok((e, actions));
+        }
+        obs = step.obs;
+    }
+}
+
+fn cumulative_wealth(env: &TradingEnv) -> f64 {
+    let w = env.wealth();
+    w[w.len() - 1] / w[0]
+}
+
+/// Buy on the first day, hold to the end (one cost).
+pub fn buy_and_hold(series: &Arc<Series>, env: EnvConfig) -> Result<TradingEnv> {
+    let mut e = TradingEnv::new(series.clone(), env)?;
+    let mut action = Action::Buy;
+    while !e.is_done() {
+        e.step(action as usize)?;
+        action = Action::Hold;
+    }
+    Ok(e)
+}
+
+/// Trains PPO with valid-CW model selection and evaluates the chosen policy and Buy&Hold on the test days.
+/// Seeds libtorch with `params.seed`; runs on the CPU.
+pub fn run_trading(data: &TickerData, params: &TradeParams) -> Result<TradeOutcome> {
+    params.validate()?;
+    tch::manual_seed(params.seed as i64);
+    let obs_dim = data.train.series.n_features() + 1;
+    let mut ppo = Ppo::new(obs_dim, params.ppo, Device::Cpu)?;
+    let mut envs = train_envs(
+        &data.train.series,
+        params.env,
+        params.n_envs,
+        params.window,
+        params.seed,
+    )?;
+    let valid_cw = |ppo: &Ppo| -> Result<f64> {
+        Ok(cumulative_wealth(
+            &greedy_episode(ppo, &data.valid.series, params.env)?.0,
+        ))
+    };
+    let (mut best_update, mut best_cw, mut best) = (0, valid_cw(&ppo)?, snapshot(&ppo));
+    let mut obs = envs.reset();
+    for u in 1..=params.n_updates {
+        let rollout = ppo.collect(&mut envs, &mut obs)?;
+        let stats = ppo.update(&rollout)?;
+        if u % params.eval_every == 0 || u == params.n_updates {
+            let cw = valid_cw(&ppo)?;
+            tracing::info!(
+                update = u,
+                valid_cw = cw,
+                mean_reward = stats.mean_reward,
+                "trade"
+            );
+            if cw > best_cw {
+                (best_update, best_cw, best) = (u, cw, snapshot(&ppo));
+            }
+        }
+    }
+    restore(&ppo, &best);
+    test_outcome(data, params, &ppo, best_update, best_cw)
+}
+
+fn test_outcome(
+    data: &TickerData,
+    params: &TradeParams,
+    ppo: &Ppo,
+    best_update: usize,
+    best_valid_cw: f64,
+) -> Result<TradeOutcome> {
+    let test = &data.test;
+    let (env, actions) = greedy_episode(ppo, &test.series, params.env)?;
+    let bh = buy_and_hold(&test.series, params.env)?;
+    let rows = action_rows(test, &env, &actions);
+    let report = TradeReport {
+        ticker: data.ticker.clone(),
+        features: data.source.name(),
+        ppo: PolicyReport {
+            metrics: env.metrics(params.risk_free)?,
+            trades: env.n_trades(),
+        },
+        buy_and_hold: bh.metrics(params.risk_free)?,
+        best_update,
+        best_valid_cw,
+        days: SplitDays {
+            train_days: data.train.dates.len(),
+            valid_days: data.valid.dates.len(),
+            test_days: test.dates.len(),
+            test_first_date: test.dates[0],
+            test_last_date: test.dates[test.dates.len() - 1],
+        },
+        params: params.into(),
+    };
+    Ok(TradeOutcome {
+        report,
+        actions: rows,
+        ppo_wealth: env.wealth().to_vec(),
+        buy_and_hold_wealth: bh.wealth().to_vec(),
+    })
+}
+
+fn action_rows(test: &SplitSeries, env: &TradingEnv, actions: &[Action]) -> Vec<ActionRow> {
+    let wealth = env.wealth();
+    let mut position = 0u8;
+    test.dates
+        .iter()
+        .enumerate()
+        .map(|(t, &date)| {
+            let action = actions.get(t).copied();
+            position = match action {
+                Some(Action::Buy) => 1,
+                Some(Action::Sell) => 0,
+                _ => position,
+            };
+            ActionRow {
+                date,
+                price: test.series.price(t),
+                action,
+                position,
+                wealth: wealth[t],
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------- outputs
+
+/// File stem of a trading run's outputs: `trading_<TICKER>` for factor states, `trading_<TICKER>_raw` for the
+/// raw-feature baseline, so that the two never overwrite each other.
+fn stem(ticker: &str, source: FeatureSource) -> String {
+    match source {
+        FeatureSource::Factors => format!("trading_{ticker}"),
+        FeatureSource::Raw => format!("trading_{ticker}_raw"),
+    }
+}
+pub fn report_file(ticker: &str, source: FeatureSource) -> String {
+    format!("{}.json", stem(ticker, source))
+}
+pub fn actions_file(ticker: &str, source: FeatureSource) -> String {
+    format!("{}_actions.csv", stem(ticker, source))
+}
+pub fn png_file(ticker: &str, source: FeatureSource) -> String {
+    format!("{}.png", stem(ticker, source))
+}
+
+fn action_name(a: Option<Action>) -> &'static str {
+    match a {
+        Some(Action::Sell) => "sell",
+        Some(Action::Hold) => "hold",
+        Some(Action::Buy) => "buy",
+        None => "none",
+    }
+}
+
+/// `date,price,action,position,wealth`, one row per test day.
+pub fn actions_csv(rows: &[ActionRow]) -> String {
+    let mut out = String::from("date,price,action,position,wealth\n");
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{},{},{}\n",
+            r.date,
+            r.price,
+            action_name(r.action),
+            r.position,
+            r.wealth
+        ));
+    }
+    out
+}
+
+/// Paths written by [`write_outputs`] (`png` is `None` when the chart could not be drawn).
+#[derive(Debug, Clone)]
+pub struct TradeFiles {
+    pub json: PathBuf,
+    pub csv: PathBuf,
+    pub png: Option<PathBuf>,
+}
+
+/// Writes the JSON report, the actions CSV and the wealth chart into `run_dir` atomically.
+pub fn write_outputs(run_dir: &Path, data: &TickerData, out: &TradeOutcome) -> Result<TradeFiles> {
+    let t = &data.ticker;
+    let src = data.source;
+    let (json, csv, png) = (report_file(t, src), actions_file(t, src), png_file(t, src));
+    let staging = Staging::new(run_dir)?;
+    let csv_path = staging.path(&csv);
+    std::fs::write(&csv_path, actions_csv(&out.actions)).map_err(|e| Error::io(&csv_path, e))?;
+    let title = format!(
+        "{t} ({} states), test {} .. {}, cost {}",
+        data.source.name(),
+        out.report.days.test_first_date,
+        out.report.days.test_last_date,
+        out.report.params.cost
+    );
+    let series: [(&str, &[f64]); 2] = [
+        ("PPO", &out.ppo_wealth),
+        ("Buy&Hold", &out.buy_and_hold_wealth),
+    ];
+    let png_ok =
+        match crate::plot::wealth_curves(&staging.path(&png), &title, &data.test.dates, &series) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("{} not written: {e}", run_dir.join(&png).display());
+                let stale = run_dir.join(&png);
+                if stale.exists() {
+                    let _ = std::fs::remove_file(&stale);
+                }
+                false
+            }
+        };
+    let json_path = staging.path(&json);
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&out.report)?)
+        .map_err(|e| Error::io(&json_path, e))?;
+    let mut order = vec![csv.as_str()];
+    if png_ok {
+        order.push(png.as_str());
+    }
+    order.push(json.as_str());
+    staging.commit(&order)?;
+    Ok(TradeFiles {
+        json: run_dir.join(&json),
+        csv: run_dir.join(&csv),
+        png: png_ok.then(|| run_dir.join(&png)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(prices: Vec<f64>) -> SplitSeries {
+        let n = prices.len();
+        let dates = (0..n)
+            .map(|i| {
+                NaiveDate::from_ymd_opt(2020, 1, 1).unwrap() + chrono::Duration::days(i as i64)
+            })
+            .collect();
+        let features = (0..n).map(|i| (i % 3) as f32).collect();
+        SplitSeries {
+            dates,
+            series: Arc::new(Series::new(prices, features, 1).unwrap()),
+        }
+    }
+
+    fn params() -> TradeParams {
+        TradeParams {
+            seed: 0,
+            n_envs: 2,
+            n_updates: 2,
+            eval_every: 1,
+            window: 10,
+            env: EnvConfig::default(),
+            ppo: PpoConfig {
+                n_steps: 16,
+                ..PpoConfig::default()
+            },
+            risk_free: 0.0,
+        }
+    }
+
+    #[test]
+    fn buy_and_hold_pays_one_cost() {
+        let s = split(vec![100.0, 110.0, 121.0]);
+        let cfg = EnvConfig {
+            cost_rate: 0.01,
+            initial_cash: 1000.0,
+        };
+        let e = buy_and_hold(&s.series, cfg).unwrap();
+        assert_eq!(e.n_trades(), 1);
+        let cw = cumulative_wealth(&e);
+        assert!((cw - 1.21 / 1.01).abs() < 1e-12, "{cw}");
+    }
+
+    #[test]
+    fn run_trading_is_seeded_and_has_a_row_per_test_day() {
+        let prices = |n: usize| (0..n).map(|i| 100.0 + (i as f64).sin()).collect::<Vec<_>>();
+        let data = TickerData {
+            ticker: "X".into(),
+            source: FeatureSource::Factors,
+            train: split(prices(40)),
+            valid: split(prices(12)),
+            test: split(prices(15)),
+        };
+        let a = run_trading(&data, &params()).unwrap();
+        let b = run_trading(&data, &params()).unwrap();
+        assert_eq!(a.actions, b.actions);
+        assert_eq!(a.actions.len(), 15);
+        assert_eq!(a.actions[14].action, None);
+        assert_eq!(a.report.ppo.metrics.n_days, 14);
+        assert!(actions_csv(&a.actions).lines().count() == 16);
+        let bad = TradeParams {
+            n_envs: 0,
+            ..params()
+        };
+        assert!(run_trading(&data, &bad).is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! End-to-end tests of `storm trade`: a minimal run (run.json + a hand-made factors.parquet over a prepared
+//! synthetic market, no STORM training) traded with factor and raw states; the report's fields, one actions
+//! row per test day, and clear errors for an unknown ticker, a run without factors and bad numbers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{fails, ok, path, s};
+use polars::prelude::*;
+
+/// 2002-01-01 and 2002-04-01 as days since 1970-01-01: the valid and test split starts.
+const VALID_START: i32 = 11688;
+const TEST_START: i32 = 11778;
+
+/// A prepared synthetic market in `dir/data`.
+fn prepared_data(dir: &Path) -> PathBuf {
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        &s(&path(dir, "m.csv.gz")),
+        "--tickers",
+        "3",
+        "--days",
+        "700",
+        "--seed",
+        "5",
+    ]);
+    let cfg = path(dir, "tiny.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+name = "tiny"
+[data]
+source = "m.csv.gz"
+window = 16
+scaler_window = 32
+[splits]
+train = { start = "2000-01-01", end = "2001-12-31" }
+valid = { start = "2002-01-01", end = "2002-03-31" }
+test  = { start = "2002-04-01", end = "2003-12-31" }
+"#,
+    )
+    .unwrap();
+    let data = path(dir, "data");
+    ok(&["data", "prepare", "--config", &s(&cfg), "--out", &s(&data)]);
+    data
+}
+
+/// A run directory pointing at `data`, with (if `with_factors`) a factors.parquet of 4 made-up factors
+/// per (day, stock) and the split of each day.
+fn minimal_run(dir: &Path, data: &Path, with_factors: bool) -> (PathBuf, DataFrame) {
+    let run = path(dir, if with_factors { "run" } else { "bare" });
+    std::fs::create_dir_all(&run).unwrap();
+    let info = serde_json::json!({
+        "data_dir": std::path::absolute(data).unwrap(),
+        "config_hash": "test",
+        "seed": 0,
+        "device": "cpu",
+        "storm_version": "test",
+    });
+    std::fs::write(run.join("run.json"), info.to_string()).unwrap();
+    let file = std::fs::File::open(data.join("features.parquet")).unwrap();
+    let features = ParquetReader::new(file).finish().unwrap();
+    let mut frame = features.select(["date", "ticker"]).unwrap();
+    let days: Vec<i32> = frame
+        .column("date")
+        .unwrap()
+        .date()
+        .unwrap()
+        .physical()
+        .into_no_null_iter()
+        .collect();
+    let split: Vec<&str> = days
+        .iter()
+        .map(|&d| match d {
+            d if d < VALID_START => "train",
+            d if d < TEST_START => "valid",
+            _ => "test",
+        })
+        .collect();
+    frame
+        .with_column(Series::new("split".into(), split).into())
+        .unwrap();
+    for k in 0..4 {
+        let values: Vec<f32> = (0..days.len())
+            .map(|i| ((i * (k + 1)) as f32 * 0.37).sin())
+            .collect();
+        frame
+            .with_column(Series::new(format!("factor_{k}").into(), values).into())
+            .unwrap();
+    }
+    if with_factors {
+        let mut out = std::fs::File::create(run.join("factors.parquet")).unwrap();
+        ParquetWriter::new(&mut out).finish(&mut frame).unwrap();
+    }
+    (run, frame)
+}
+
+fn test_days(frame: &DataFrame, ticker: &str) -> usize {
+    let tickers = frame.column("ticker").unwrap().str().unwrap().clone();
+    let splits = frame.column("split").unwrap().str().unwrap().clone();
+    (0..frame.height())
+        .filter(|&i| tickers.get(i) == Some(ticker) && splits.get(i) == Some("test"))
+        .count()
+}
+
+fn trade(run: &Path, ticker: &str, features: &str) -> serde_json::Value {
+    let stdout = ok(&[
+        "trade",
+        "--run",
+        &s(run),
+        "--ticker",
+        ticker,
+        "--features",
+        features,
+        "--envs",
+        "2",
+        "--updates",
+        "2",
+        "--eval-every",
+        "1",
+        "--window",
+        "32",
+    ]);
+    assert!(stdout.contains("| Buy&Hold |"), "{stdout}");
+    let text =
+        std::fs::read_to_string(run.join(format!("{}.json", stem(ticker, features)))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Output stem: factor-state runs and the raw-feature baseline write separate files.
+fn stem(ticker: &str, features: &str) -> String {
+    match features {
+        "raw" => format!("trading_{ticker}_raw"),
+        _ => format!("trading_{ticker}"),
+    }
+}
+
+#[test]
+fn trade_with_factors_and_raw_features_and_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared_data(dir.path());
+    let (run, frame) = minimal_run(dir.path(), &data, true);
+    let ticker = frame
+        .column("ticker")
+        .unwrap()
+        .str()
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_string();
+    let n_test = test_days(&frame, &ticker);
+    assert!(n_test > 100, "{n_test} test days");
+
+    for features in ["factors", "raw"] {
+        let report = trade(&run, &ticker, features);
+        assert_eq!(report["features"], features);
+        assert_eq!(report["ticker"], ticker.as_str());
+        for key in ["apy", "cw", "asr", "mdd", "trades", "n_days"] {
+            assert!(report["ppo"].get(key).is_some(), "ppo.{key} in {report}");
+        }
+        assert!(report["ppo"]["cw"].as_f64().unwrap() > 0.0);
+        assert!(report["buy_and_hold"]["cw"].as_f64().unwrap() > 0.0);
+        assert_eq!(report["buy_and_hold"]["n_days"], n_test - 1);
+        assert_eq!(report["params"]["envs"], 2);
+        assert_eq!(report["params"]["updates"], 2);
+        assert_eq!(report["days"]["test_days"], n_test);
+        let actions = run.join(format!("{}_actions.csv", stem(&ticker, features)));
+        let csv = std::fs::read_to_string(actions).unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(lines.next(), Some("date,price,action,position,wealth"));
+        assert_eq!(lines.count(), n_test, "one row per test day");
+    }
+
+    // the two feature sources did not overwrite each other
+    assert!(run.join(format!("trading_{ticker}.json")).exists());
+    assert!(run.join(format!("trading_{ticker}_raw.json")).exists());
+
+    let err = fails(&["trade", "--run", &s(&run), "--ticker", "NOPE"]);
+    assert!(err.contains("unknown ticker NOPE"), "{err}");
+    assert!(err.contains(&ticker), "lists the available tickers: {err}");
+
+    let (bare, _) = minimal_run(dir.path(), &data, false);
+    let err = fails(&["trade", "--run", &s(&bare), "--ticker", &ticker]);
+    assert!(err.contains("storm export"), "{err}");
+
+    let err = fails(&[
+        "trade",
+        "--run",
+        &s(&run),
+        "--ticker",
+        &ticker,
+        "--envs",
+        "-1",
+    ]);
+    assert!(err.contains("--envs"), "{err}");
+    let err = fails(&[
+        "trade",
+        "--run",
+        &s(&run),
+        "--ticker",
+        &ticker,
+        "--cost",
+        "2",
+    ]);
+    assert!(err.contains("cost"), "{err}");
+}
