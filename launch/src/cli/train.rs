@@ -97,12 +97,16 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
     )
     .context("writing train.json")?;
     println!(
-        "trained {} / {} steps in {:.1}s ({:.0} samples/s); final loss {:.4}; best valid RankIC {} at step {}; run {}",
+        "trained {} / {} steps in {:.1}s ({:.0} samples/s); final loss {}; best valid RankIC {} at step {}; run {}",
         outcome.steps,
         outcome.total_steps,
         outcome.seconds,
         outcome.samples_per_second,
-        outcome.final_loss,
+        if outcome.final_loss.is_finite() {
+            format!("{:.4}", outcome.final_loss)
+        } else {
+            "n/a (no step taken in this session)".to_string()
+        },
         outcome.best_valid_rank_ic.map_or("n/a".into(), |v| format!("{v:.4}")),
         outcome.best_step.map_or("n/a".into(), |v| v.to_string()),
         a.out.display()
