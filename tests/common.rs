@@ -40,3 +40,35 @@ pub fn s(p: &Path) -> String {
 pub fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// Writes a synthetic market `dir/m.csv.gz` (seed 5) and a config `dir/tiny.toml` over it with 16-day
+/// windows and splits train 2000–2001, valid 2002-Q1, test 2002-04..2003; `rest` is appended (e.g. [model]
+/// and [train] tables).
+pub fn synth_config(dir: &Path, tickers: usize, days: usize, rest: &str) -> PathBuf {
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        &s(&path(dir, "m.csv.gz")),
+        "--tickers",
+        &tickers.to_string(),
+        "--days",
+        &days.to_string(),
+        "--seed",
+        "5",
+    ]);
+    let cfg = path(dir, "tiny.toml");
+    let head = r#"
+name = "tiny"
+[data]
+source = "m.csv.gz"
+window = 16
+scaler_window = 32
+[splits]
+train = { start = "2000-01-01", end = "2001-12-31" }
+valid = { start = "2002-01-01", end = "2002-03-31" }
+test  = { start = "2002-04-01", end = "2003-12-31" }
+"#;
+    std::fs::write(&cfg, format!("{head}{rest}")).expect("writing the test config");
+    cfg
+}

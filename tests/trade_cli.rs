@@ -15,34 +15,7 @@ const TEST_START: i32 = 11778;
 
 /// A prepared synthetic market in `dir/data`.
 fn prepared_data(dir: &Path) -> PathBuf {
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        &s(&path(dir, "m.csv.gz")),
-        "--tickers",
-        "3",
-        "--days",
-        "700",
-        "--seed",
-        "5",
-    ]);
-    let cfg = path(dir, "tiny.toml");
-    std::fs::write(
-        &cfg,
-        r#"
-name = "tiny"
-[data]
-source = "m.csv.gz"
-window = 16
-scaler_window = 32
-[splits]
-train = { start = "2000-01-01", end = "2001-12-31" }
-valid = { start = "2002-01-01", end = "2002-03-31" }
-test  = { start = "2002-04-01", end = "2003-12-31" }
-"#,
-    )
-    .unwrap();
+    let cfg = common::synth_config(dir, 3, 700, "");
     let data = path(dir, "data");
     ok(&["data", "prepare", "--config", &s(&cfg), "--out", &s(&data)]);
     data

@@ -9,33 +9,13 @@ use std::time::{Duration, Instant};
 
 use common::{ok, path, s};
 
-/// A synthetic market and a tiny config over it, in `dir`.
+/// A synthetic market and a tiny model config over it, in `dir`.
 fn tiny_setup(dir: &Path, tickers: usize, days: usize) -> PathBuf {
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        &s(&path(dir, "m.csv.gz")),
-        "--tickers",
-        &tickers.to_string(),
-        "--days",
-        &days.to_string(),
-        "--seed",
-        "5",
-    ]);
-    let cfg = path(dir, "tiny.toml");
-    std::fs::write(
-        &cfg,
+    common::synth_config(
+        dir,
+        tickers,
+        days,
         r#"
-name = "tiny"
-[data]
-source = "m.csv.gz"
-window = 16
-scaler_window = 32
-[splits]
-train = { start = "2000-01-01", end = "2001-12-31" }
-valid = { start = "2002-01-01", end = "2002-03-31" }
-test  = { start = "2002-04-01", end = "2003-12-31" }
 [model]
 patch_days = 4
 embed_dim = 16
@@ -60,8 +40,6 @@ checkpoint_every = 4
 keep_checkpoints = 2
 "#,
     )
-    .unwrap();
-    cfg
 }
 
 fn read(p: &Path) -> Vec<u8> {

@@ -102,15 +102,6 @@ pub fn run(a: BacktestArgs) -> Result<()> {
         println!("{}", row(&index_label(&params), m));
     }
     println!();
-    let png = out
-        .png
-        .as_ref()
-        .map_or("chart skipped".into(), |p| p.display().to_string());
-    println!(
-        "wrote {}, {}, {}",
-        out.json.display(),
-        out.csv.display(),
-        png
-    );
+    super::print_written(&out.json, &out.csv, out.png.as_deref());
     Ok(())
 }

@@ -67,3 +67,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trade(a) => trade::run(a),
     }
 }
+
+/// The closing line of a command that wrote a report, a table and (unless skipped) a chart.
+pub fn print_written(json: &std::path::Path, csv: &std::path::Path, png: Option<&std::path::Path>) {
+    let png = png.map_or("chart skipped".into(), |p| p.display().to_string());
+    println!("wrote {}, {}, {png}", json.display(), csv.display());
+}

@@ -140,15 +140,6 @@ pub fn run(a: TradeArgs) -> Result<()> {
     );
     println!("{}", row("Buy&Hold", &r.buy_and_hold, "1"));
     println!();
-    let png = files
-        .png
-        .as_ref()
-        .map_or("chart skipped".into(), |p| p.display().to_string());
-    println!(
-        "wrote {}, {}, {}",
-        files.json.display(),
-        files.csv.display(),
-        png
-    );
+    super::print_written(&files.json, &files.csv, files.png.as_deref());
     Ok(())
 }
