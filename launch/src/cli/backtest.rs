@@ -57,25 +57,8 @@ fn params(a: &BacktestArgs) -> Result<BacktestParams> {
     Ok(params)
 }
 
-fn cell(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.4}")
-    } else {
-        "n/a".into()
-    }
-}
-
 fn row(name: &str, m: &FinancialMetrics) -> String {
-    format!(
-        "| {name} | {} | {} | {} | {} | {} | {} | {} |",
-        cell(m.apy),
-        cell(m.cw),
-        cell(m.cr),
-        cell(m.asr),
-        cell(m.mdd),
-        cell(m.avo),
-        cell(m.turnover)
-    )
+    super::metrics_row(name, m, &super::cell(m.turnover))
 }
 
 pub fn run(a: BacktestArgs) -> Result<()> {

@@ -73,3 +73,29 @@ pub fn print_written(json: &std::path::Path, csv: &std::path::Path, png: Option<
     let png = png.map_or("chart skipped".into(), |p| p.display().to_string());
     println!("wrote {}, {}, {png}", json.display(), csv.display());
 }
+
+/// A metric for a Markdown table: 4 decimals, or `n/a` when undefined.
+pub fn cell(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.4}")
+    } else {
+        "n/a".into()
+    }
+}
+
+/// One Markdown row: name, APY, CW, CR, ASR, MDD, AVO, then a last column of the caller's choice.
+pub fn metrics_row(
+    name: &str,
+    m: &storm_shared::eval::financial::FinancialMetrics,
+    last: &str,
+) -> String {
+    format!(
+        "| {name} | {} | {} | {} | {} | {} | {} | {last} |",
+        cell(m.apy),
+        cell(m.cw),
+        cell(m.cr),
+        cell(m.asr),
+        cell(m.mdd),
+        cell(m.avo)
+    )
+}

@@ -84,24 +84,8 @@ fn params(a: &TradeArgs) -> Result<TradeParams> {
     Ok(p)
 }
 
-fn cell(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.4}")
-    } else {
-        "n/a".into()
-    }
-}
-
 fn row(name: &str, m: &FinancialMetrics, trades: &str) -> String {
-    format!(
-        "| {name} | {} | {} | {} | {} | {} | {} | {trades} |",
-        cell(m.apy),
-        cell(m.cw),
-        cell(m.cr),
-        cell(m.asr),
-        cell(m.mdd),
-        cell(m.avo)
-    )
+    super::metrics_row(name, m, trades)
 }
 
 pub fn run(a: TradeArgs) -> Result<()> {
