@@ -8,11 +8,11 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::atomic;
-use crate::config::{ExperimentConfig, Split};
+use crate::config::Split;
 use crate::data::windows::{split_window_ends, Labels, WindowTensors};
 use crate::data::Panel;
 use crate::error::{Error, Result};
-use crate::model::Storm;
+use crate::model::build_model;
 use crate::train::checkpoint::load_checkpoint;
 use crate::train::run_dir::load_run;
 use crate::train::trainer::evaluation_checkpoint;
@@ -42,9 +42,9 @@ pub fn export_factors(run_dir: &Path, out: &Path, device: Device) -> Result<Expo
         .ok_or_else(|| Error::Data(format!("{} has no checkpoint", run_dir.display())))?;
     let mut vs = VarStore::new(device);
     let (n, w) = (panel.n_tickers(), cfg.data.window);
-    let model = Storm::new(
+    let model = build_model(
         &vs.root(),
-        &cfg.model,
+        &cfg,
         n as i64,
         panel.n_features() as i64,
         w as i64,
@@ -52,18 +52,25 @@ pub fn export_factors(run_dir: &Path, out: &Path, device: Device) -> Result<Expo
     load_checkpoint(&ckpt, &mut vs, None)?;
     let tensors = WindowTensors::new(&panel, w, device)?;
 
-    let mut columns = Columns::new(&cfg, n);
+    let mut columns = Columns::new(n);
     for split in Split::ALL {
         let Ok(ends) = split_window_ends(&panel, &cfg.splits, split, w, Labels::Optional) else {
             continue;
         };
         for chunk in ends.chunks(64) {
             let batch = tensors.batch(chunk)?;
-            let (e, ts, cs) = tch::no_grad(|| model.factor_embeddings(&batch.x));
-            columns.push(&panel, split, chunk, &e, ts.as_ref(), cs.as_ref())?;
+            let emb = tch::no_grad(|| model.embeddings(&batch.x));
+            columns.push(
+                &panel,
+                split,
+                chunk,
+                &emb.factors,
+                emb.ts_codes.as_ref(),
+                emb.cs_codes.as_ref(),
+            )?;
         }
     }
-    let days = columns.days;
+    let (days, embedding_dim) = (columns.days, columns.hidden);
     let mut frame = columns.finish()?;
     let rows = frame.height();
     let mut bytes = Vec::new();
@@ -75,7 +82,7 @@ pub fn export_factors(run_dir: &Path, out: &Path, device: Device) -> Result<Expo
     Ok(ExportSummary {
         rows,
         days,
-        embedding_dim: cfg.model.factor_hidden,
+        embedding_dim,
     })
 }
 
@@ -95,22 +102,34 @@ struct Columns {
 }
 
 impl Columns {
-    fn new(cfg: &ExperimentConfig, n: usize) -> Self {
-        let patches = cfg.data.window / cfg.model.patch_days;
+    /// Column widths (embedding size, TS patches, which codebooks) are taken from the first batch.
+    fn new(n: usize) -> Self {
         Columns {
             n,
-            patches,
-            hidden: cfg.model.factor_hidden,
+            patches: 0,
+            hidden: 0,
             days: 0,
             dates: Vec::new(),
             tickers: Vec::new(),
             splits: Vec::new(),
-            factors: vec![Vec::new(); cfg.model.factor_hidden],
-            ts_codes: vec![Vec::new(); patches],
+            factors: Vec::new(),
+            ts_codes: Vec::new(),
             cs_codes: Vec::new(),
-            has_ts: cfg.model.use_ts,
-            has_cs: cfg.model.use_cs,
+            has_ts: false,
+            has_cs: false,
         }
+    }
+
+    fn size_from(&mut self, e: &Tensor, ts: Option<&Tensor>, cs: Option<&Tensor>) {
+        if self.days > 0 {
+            return;
+        }
+        self.hidden = e.size()[2] as usize;
+        self.factors = vec![Vec::new(); self.hidden];
+        self.has_ts = ts.is_some();
+        self.has_cs = cs.is_some();
+        self.patches = ts.map_or(0, |t| t.size()[1] as usize / self.n.max(1));
+        self.ts_codes = vec![Vec::new(); self.patches];
     }
 
     fn push(
@@ -122,6 +141,7 @@ impl Columns {
         ts: Option<&Tensor>,
         cs: Option<&Tensor>,
     ) -> Result<()> {
+        self.size_from(e, ts, cs);
         let e: Vec<f32> = to_vec(&e.to_kind(Kind::Float))?;
         let ts: Option<Vec<i64>> = ts.map(|t| to_vec(&t.to_kind(Kind::Int64))).transpose()?;
         let cs: Option<Vec<i64>> = cs.map(|t| to_vec(&t.to_kind(Kind::Int64))).transpose()?;

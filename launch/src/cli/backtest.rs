@@ -34,6 +34,10 @@ pub struct BacktestArgs {
     /// Annual risk-free rate for the Sharpe ratio.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub risk_free: f64,
+    /// Risk aversion η of FactorVAE's TDrisk: rank by predicted return − η · predicted std (needs a model
+    /// with a risk estimate: storm or factorvae). Results go to portfolio_<split>_tdrisk.* . 0 = TopK-Drop.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub risk_aversion: f64,
     /// Index benchmark: builtin:dji, a CSV/CSV.gz/Parquet file with date and close columns, or none.
     #[arg(long, default_value = "builtin:dji")]
     pub index: String,
@@ -52,6 +56,7 @@ fn params(a: &BacktestArgs) -> Result<BacktestParams> {
         cash: a.cash,
         risk_free: a.risk_free,
         index: parse_index(&a.index)?,
+        risk_aversion: a.risk_aversion,
     };
     params.validate()?;
     Ok(params)

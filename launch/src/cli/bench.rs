@@ -140,7 +140,7 @@ fn clean(dir: &Path) {
 }
 
 fn bench_train(a: TrainBenchArgs) -> Result<()> {
-    use storm_shared::model::{parameter_count, weighted_total, Storm};
+    use storm_shared::model::{build_model, parameter_count};
     use storm_shared::train::optimizer::{AdamW, AdamWConfig};
     use tch::{nn, Kind, Tensor};
 
@@ -151,6 +151,18 @@ fn bench_train(a: TrainBenchArgs) -> Result<()> {
         (
             "small (configs/dj30-small.toml)",
             root.join("dj30-small.toml"),
+            false,
+        ),
+        (
+            "FactorVAE (configs/factorvae.toml)",
+            root.join("factorvae.toml"),
+            false,
+        ),
+        ("LSTM (configs/lstm.toml)", root.join("lstm.toml"), false),
+        ("GRU (configs/gru.toml)", root.join("gru.toml"), false),
+        (
+            "Transformer (configs/transformer.toml)",
+            root.join("transformer.toml"),
             false,
         ),
     ];
@@ -169,7 +181,7 @@ fn bench_train(a: TrainBenchArgs) -> Result<()> {
         );
         tch::manual_seed(0);
         let vs = nn::VarStore::new(device);
-        let model = Storm::new(&vs.root(), &cfg.model, n, d, w)?;
+        let model = build_model(&vs.root(), &cfg, n, d, w)?;
         let mut opt = AdamW::new(
             &vs,
             AdamWConfig {
@@ -182,8 +194,8 @@ fn bench_train(a: TrainBenchArgs) -> Result<()> {
         let x = Tensor::randn([b, w, n, d], (Kind::Float, device));
         let y = Tensor::randn([b, n], (Kind::Float, device));
         let mut step = || {
-            let out = tch::autocast(bf16, || model.forward_train(&x, &y, true));
-            let loss = weighted_total(&out, &cfg.train);
+            let out = tch::autocast(bf16, || model.forward_loss(&x, &y, &cfg.train));
+            let loss = out.loss;
             opt.zero_grad();
             loss.backward();
             opt.clip_grad_norm(1.0);

@@ -160,8 +160,9 @@ impl SplitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Model family: `storm` for now; baselines join in later issues.
-    pub kind: String,
+    /// Model family: `storm`, or a baseline (`factorvae`, `lstm`, `gru`, `transformer`). The fields below
+    /// up to `diversity_temperature` describe STORM; the baselines read their own sub-tables.
+    pub kind: ModelKind,
     /// Days per time-series patch (paper 8).
     pub patch_days: usize,
     pub embed_dim: usize,
@@ -192,12 +193,97 @@ pub struct ModelConfig {
     /// τ of the diversity loss's soft assignment softmax(−‖z_e − e_k‖²/τ), in units of squared distance.
     /// The squared distance grows with embed_dim, so τ ≈ embed_dim keeps the assignment soft.
     pub diversity_temperature: f64,
+    /// FactorVAE (`kind = "factorvae"`).
+    pub factorvae: FactorVaeConfig,
+    /// The plain return predictors (`kind = "lstm" | "gru" | "transformer"`).
+    pub sequence: SequenceConfig,
+}
+
+/// Which model a config trains. Every kind is trained, evaluated and backtested the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Storm,
+    FactorVae,
+    Lstm,
+    Gru,
+    Transformer,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 5] = [
+        ModelKind::Storm,
+        ModelKind::FactorVae,
+        ModelKind::Lstm,
+        ModelKind::Gru,
+        ModelKind::Transformer,
+    ];
+
+    /// The name used in configs (`model.kind`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Storm => "storm",
+            ModelKind::FactorVae => "factorvae",
+            ModelKind::Lstm => "lstm",
+            ModelKind::Gru => "gru",
+            ModelKind::Transformer => "transformer",
+        }
+    }
+}
+
+/// FactorVAE (Duan et al., AAAI 2022): defaults K = 8, M = 10, H = 128, γ = 0.01.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FactorVaeConfig {
+    /// Width H of the feature extractor (projection and GRU) and of the stock latent features e.
+    pub hidden: usize,
+    /// Latent factors K (also the heads of the factor predictor's global attention).
+    pub factors: usize,
+    /// Portfolios M of the factor encoder's portfolio layer.
+    pub portfolios: usize,
+    /// γ, weight of KL(posterior ‖ prior) in the loss.
+    pub gamma: f64,
+    /// Negative slope ζ of the LeakyReLU layers.
+    pub leaky_slope: f64,
+}
+
+impl Default for FactorVaeConfig {
+    fn default() -> Self {
+        FactorVaeConfig {
+            hidden: 128,
+            factors: 8,
+            portfolios: 10,
+            gamma: 0.01,
+            leaky_slope: 0.01,
+        }
+    }
+}
+
+/// Per-stock sequence models that regress the next-day return with MSE (Qlib's defaults: 64 wide, 2
+/// layers, no dropout; the Transformer has 2 heads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SequenceConfig {
+    pub hidden: usize,
+    pub layers: usize,
+    /// Attention heads (Transformer only); must divide `hidden`.
+    pub heads: usize,
+}
+
+impl Default for SequenceConfig {
+    fn default() -> Self {
+        SequenceConfig {
+            hidden: 64,
+            layers: 2,
+            heads: 2,
+        }
+    }
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            kind: "storm".to_string(),
+            kind: ModelKind::Storm,
             patch_days: 8,
             embed_dim: 256,
             encoder_depth: 4,
@@ -216,6 +302,8 @@ impl Default for ModelConfig {
             portfolio_count: 32,
             dead_code_steps: 100,
             diversity_temperature: 256.0,
+            factorvae: FactorVaeConfig::default(),
+            sequence: SequenceConfig::default(),
         }
     }
 }
@@ -287,19 +375,32 @@ impl Default for TrainConfig {
 
 impl ExperimentConfig {
     /// Reads, applies `key=value` overrides, deserialises and validates a config file. Relative data paths
-    /// are resolved against the file's directory.
+    /// are resolved against the directory of the file that names them. A top-level `base = "other.toml"`
+    /// (relative to this file) starts from that config and overrides it table by table, key by key.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let origin = path.display().to_string();
-        let mut cfg = Self::from_toml_str(&text, &origin, overrides)?;
+        let value = load_tree(path, 0)?;
+        let mut cfg = Self::from_value(value, &origin, overrides)?;
+        // a relative source given by an override is taken from the config's directory too
         cfg.data.source = resolve_source(&cfg.data.source, path.parent());
         Ok(cfg)
     }
 
-    /// Parses config text; `origin` names it in error messages.
+    /// Parses config text; `origin` names it in error messages. `base` needs a file (use `load`).
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let mut value: toml::Value = toml::from_str(text)
+        let value: toml::Value = toml::from_str(text)
             .map_err(|e| Error::config(origin, "<syntax>", e.message().to_string()))?;
+        if value.get(BASE_KEY).is_some() {
+            return Err(Error::config(
+                origin,
+                BASE_KEY,
+                "a base config can only be used when loading from a file",
+            ));
+        }
+        Self::from_value(value, origin, overrides)
+    }
+
+    fn from_value(mut value: toml::Value, origin: &str, overrides: &[String]) -> Result<Self> {
         for ov in overrides {
             apply_override(&mut value, ov)
                 .map_err(|(field, msg)| Error::config(origin, field, msg))?;
@@ -318,6 +419,66 @@ impl ExperimentConfig {
         let json = serde_json::to_string(self).unwrap_or_default();
         let digest = Sha256::digest(json.as_bytes());
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Top-level key naming the config a file extends.
+const BASE_KEY: &str = "base";
+/// Longest chain of `base` configs followed (a longer one is almost surely a cycle).
+const MAX_BASE_DEPTH: usize = 8;
+
+/// The TOML tree of `path` with its `base` chain merged in and `data.source` made absolute relative to the
+/// file that wrote it.
+fn load_tree(path: &Path, depth: usize) -> Result<toml::Value> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut value: toml::Value = toml::from_str(&text)
+        .map_err(|e| Error::config(&origin, "<syntax>", e.message().to_string()))?;
+    let dir = path.parent();
+    if let Some(source) = value
+        .get_mut("data")
+        .and_then(|d| d.get_mut("source"))
+        .filter(|s| s.is_str())
+    {
+        let resolved = resolve_source(source.as_str().unwrap_or_default(), dir);
+        *source = toml::Value::String(resolved);
+    }
+    let Some(table) = value.as_table_mut() else {
+        return Ok(value);
+    };
+    let Some(base) = table.remove(BASE_KEY) else {
+        return Ok(value);
+    };
+    let Some(base) = base.as_str() else {
+        return Err(Error::config(&origin, BASE_KEY, "must be a file name"));
+    };
+    if depth >= MAX_BASE_DEPTH {
+        return Err(Error::config(
+            &origin,
+            BASE_KEY,
+            format!("more than {MAX_BASE_DEPTH} nested base configs; is there a cycle?"),
+        ));
+    }
+    let base_path = dir.map_or_else(|| PathBuf::from(base), |d| d.join(base));
+    let mut merged = load_tree(&base_path, depth + 1)?;
+    merge_tree(&mut merged, value);
+    Ok(merged)
+}
+
+/// Overlays `top` onto `base`: tables merge key by key, any other value replaces.
+fn merge_tree(base: &mut toml::Value, top: toml::Value) {
+    match (base, top) {
+        (toml::Value::Table(b), toml::Value::Table(t)) => {
+            for (key, value) in t {
+                match b.get_mut(&key) {
+                    Some(existing) => merge_tree(existing, value),
+                    None => {
+                        b.insert(key, value);
+                    }
+                }
+            }
+        }
+        (b, t) => *b = t,
     }
 }
 

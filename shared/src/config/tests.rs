@@ -91,3 +91,68 @@ fn relative_sources_resolve_against_the_config_dir() {
         "/abs/d.csv"
     );
 }
+
+#[test]
+fn base_configs_merge_table_by_table_and_resolve_their_own_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(
+        shared.join("base.toml"),
+        "name = \"b\"\n[data]\nsource = \"prices.csv\"\nwindow = 16\n[model]\ncodebook_size = 64\n\
+         patch_days = 4\n[train]\nlr = 1e-3\n",
+    )
+    .unwrap();
+    let child = dir.path().join("child.toml");
+    std::fs::write(
+        &child,
+        "base = \"shared/base.toml\"\nname = \"c\"\n[model]\nkind = \"gru\"\n[model.sequence]\nhidden = 16\n",
+    )
+    .unwrap();
+    let cfg = ExperimentConfig::load(
+        &child,
+        &["train.epochs=3".into(), "train.warmup_epochs=1".into()],
+    )
+    .unwrap();
+    assert_eq!(cfg.name, "c");
+    assert_eq!(cfg.model.kind, ModelKind::Gru);
+    assert_eq!(cfg.model.sequence.hidden, 16);
+    assert_eq!(
+        cfg.model.codebook_size, 64,
+        "untouched keys come from the base"
+    );
+    assert_eq!(cfg.data.window, 16);
+    assert_eq!(cfg.train.lr, 1e-3);
+    assert_eq!(cfg.train.epochs, 3);
+    let expected = std::path::absolute(shared.join("prices.csv")).unwrap();
+    assert_eq!(cfg.data.source, expected.display().to_string());
+
+    std::fs::write(dir.path().join("a.toml"), "base = \"b.toml\"\n").unwrap();
+    std::fs::write(dir.path().join("b.toml"), "base = \"a.toml\"\n").unwrap();
+    let err = ExperimentConfig::load(&dir.path().join("a.toml"), &[]).unwrap_err();
+    assert!(err.to_string().contains("cycle"), "{err}");
+    let err = ExperimentConfig::from_toml_str("base = \"x.toml\"\n", "t", &[]).unwrap_err();
+    assert_eq!(field_of(err), "base");
+}
+
+#[test]
+fn model_kinds_parse_and_validate_their_own_tables() {
+    for kind in ModelKind::ALL {
+        let cfg = load(&format!("[model]\nkind = \"{}\"\n", kind.name())).unwrap();
+        assert_eq!(cfg.model.kind, kind);
+    }
+    let err = load("[model]\nkind = \"xgboost\"\n").unwrap_err();
+    assert_eq!(field_of(err), "model.kind");
+    // STORM's patch rule does not apply to a baseline.
+    assert!(load("[data]\nwindow = 30\n[model]\nkind = \"lstm\"\n").is_ok());
+    assert_eq!(
+        field_of(load("[data]\nwindow = 30\n").unwrap_err()),
+        "model.patch_days"
+    );
+    let err = load("[model]\nkind = \"transformer\"\n[model.sequence]\nhidden = 10\nheads = 4\n");
+    assert_eq!(field_of(err.unwrap_err()), "model.sequence.heads");
+    let err = load("[model]\nkind = \"factorvae\"\n[model.factorvae]\ngamma = -1.0\n");
+    assert_eq!(field_of(err.unwrap_err()), "model.factorvae.gamma");
+    let err = load("[model]\nkind = \"factorvae\"\n[model.factorvae]\nportfolios = 0\n");
+    assert_eq!(field_of(err.unwrap_err()), "model.factorvae.portfolios");
+}

@@ -1,6 +1,6 @@
 //! Range and consistency checks run once when a config is loaded.
 
-use super::{DateRange, ExperimentConfig};
+use super::{DateRange, ExperimentConfig, ModelKind};
 use crate::error::{Error, Result};
 
 impl ExperimentConfig {
@@ -49,13 +49,72 @@ impl ExperimentConfig {
                 ),
             );
         }
-        let m = &self.model;
-        if m.kind != "storm" {
+        match self.model.kind {
+            ModelKind::Storm => self.validate_storm(origin)?,
+            ModelKind::FactorVae => self.validate_factorvae(origin)?,
+            ModelKind::Lstm | ModelKind::Gru | ModelKind::Transformer => {
+                self.validate_sequence(origin)?
+            }
+        }
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return fail("train.batch_size", "must be at least 1".into());
+        }
+        if t.keep_checkpoints == 0 {
+            return fail("train.keep_checkpoints", "must be at least 1".into());
+        }
+        if t.eval_every_epochs == 0 {
+            return fail("train.eval_every_epochs", "must be at least 1".into());
+        }
+        if t.max_consecutive_nonfinite == 0 {
             return fail(
-                "model.kind",
-                format!("unknown model `{}`; known: storm", m.kind),
+                "train.max_consecutive_nonfinite",
+                "must be at least 1".into(),
             );
         }
+        if t.log_every == 0 {
+            return fail("train.log_every", "must be at least 1".into());
+        }
+        if t.epochs == 0 {
+            return fail("train.epochs", "must be at least 1".into());
+        }
+        if t.warmup_epochs > t.epochs {
+            return fail(
+                "train.warmup_epochs",
+                format!("{} exceeds train.epochs {}", t.warmup_epochs, t.epochs),
+            );
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return fail("train.lr", format!("{} must be a positive number", t.lr));
+        }
+        for (field, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return fail(field, format!("{v} must be in [0, 1)"));
+            }
+        }
+        for (field, v) in [
+            ("train.weight_decay", t.weight_decay),
+            ("train.grad_clip", t.grad_clip),
+            ("train.loss_weight_clip", t.loss_weight_clip),
+            ("train.loss_weight_recon_ts", t.loss_weight_recon_ts),
+            ("train.loss_weight_recon_cs", t.loss_weight_recon_cs),
+            ("train.loss_weight_commit", t.loss_weight_commit),
+            ("train.loss_weight_orthogonal", t.loss_weight_orthogonal),
+            ("train.loss_weight_diversity", t.loss_weight_diversity),
+            ("train.loss_weight_prediction", t.loss_weight_prediction),
+            ("train.loss_weight_kl", t.loss_weight_kl),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return fail(field, format!("{v} must be a finite number >= 0"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_storm(&self, origin: &str) -> Result<()> {
+        let fail = |field: &str, msg: String| Err(Error::config(origin, field, msg));
+        let d = &self.data;
+        let m = &self.model;
         if !m.use_ts && !m.use_cs {
             return fail(
                 "model.use_ts",
@@ -109,57 +168,53 @@ impl ExperimentConfig {
                 format!("{} must be a positive number", m.diversity_temperature),
             );
         }
-        let t = &self.train;
-        if t.batch_size == 0 {
-            return fail("train.batch_size", "must be at least 1".into());
-        }
-        if t.keep_checkpoints == 0 {
-            return fail("train.keep_checkpoints", "must be at least 1".into());
-        }
-        if t.eval_every_epochs == 0 {
-            return fail("train.eval_every_epochs", "must be at least 1".into());
-        }
-        if t.max_consecutive_nonfinite == 0 {
-            return fail(
-                "train.max_consecutive_nonfinite",
-                "must be at least 1".into(),
-            );
-        }
-        if t.log_every == 0 {
-            return fail("train.log_every", "must be at least 1".into());
-        }
-        if t.epochs == 0 {
-            return fail("train.epochs", "must be at least 1".into());
-        }
-        if t.warmup_epochs > t.epochs {
-            return fail(
-                "train.warmup_epochs",
-                format!("{} exceeds train.epochs {}", t.warmup_epochs, t.epochs),
-            );
-        }
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return fail("train.lr", format!("{} must be a positive number", t.lr));
-        }
-        for (field, v) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
-            if !(0.0..1.0).contains(&v) {
-                return fail(field, format!("{v} must be in [0, 1)"));
-            }
-        }
+        Ok(())
+    }
+
+    fn validate_factorvae(&self, origin: &str) -> Result<()> {
+        let fail = |field: &str, msg: String| Err(Error::config(origin, field, msg));
+        let f = &self.model.factorvae;
         for (field, v) in [
-            ("train.weight_decay", t.weight_decay),
-            ("train.grad_clip", t.grad_clip),
-            ("train.loss_weight_clip", t.loss_weight_clip),
-            ("train.loss_weight_recon_ts", t.loss_weight_recon_ts),
-            ("train.loss_weight_recon_cs", t.loss_weight_recon_cs),
-            ("train.loss_weight_commit", t.loss_weight_commit),
-            ("train.loss_weight_orthogonal", t.loss_weight_orthogonal),
-            ("train.loss_weight_diversity", t.loss_weight_diversity),
-            ("train.loss_weight_prediction", t.loss_weight_prediction),
-            ("train.loss_weight_kl", t.loss_weight_kl),
+            ("model.factorvae.hidden", f.hidden),
+            ("model.factorvae.factors", f.factors),
+            ("model.factorvae.portfolios", f.portfolios),
         ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return fail(field, format!("{v} must be a finite number >= 0"));
+            if v == 0 {
+                return fail(field, "must be at least 1".into());
             }
+        }
+        if !(f.gamma >= 0.0 && f.gamma.is_finite()) {
+            return fail(
+                "model.factorvae.gamma",
+                format!("{} must be a finite number >= 0", f.gamma),
+            );
+        }
+        if !(0.0..1.0).contains(&f.leaky_slope) {
+            return fail(
+                "model.factorvae.leaky_slope",
+                format!("{} must be in [0, 1)", f.leaky_slope),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_sequence(&self, origin: &str) -> Result<()> {
+        let fail = |field: &str, msg: String| Err(Error::config(origin, field, msg));
+        let q = &self.model.sequence;
+        for (field, v) in [
+            ("model.sequence.hidden", q.hidden),
+            ("model.sequence.layers", q.layers),
+            ("model.sequence.heads", q.heads),
+        ] {
+            if v == 0 {
+                return fail(field, "must be at least 1".into());
+            }
+        }
+        if self.model.kind == ModelKind::Transformer && !q.hidden.is_multiple_of(q.heads) {
+            return fail(
+                "model.sequence.heads",
+                format!("{} must divide model.sequence.hidden {}", q.heads, q.hidden),
+            );
         }
         Ok(())
     }

@@ -12,12 +12,24 @@ use crate::eval::rank_ic::{summarize, IcSummary};
 pub struct DayPredictions {
     pub day: usize,
     pub scores: Vec<f64>,
+    /// The model's predictive std of each stock's return, for models that estimate risk.
+    pub risks: Option<Vec<f64>>,
     pub labels: Vec<f64>,
 }
 
-/// Predicts every window ending in `ends`, `batch_size` windows at a time, without gradients.
+fn rows(t: &Tensor) -> Result<Vec<f64>> {
+    let flat = Vec::<f32>::try_from(
+        t.to_kind(tch::Kind::Float)
+            .to_device(tch::Device::Cpu)
+            .flatten(0, -1),
+    )?;
+    Ok(flat.into_iter().map(f64::from).collect())
+}
+
+/// Predicts every window ending in `ends`, `batch_size` windows at a time, without gradients. `predict`
+/// returns the scores (B, N) and optionally their predictive std (B, N).
 pub fn predict_days(
-    predict: impl Fn(&Tensor) -> Tensor,
+    predict: impl Fn(&Tensor) -> (Tensor, Option<Tensor>),
     tensors: &WindowTensors,
     panel: &Panel,
     ends: &[usize],
@@ -27,13 +39,9 @@ pub fn predict_days(
     let mut out = Vec::with_capacity(ends.len());
     for chunk in ends.chunks(batch_size.max(1)) {
         let batch = tensors.batch(chunk)?;
-        let scores = tch::no_grad(|| predict(&batch.x));
-        let flat: Vec<f32> = Vec::<f32>::try_from(
-            scores
-                .to_kind(tch::Kind::Float)
-                .to_device(tch::Device::Cpu)
-                .flatten(0, -1),
-        )?;
+        let (scores, risks) = tch::no_grad(|| predict(&batch.x));
+        let flat = rows(&scores)?;
+        let risks = risks.as_ref().map(rows).transpose()?;
         for (row, &day) in chunk.iter().enumerate() {
             let labels = panel.labels[day * n..(day + 1) * n]
                 .iter()
@@ -41,10 +49,8 @@ pub fn predict_days(
                 .collect();
             out.push(DayPredictions {
                 day,
-                scores: flat[row * n..(row + 1) * n]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .collect(),
+                scores: flat[row * n..(row + 1) * n].to_vec(),
+                risks: risks.as_ref().map(|r| r[row * n..(row + 1) * n].to_vec()),
                 labels,
             });
         }

@@ -14,7 +14,7 @@ use crate::data::windows::{split_window_ends, Labels, WindowTensors};
 use crate::data::Panel;
 use crate::error::{Error, Result};
 use crate::eval::predictions::{ic_summary, predict_days, DayPredictions};
-use crate::model::{code_usage, Storm};
+use crate::model::{build_model, code_usage};
 use crate::train::checkpoint::load_checkpoint;
 use crate::train::run_dir::load_run;
 use crate::train::trainer::evaluation_checkpoint;
@@ -40,6 +40,9 @@ pub struct EvalReport {
     pub code_counts_ts: Option<Vec<i64>>,
     pub code_counts_cs: Option<Vec<i64>>,
 }
+
+/// Column of the predictions file with the model's predictive std of each return (probabilistic models).
+pub const RISK_COLUMN: &str = "risk";
 
 pub fn predictions_file(split: Split) -> String {
     format!("predictions_{}.parquet", split.name())
@@ -74,9 +77,9 @@ pub fn evaluate_run(run_dir: &Path, split: Split, device: Device) -> Result<Eval
         ))
     })?;
     let mut vs = VarStore::new(device);
-    let model = Storm::new(
+    let model = build_model(
         &vs.root(),
-        &cfg.model,
+        &cfg,
         panel.n_tickers() as i64,
         panel.n_features() as i64,
         cfg.data.window as i64,
@@ -90,14 +93,17 @@ pub fn evaluate_run(run_dir: &Path, split: Split, device: Device) -> Result<Eval
         Labels::Optional,
     )?;
     let tensors = WindowTensors::new(&panel, cfg.data.window, device)?;
-    let days = predict_days(|x| model.predict(x), &tensors, &panel, &ends, 64)?;
+    let days = predict_days(|x| model.predict_with_risk(x), &tensors, &panel, &ends, 64)?;
     let summary = ic_summary(&days);
 
-    let k = cfg.model.codebook_size as i64;
     let (mut ts_counts, mut cs_counts) = (None::<Tensor>, None::<Tensor>);
     for chunk in ends.chunks(64) {
+        let Some(k) = model.codebook_size() else {
+            break;
+        };
         let batch = tensors.batch(chunk)?;
-        let (_, ts, cs) = tch::no_grad(|| model.factor_embeddings(&batch.x));
+        let emb = tch::no_grad(|| model.embeddings(&batch.x));
+        let (ts, cs) = (emb.ts_codes, emb.cs_codes);
         let add = |acc: Option<Tensor>, idx: Option<Tensor>| match (acc, idx) {
             (Some(a), Some(i)) => Some(a + code_usage(&i, k)),
             (None, Some(i)) => Some(code_usage(&i, k)),
@@ -148,7 +154,8 @@ pub fn evaluate_run(run_dir: &Path, split: Split, device: Device) -> Result<Eval
 fn predictions_frame(panel: &Panel, days: &[DayPredictions]) -> Result<DataFrame> {
     let n = panel.n_tickers();
     let rows = days.len() * n;
-    let (mut dates, mut tickers, mut scores, mut labels) = (
+    let (mut dates, mut tickers, mut scores, mut risks, mut labels) = (
+        Vec::with_capacity(rows),
         Vec::with_capacity(rows),
         Vec::with_capacity(rows),
         Vec::with_capacity(rows),
@@ -159,15 +166,23 @@ fn predictions_frame(panel: &Panel, days: &[DayPredictions]) -> Result<DataFrame
             dates.push(panel.dates[d.day]);
             tickers.push(panel.tickers[j].as_str());
             scores.push(d.scores[j]);
+            if let Some(r) = &d.risks {
+                risks.push(r[j]);
+            }
             labels.push(d.labels[j].is_finite().then_some(d.labels[j]));
         }
     }
-    Ok(DataFrame::new_infer_height(vec![
+    let mut columns = vec![
         Column::new("date".into(), dates),
         Column::new("ticker".into(), tickers),
         Column::new("score".into(), scores),
-        Column::new("label".into(), labels),
-    ])?)
+    ];
+    // `risk` (the predictive std) only for models that estimate it, and only when every day has it.
+    if risks.len() == rows {
+        columns.push(Column::new(RISK_COLUMN.into(), risks));
+    }
+    columns.push(Column::new("label".into(), labels));
+    Ok(DataFrame::new_infer_height(columns)?)
 }
 
 fn write_outputs(

@@ -1,3 +1,7 @@
+//! Factor models behind one interface (`FactorModel`, built by `build_model` from the config's
+//! `model.kind`): STORM, FactorVAE (`factorvae.rs`) and the LSTM/GRU/Transformer return predictors
+//! (`sequence.rs`).
+//!
 //! The STORM model (paper §4): two VQ-VAE branches over the same window — time-series (TS: p days × one
 //! stock per token) and cross-sectional (CS: one day × all stocks per token) — a CrossViT-style fusion of
 //! their CLS tokens with a CLIP alignment loss, and a FactorVAE-style factor head whose prior mean is the
@@ -20,20 +24,28 @@
 
 mod branch;
 mod factor_head;
+mod factorvae;
 mod fusion;
+mod interface;
 mod patch;
 mod quantizer;
+mod sequence;
 mod storm;
 mod transformer;
 
 pub use branch::{Branch, BranchKind};
-pub use factor_head::{gaussian_nll, kl_diag_gaussian, FactorHead, FactorOutput};
+pub use factor_head::{
+    gaussian_nll, kl_diag_gaussian, FactorHead, FactorOutput, HeadConfig, PriorAttention,
+};
+pub use factorvae::FactorVae;
 pub use fusion::{clip_loss, Clip, Fusion};
+pub use interface::{build_model, Embeddings, FactorModel, ModelOutput};
 pub use patch::{CsPatch, TsPatch};
 pub use quantizer::{
     code_usage, diversity_loss, diversity_loss_from_probs, orthogonality_loss, perplexity,
     QuantOutput, Quantizer,
 };
+pub use sequence::SequencePredictor;
 pub use storm::{weighted_total, BranchLosses, Storm, StormOutput};
 pub use transformer::{Block, CrossBlock, TokenTransformer};
 

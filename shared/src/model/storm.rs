@@ -7,14 +7,15 @@
 //! CLS ⊕ mean of the quantised CS tokens]. Quantised codes enter through the straight-through output, so
 //! the factor losses train the encoders, not the codebooks.
 
-use tch::nn;
+use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
 use super::branch::{Branch, BranchKind};
-use super::factor_head::FactorHead;
+use super::factor_head::{leaky_relu, FactorHead, HeadConfig, PriorAttention};
 use super::fusion::{Clip, Fusion};
 use super::patch::Geometry;
 use super::quantizer::QuantOutput;
+use super::transformer::xavier_linear;
 use crate::config::{ModelConfig, TrainConfig};
 use crate::error::{Error, Result};
 
@@ -110,6 +111,8 @@ pub struct Storm {
     cs: Option<Branch>,
     fusion: Option<Fusion>,
     clip: Option<Clip>,
+    /// Maps the per-stock branch features to the H-wide factor embedding e (LeakyReLU).
+    factor_embed: nn::Linear,
     factor: FactorHead,
     geo: Geometry,
     patch_days: i64,
@@ -151,18 +154,24 @@ impl Storm {
         });
         let clip = both.then(|| Clip::new(&(p / "clip")));
         let branches = i64::from(cfg.use_ts) + i64::from(cfg.use_cs);
+        let hidden = cfg.factor_hidden as i64;
+        let factor_embed = xavier_linear(&(p / "factor" / "embed"), 2 * dim * branches, hidden);
         let factor = FactorHead::new(
             &(p / "factor"),
-            2 * dim * branches,
-            cfg.factor_hidden as i64,
-            cfg.factor_count as i64,
-            cfg.portfolio_count as i64,
+            HeadConfig {
+                hidden,
+                factors: cfg.factor_count as i64,
+                portfolios: cfg.portfolio_count as i64,
+                prior: PriorAttention::Softmax,
+                leaky_slope: 0.01,
+            },
         );
         Ok(Storm {
             ts,
             cs,
             fusion,
             clip,
+            factor_embed,
             factor,
             geo,
             patch_days: cfg.patch_days as i64,
@@ -217,9 +226,7 @@ impl Storm {
             (Some(t), Some(c), Some(clip)) => clip.forward(&cls(&t.seq), &cls(&c.seq)),
             _ => Tensor::zeros([], (Kind::Float, x.device())),
         };
-        let e = self
-            .factor
-            .embed(&self.factor_features(ts.as_ref(), cs.as_ref()));
+        let e = self.embed(ts.as_ref(), cs.as_ref());
         let factor = self.factor.forward(&e, y);
         let losses = |branch: &Option<Branch>, side: &Option<Side>| match (branch, side) {
             (Some(b), Some(s)) => BranchLosses {
@@ -252,10 +259,21 @@ impl Storm {
     /// for export and inspection.
     pub fn factor_embeddings(&self, x: &Tensor) -> (Tensor, Option<Tensor>, Option<Tensor>) {
         let (ts, cs) = self.fuse(self.encode(x, assign_only));
-        let e = self
-            .factor
-            .embed(&self.factor_features(ts.as_ref(), cs.as_ref()));
+        let e = self.embed(ts.as_ref(), cs.as_ref());
         (e, ts.map(|s| s.quant.indices), cs.map(|s| s.quant.indices))
+    }
+
+    /// Prior predictive mean and std of each stock's return (B, N).
+    pub fn predict_distribution(&self, x: &Tensor) -> (Tensor, Tensor) {
+        self.factor
+            .predict_distribution(&self.factor_embeddings(x).0)
+    }
+
+    fn embed(&self, ts: Option<&Side>, cs: Option<&Side>) -> Tensor {
+        leaky_relu(
+            &self.factor_embed.forward(&self.factor_features(ts, cs)),
+            0.01,
+        )
     }
 
     fn encode(
@@ -330,11 +348,7 @@ fn tokens(seq: &Tensor) -> Tensor {
 
 fn check_shapes(cfg: &ModelConfig, n_stocks: i64, n_features: i64, window: i64) -> Result<()> {
     let fail = |msg: String| Err(Error::Data(msg));
-    if n_stocks < 1 || n_features < 1 || window < 1 {
-        return fail(format!(
-            "model needs at least one stock, feature and day; got N = {n_stocks}, D = {n_features}, W = {window}"
-        ));
-    }
+    super::interface::check_dims(n_stocks, n_features, window)?;
     if !cfg.use_ts && !cfg.use_cs {
         return fail("model.use_ts / model.use_cs: at least one branch must be on".into());
     }

@@ -8,6 +8,8 @@ use std::path::Path;
 use chrono::NaiveDate;
 use polars::prelude::*;
 
+use crate::eval::run_eval::RISK_COLUMN;
+
 use crate::error::{Error, Result};
 
 pub struct Market {
@@ -95,12 +97,33 @@ impl Market {
     }
 
     /// Reads a predictions Parquet file written by `storm eval`.
-    pub fn load_predictions(path: &Path) -> Result<Market> {
+    ///
+    /// With `risk_aversion` η > 0 a stock is ranked by its risk-adjusted score μ − η·σ (FactorVAE's TDrisk),
+    /// σ being the file's `risk` column, which only probabilistic models write.
+    pub fn load_predictions(path: &Path, risk_aversion: f64) -> Result<Market> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let frame = ParquetReader::new(file)
             .finish()
             .map_err(|e| Error::input(path, format!("not a readable Parquet file: {e}")))?;
-        let rows = frame_rows(path, &frame)?;
+        let mut rows = frame_rows(path, &frame)?;
+        if risk_aversion > 0.0 {
+            if frame.column(RISK_COLUMN).is_err() {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "no `{RISK_COLUMN}` column: risk-aware ranking needs a model with a risk \
+                         estimate (storm or factorvae)"
+                    ),
+                ));
+            }
+            let risks = floats(path, &frame, RISK_COLUMN)?;
+            for (row, risk) in rows.iter_mut().zip(risks) {
+                row.2 = match (row.2, risk) {
+                    (Some(mu), Some(sigma)) => Some(mu - risk_aversion * sigma),
+                    _ => None,
+                };
+            }
+        }
         Market::from_rows(rows).map_err(|e| Error::input(path, e.to_string()))
     }
 }

@@ -53,6 +53,8 @@ pub struct BacktestParams {
     /// The index benchmark, if any (`builtin:dji`, a file, or none).
     #[serde(serialize_with = "index_name")]
     pub index: Option<IndexSource>,
+    /// η of the risk-aware variant (FactorVAE's TDrisk): rank by μ − η·σ. 0 is plain TopK-Drop.
+    pub risk_aversion: f64,
 }
 
 impl BacktestParams {
@@ -85,6 +87,12 @@ impl BacktestParams {
         }
         if !(self.cash.is_finite() && self.cash > 0.0) {
             return bad(format!("--cash must be finite and > 0 (got {})", self.cash));
+        }
+        if !(self.risk_aversion.is_finite() && self.risk_aversion >= 0.0) {
+            return bad(format!(
+                "--risk-aversion must be a finite number ≥ 0 (got {})",
+                self.risk_aversion
+            ));
         }
         if !self.risk_free.is_finite() {
             return bad(format!(
@@ -142,14 +150,22 @@ pub struct BacktestOutcome {
     pub png: Option<PathBuf>,
 }
 
-pub fn report_file(split: Split) -> String {
-    format!("portfolio_{}.json", split.name())
+/// `<split>` for TopK-Drop, `<split>_tdrisk` for the risk-aware variant, so neither overwrites the other.
+fn variant(split: Split, params: &BacktestParams) -> String {
+    if params.risk_aversion > 0.0 {
+        format!("{}_tdrisk", split.name())
+    } else {
+        split.name().to_string()
+    }
 }
-pub fn daily_file(split: Split) -> String {
-    format!("portfolio_{}_daily.csv", split.name())
+pub fn report_file(split: Split, params: &BacktestParams) -> String {
+    format!("portfolio_{}.json", variant(split, params))
 }
-pub fn wealth_png_file(split: Split) -> String {
-    format!("wealth_{}.png", split.name())
+pub fn daily_file(split: Split, params: &BacktestParams) -> String {
+    format!("portfolio_{}_daily.csv", variant(split, params))
+}
+pub fn wealth_png_file(split: Split, params: &BacktestParams) -> String {
+    format!("wealth_{}.png", variant(split, params))
 }
 
 /// Runs the strategy and benchmarks on `market` (no files touched).
@@ -195,7 +211,7 @@ pub fn report(
 }
 
 /// Loads `predictions_<split>.parquet` of `run_dir`, with a pointer to `storm eval` when it is missing.
-pub fn load_split(run_dir: &Path, split: Split) -> Result<Market> {
+pub fn load_split(run_dir: &Path, split: Split, risk_aversion: f64) -> Result<Market> {
     let path = run_dir.join(predictions_file(split));
     if !path.is_file() {
         return Err(Error::Data(format!(
@@ -205,7 +221,7 @@ pub fn load_split(run_dir: &Path, split: Split) -> Result<Market> {
             split.name()
         )));
     }
-    Market::load_predictions(&path)
+    Market::load_predictions(&path, risk_aversion)
 }
 
 /// The whole `storm backtest`: validate, load, simulate, write JSON/CSV/PNG atomically.
@@ -215,7 +231,7 @@ pub fn run_backtest(
     params: &BacktestParams,
 ) -> Result<BacktestOutcome> {
     params.validate()?;
-    let market = load_split(run_dir, split)?;
+    let market = load_split(run_dir, split, params.risk_aversion)?;
     let index = params.index.as_ref().map(IndexSource::read).transpose()?;
     let bt = simulate(&market, params, index.as_ref())?;
     let report = report(&market, split, params, &bt)?;
@@ -230,10 +246,11 @@ fn write_outputs(
     report: &BacktestReport,
 ) -> Result<BacktestOutcome> {
     let staging = Staging::new(run_dir)?;
+    let params = &report.params.params;
     let (json, csv, png) = (
-        report_file(split),
-        daily_file(split),
-        wealth_png_file(split),
+        report_file(split, params),
+        daily_file(split, params),
+        wealth_png_file(split, params),
     );
     let csv_path = staging.path(&csv);
     std::fs::write(&csv_path, daily_csv(market, bt)).map_err(|e| Error::io(&csv_path, e))?;
@@ -274,7 +291,14 @@ fn remove_stale(path: &Path) {
 
 /// Display name of the strategy in tables and charts.
 pub fn strategy_label(params: &BacktestParams) -> String {
-    format!("TopK-Drop (k={}, drop={})", params.k, params.drop)
+    if params.risk_aversion > 0.0 {
+        format!(
+            "TDrisk (k={}, drop={}, η={})",
+            params.k, params.drop, params.risk_aversion
+        )
+    } else {
+        format!("TopK-Drop (k={}, drop={})", params.k, params.drop)
+    }
 }
 
 /// Display name of the index benchmark.

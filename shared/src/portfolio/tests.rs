@@ -366,6 +366,7 @@ fn daily_csv_has_one_row_per_date() {
         cash: 1000.0,
         risk_free: 0.0,
         index: None,
+        risk_aversion: 0.0,
     };
     let bt = simulate(&market, &params, Some(&index_prices())).unwrap();
     let csv = daily_csv(&market, &bt);

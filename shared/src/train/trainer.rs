@@ -24,7 +24,7 @@ use crate::data::Panel;
 use crate::error::{Error, Result};
 use crate::eval::predictions::{ic_summary, predict_days};
 use crate::eval::rank_ic::IcSummary;
-use crate::model::{weighted_total, Storm, StormOutput};
+use crate::model::{build_model, FactorModel, ModelOutput};
 
 pub const LOSS_LOG: &str = "losses.csv";
 pub const VALID_LOG: &str = "valid.csv";
@@ -71,7 +71,7 @@ pub struct Trainer<'a> {
     run_dir: PathBuf,
     opts: TrainOptions,
     vs: VarStore,
-    model: Storm,
+    model: Box<dyn FactorModel>,
     opt: AdamW,
     tensors: WindowTensors,
     sampler: BatchSampler,
@@ -90,9 +90,9 @@ impl<'a> Trainer<'a> {
         let t = &cfg.train;
         tch::manual_seed(step_seed(t.seed, u64::MAX >> 20));
         let vs = VarStore::new(opts.device);
-        let model = Storm::new(
+        let model = build_model(
             &vs.root(),
-            &cfg.model,
+            cfg,
             panel.n_tickers() as i64,
             panel.n_features() as i64,
             cfg.data.window as i64,
@@ -149,8 +149,8 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    pub fn model(&self) -> &Storm {
-        &self.model
+    pub fn model(&self) -> &dyn FactorModel {
+        self.model.as_ref()
     }
 
     fn fresh_state(&self) -> TrainState {
@@ -197,7 +197,7 @@ impl<'a> Trainer<'a> {
     /// Validation RankIC with the current parameters.
     pub fn validate(&self) -> Result<IcSummary> {
         let days = predict_days(
-            |x| self.model.predict(x),
+            |x| (self.model.predict(x), None),
             &self.tensors,
             self.panel,
             &self.valid_ends,
@@ -206,7 +206,7 @@ impl<'a> Trainer<'a> {
         Ok(ic_summary(&days))
     }
 
-    fn log_header(terms: &[(&str, &Tensor)]) -> String {
+    fn log_header(terms: &[(&str, Tensor)]) -> String {
         let mut h = String::from("step,epoch,lr,loss,grad_norm,skipped");
         for (name, _) in terms {
             h.push(',');
@@ -249,9 +249,9 @@ impl<'a> Trainer<'a> {
         writeln!(f, "{line}").map_err(|e| Error::io(path, e))
     }
 
-    fn forward(&self, x: &Tensor, y: &Tensor) -> StormOutput {
+    fn forward(&self, x: &Tensor, y: &Tensor) -> ModelOutput {
         let bf16 = self.cfg.train.bf16 && self.opts.device.is_cuda();
-        tch::autocast(bf16, || self.model.forward_train(x, y, true))
+        tch::autocast(bf16, || self.model.forward_loss(x, y, &self.cfg.train))
     }
 
     /// Evaluates on valid, records it, and refreshes `best/` when it improves.
@@ -335,7 +335,7 @@ impl<'a> Trainer<'a> {
                 let batch = self.tensors.batch(ends)?;
                 let y = normalise_labels(&batch.y);
                 let out = self.forward(&batch.x, &y);
-                let loss = weighted_total(&out, &t);
+                let loss = &out.loss;
                 let value = loss.double_value(&[]);
                 let lr = self.schedule.lr(state.step);
                 self.opt.zero_grad();
@@ -351,7 +351,7 @@ impl<'a> Trainer<'a> {
                     self.opt.zero_grad();
                 }
                 if state.step == 0 {
-                    Self::append(&log_path, &Self::log_header(&out.terms()))?;
+                    Self::append(&log_path, &Self::log_header(&out.terms))?;
                 }
                 let mut row = format!(
                     "{},{},{lr:.6e},{value:.6},{grad_norm:.4},{}",
@@ -359,7 +359,7 @@ impl<'a> Trainer<'a> {
                     state.epoch,
                     state.skipped_steps
                 );
-                for (_, term) in out.terms() {
+                for (_, term) in &out.terms {
                     row.push_str(&format!(",{:.6}", term.double_value(&[])));
                 }
                 Self::append(&log_path, &row)?;

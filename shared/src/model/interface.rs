@@ -1,0 +1,139 @@
+//! The one interface every factor model implements, so that the trainer, `storm eval`, `storm export`,
+//! `storm backtest` and the sweep runner treat STORM and the baselines alike. Adding a model means one new
+//! module implementing [`FactorModel`], one `ModelKind` variant and one arm in [`build_model`].
+
+use tch::{nn, Tensor};
+
+use super::factorvae::FactorVae;
+use super::sequence::SequencePredictor;
+use super::storm::{weighted_total, Storm};
+use crate::config::{ExperimentConfig, ModelKind, TrainConfig};
+use crate::error::Result;
+
+/// What one training forward pass returns.
+#[derive(Debug)]
+pub struct ModelOutput {
+    /// The objective the optimizer minimises (scalar).
+    pub loss: Tensor,
+    /// Every unweighted loss term under a stable name, for the loss log.
+    pub terms: Vec<(&'static str, Tensor)>,
+    /// Return prediction (B, N); never depends on the labels.
+    pub prediction: Tensor,
+    /// TS / CS codebook indices for models with codebooks (STORM), else None.
+    pub ts_indices: Option<Tensor>,
+    pub cs_indices: Option<Tensor>,
+}
+
+/// Per-stock embeddings of a batch, for factor export and the trading task.
+#[derive(Debug)]
+pub struct Embeddings {
+    /// (B, N, H): the stock's factor embedding (STORM, FactorVAE) or last hidden state (sequence models).
+    pub factors: Tensor,
+    /// TS code indices (B, P · N), time-major, when the model has a TS codebook.
+    pub ts_codes: Option<Tensor>,
+    /// CS code indices (B, W) when the model has a CS codebook.
+    pub cs_codes: Option<Tensor>,
+}
+
+/// A model mapping windows x (B, W, N, D) to next-day return scores (B, N).
+pub trait FactorModel: std::fmt::Debug {
+    fn kind(&self) -> ModelKind;
+
+    /// Training forward on x and cross-sectionally normalised labels y (B, N); `weights` are the STORM
+    /// loss weights of the config (models with their own loss ignore them).
+    fn forward_loss(&self, x: &Tensor, y: &Tensor, weights: &TrainConfig) -> ModelOutput;
+
+    /// Deterministic label-free prediction (B, N).
+    fn predict(&self, x: &Tensor) -> Tensor;
+
+    /// Prediction and, for probabilistic models, the predictive std (B, N) used by risk-aware ranking.
+    fn predict_with_risk(&self, x: &Tensor) -> (Tensor, Option<Tensor>) {
+        (self.predict(x), None)
+    }
+
+    fn embeddings(&self, x: &Tensor) -> Embeddings;
+
+    /// Codes per codebook, for models that have codebooks.
+    fn codebook_size(&self) -> Option<i64> {
+        None
+    }
+}
+
+/// Builds the model a config names under `p`, for windows of `window` days × `n_stocks` × `n_features`.
+pub fn build_model(
+    p: &nn::Path,
+    cfg: &ExperimentConfig,
+    n_stocks: i64,
+    n_features: i64,
+    window: i64,
+) -> Result<Box<dyn FactorModel>> {
+    let m = &cfg.model;
+    Ok(match m.kind {
+        ModelKind::Storm => Box::new(Storm::new(p, m, n_stocks, n_features, window)?),
+        ModelKind::FactorVae => Box::new(FactorVae::new(
+            p,
+            &m.factorvae,
+            n_stocks,
+            n_features,
+            window,
+        )?),
+        kind @ (ModelKind::Lstm | ModelKind::Gru | ModelKind::Transformer) => Box::new(
+            SequencePredictor::new(p, kind, &m.sequence, n_stocks, n_features, window)?,
+        ),
+    })
+}
+
+impl FactorModel for Storm {
+    fn kind(&self) -> ModelKind {
+        ModelKind::Storm
+    }
+
+    fn forward_loss(&self, x: &Tensor, y: &Tensor, weights: &TrainConfig) -> ModelOutput {
+        let out = self.forward_train(x, y, true);
+        let loss = weighted_total(&out, weights);
+        let terms = out
+            .terms()
+            .iter()
+            .map(|(name, t)| (*name, t.shallow_clone()))
+            .collect();
+        ModelOutput {
+            loss,
+            terms,
+            prediction: out.prediction,
+            ts_indices: out.ts_indices,
+            cs_indices: out.cs_indices,
+        }
+    }
+
+    fn predict(&self, x: &Tensor) -> Tensor {
+        Storm::predict(self, x)
+    }
+
+    fn predict_with_risk(&self, x: &Tensor) -> (Tensor, Option<Tensor>) {
+        let (mu, sigma) = self.predict_distribution(x);
+        (mu, Some(sigma))
+    }
+
+    fn embeddings(&self, x: &Tensor) -> Embeddings {
+        let (factors, ts_codes, cs_codes) = self.factor_embeddings(x);
+        Embeddings {
+            factors,
+            ts_codes,
+            cs_codes,
+        }
+    }
+
+    fn codebook_size(&self) -> Option<i64> {
+        self.ts().or(self.cs()).map(|b| b.quantizer().codes())
+    }
+}
+
+/// The data dimensions every model needs: at least one stock, feature and day.
+pub(crate) fn check_dims(n_stocks: i64, n_features: i64, window: i64) -> Result<()> {
+    if n_stocks < 1 || n_features < 1 || window < 1 {
+        return Err(crate::error::Error::Data(format!(
+            "model needs at least one stock, feature and day; got N = {n_stocks}, D = {n_features}, W = {window}"
+        )));
+    }
+    Ok(())
+}
