@@ -87,7 +87,7 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         &cfg.data,
         &source,
         &a.out,
-        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        super::show_progress(),
     )
     .with_context(|| format!("preparing features into {}", a.out.display()))?;
     println!(
