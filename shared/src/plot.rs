@@ -158,6 +158,18 @@ pub fn wealth_curves(
     root.present().map_err(draw_err)
 }
 
+/// A tick label for an axis whose ticks are about `step` apart: plain decimals (as many as the step needs)
+/// for ordinary magnitudes, scientific for tiny or huge ones.
+fn axis_number(y: f64, step: f64) -> String {
+    let a = y.abs();
+    if a == 0.0 || (1e-2..1e4).contains(&a) {
+        let decimals = (-step.abs().max(1e-12).log10()).ceil().clamp(0.0, 8.0) as usize;
+        format!("{y:.decimals$}")
+    } else {
+        format!("{y:.3e}")
+    }
+}
+
 /// Most points drawn per loss curve; longer logs are averaged over equal runs of steps.
 const MAX_CURVE_POINTS: usize = 1500;
 
@@ -218,7 +230,7 @@ pub fn loss_curves(path: &Path, steps: &[f64], panels: &[(&str, &[f64])]) -> Res
             .x_labels(4)
             .y_labels(5)
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.3e}"))
+            .y_label_formatter(&|y| axis_number(*y, (hi - lo + 2.0 * pad) / 5.0))
             .label_style(("sans-serif", 11))
             .draw()
             .map_err(draw_err)?;
@@ -241,6 +253,15 @@ mod tests {
         assert_eq!(downsample(&xs, &ys, 20).len(), 9);
         let d = downsample(&xs, &xs, 5);
         assert_eq!(d, vec![(0.5, 0.5), (2.5, 2.5), (4.5, 4.5), (6.5, 6.5), (8.5, 8.5)]);
+    }
+
+    #[test]
+    fn axis_labels_show_the_digits_that_differ() {
+        assert_eq!(axis_number(0.06741, 4e-5), "0.06741");
+        assert_eq!(axis_number(5.0, 0.5), "5.0");
+        assert_eq!(axis_number(120.0, 20.0), "120");
+        assert_eq!(axis_number(2e-4, 1e-4), "2.000e-4");
+        assert_eq!(axis_number(0.0, 1e-4), "0.0000");
     }
 
     #[test]

@@ -79,7 +79,15 @@ pub fn draw_loss_curves(log: &CsvLog, png: &Path) -> Result<()> {
         .columns
         .iter()
         .filter(|c| !skip.contains(&c.as_str()))
-        .filter_map(|c| log.column(c).map(|v| (c.clone(), v)))
+        .filter_map(|c| {
+            let title = match c.as_str() {
+                "loss" => "loss (weighted total)".to_string(),
+                "lr" => "learning rate".to_string(),
+                "grad_norm" => "gradient norm".to_string(),
+                other => other.to_string(),
+            };
+            log.column(c).map(|v| (title, v))
+        })
         .collect();
     let panels: Vec<(&str, &[f64])> = series
         .iter()
@@ -95,9 +103,11 @@ pub fn draw_loss_curves(log: &CsvLog, png: &Path) -> Result<()> {
     drawn
 }
 
-/// A metric for a table: 4 significant decimals, `n/a` when missing or undefined.
+/// A metric for a table: 4 decimals (scientific below 1e-3, e.g. learning rates), `n/a` when missing or
+/// undefined.
 fn cell(v: Option<f64>) -> String {
     match v {
+        Some(v) if v != 0.0 && v.abs() < 1e-3 => format!("{v:.3e}"),
         Some(v) if v.is_finite() => format!("{v:.4}"),
         _ => "n/a".into(),
     }
@@ -264,7 +274,7 @@ fn validation_table(valid: &CsvLog, md: &mut String) {
     }
     let _ = writeln!(
         md,
-        "Validation (`{VALID_LOG}`, {n} evaluations{}; best RankIC in bold):\n",
+        "Validation (`{VALID_LOG}`; evaluations: {n}{}; best RankIC in bold):\n",
         if n > VALID_ROWS { ", the best and the last ones" } else { "" }
     );
     let _ = writeln!(md, "| {} |", valid.columns.join(" | "));
@@ -411,8 +421,7 @@ fn trading_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>) 
         );
         md.push_str("| policy | APY | CW | CR | ASR | MDD | AVO | trades |\n|---|---|---|---|---|---|---|---|\n");
         if let Some(ppo) = v.get("ppo") {
-            let metrics = ppo.get("metrics").cloned().unwrap_or(Value::Null);
-            metrics_row(md, "PPO", &metrics, &text(ppo, "trades"));
+            metrics_row(md, "PPO", ppo, &text(ppo, "trades"));
         }
         if let Some(bh) = v.get("buy_and_hold") {
             metrics_row(md, "Buy&Hold", bh, "1");
