@@ -104,7 +104,10 @@ fn http_get(port: u16, target: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     Ok((status, body))
 }
 
@@ -143,24 +146,29 @@ fn lingering(args: &[&str], port: u16, marker: &Path, log: &Path) -> Killed {
         .spawn()
         .expect("the storm binary runs");
     let mut guard = Killed(child);
-    wait_for(&format!("{}", marker.display()), Duration::from_secs(600), || {
-        if let Ok(Some(status)) = guard.0.try_wait() {
-            panic!(
-                "storm {} exited ({status}) before writing {}:\n{}",
-                args.join(" "),
-                marker.display(),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        marker.exists()
-    });
+    wait_for(
+        &format!("{}", marker.display()),
+        Duration::from_secs(600),
+        || {
+            if let Ok(Some(status)) = guard.0.try_wait() {
+                panic!(
+                    "storm {} exited ({status}) before writing {}:\n{}",
+                    args.join(" "),
+                    marker.display(),
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            marker.exists()
+        },
+    );
     guard
 }
 
 /// Every `targets[].expr` of the dashboard (rows may nest panels), with the template variables replaced:
 /// `$run_id`/`$rank` by a regex matching any value, `$__rate_interval`/`$__interval` by 1m.
 fn dashboard_exprs() -> Vec<String> {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/grafana/dashboards/storm.json");
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/grafana/dashboards/storm.json");
     let dash: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     fn collect(panels: &Value, out: &mut Vec<String>) {
         for p in panels.as_array().into_iter().flatten() {
@@ -220,7 +228,10 @@ fn prometheus_scrapes_every_dashboard_query() {
     let _prometheus = Killed(
         Command::new(&prometheus)
             .arg(format!("--config.file={}", s(&prom_cfg)))
-            .arg(format!("--storage.tsdb.path={}", s(&path(dir.path(), "tsdb"))))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                s(&path(dir.path(), "tsdb"))
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&prom_log).unwrap())
@@ -235,7 +246,15 @@ fn prometheus_scrapes_every_dashboard_query() {
     let (cfg_s, data_s, run_s) = (s(&cfg), s(&data), s(&run));
     let _pretrain = lingering(
         &[
-            "pretrain", "--config", &cfg_s, "--data", &data_s, "--out", &run_s, "--max-steps", "12",
+            "pretrain",
+            "--config",
+            &cfg_s,
+            "--data",
+            &data_s,
+            "--out",
+            &run_s,
+            "--max-steps",
+            "12",
         ],
         ports[0],
         &run.join("report.md"),
@@ -251,15 +270,28 @@ fn prometheus_scrapes_every_dashboard_query() {
     );
     ok(&["export", "--run", &run_s]);
     let _backtest = lingering(
-        &["backtest", "--run", &run_s, "--split", "test", "--index", "none"],
+        &[
+            "backtest", "--run", &run_s, "--split", "test", "--index", "none",
+        ],
         ports[2],
         &run.join("portfolio_test.json"),
         &log("backtest.log"),
     );
     let _trade = lingering(
         &[
-            "trade", "--run", &run_s, "--ticker", "S0000", "--envs", "2", "--updates", "2",
-            "--eval-every", "1", "--window", "32",
+            "trade",
+            "--run",
+            &run_s,
+            "--ticker",
+            "S0000",
+            "--envs",
+            "2",
+            "--updates",
+            "2",
+            "--eval-every",
+            "1",
+            "--window",
+            "32",
         ],
         ports[3],
         &run.join("trading_S0000.json"),
@@ -267,7 +299,9 @@ fn prometheus_scrapes_every_dashboard_query() {
     );
 
     // CUDA-only series cannot exist on a CPU machine; every other expression must return data
-    let cuda = Command::new("nvidia-smi").output().is_ok_and(|o| o.status.success());
+    let cuda = Command::new("nvidia-smi")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let exprs: Vec<String> = dashboard_exprs()
         .into_iter()
         .filter(|e| cuda || !e.contains("storm_gpu_"))
@@ -298,17 +332,29 @@ fn prometheus_scrapes_every_dashboard_query() {
         assert_eq!(r.len(), 1, "{expr}: {r:?}");
         r[0]["value"][1].as_str().unwrap().parse().unwrap()
     };
-    assert_eq!(value(r#"storm_train_steps_total{run_id="run",rank="0"}"#), 12.0);
+    assert_eq!(
+        value(r#"storm_train_steps_total{run_id="run",rank="0"}"#),
+        12.0
+    );
     assert_eq!(value(r#"storm_train_samples_total{run_id="run"}"#), 96.0);
-    assert_eq!(value(r#"storm_job_state{run_id="run",state="succeeded"}"#), 1.0);
-    assert_eq!(value(r#"max(storm_codebook_size{run_id="run",branch="ts"})"#), 8.0);
+    assert_eq!(
+        value(r#"storm_job_state{run_id="run",state="succeeded"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"max(storm_codebook_size{run_id="run",branch="ts"})"#),
+        8.0
+    );
     let info = query(prom_port, r#"storm_run_info{run_id="run"}"#);
     let run_json: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
     assert!(!info.is_empty());
     for series in &info {
         assert_eq!(series["metric"]["config_hash"], run_json["config_hash"]);
-        assert_eq!(series["metric"]["seed"], run_json["seed"].to_string().as_str());
+        assert_eq!(
+            series["metric"]["seed"],
+            run_json["seed"].to_string().as_str()
+        );
     }
     let (_, body) = http_get(prom_port, "/api/v1/label/run_id/values").unwrap();
     assert!(body.contains("\"run\""), "{body}");
@@ -331,7 +377,11 @@ fn json_logs_reports_and_metrics_flag_errors() {
         "--max-steps",
         "6",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "-v logs something");
@@ -340,18 +390,30 @@ fn json_logs_reports_and_metrics_flag_errors() {
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
-    assert!(lines.iter().any(|l| l.contains("\"message\":\"train\"")), "{stderr}");
+    assert!(
+        lines.iter().any(|l| l.contains("\"message\":\"train\"")),
+        "{stderr}"
+    );
 
     // pretrain wrote the report and the loss curves; eval adds its section and chart
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
-    for part in ["# Run `run`", "## Training", "| nll |", "![loss curves](loss_curves.png)", "```toml"] {
+    for part in [
+        "# Run `run`",
+        "## Training",
+        "| nll |",
+        "![loss curves](loss_curves.png)",
+        "```toml",
+    ] {
         assert!(report.contains(part), "missing {part}:\n{report}");
     }
     assert!(run.join("loss_curves.png").is_file());
     assert!(!report.contains("## Evaluation"));
     ok(&["eval", "--run", &s(&run), "--split", "valid"]);
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
-    assert!(report.contains("## Evaluation") && report.contains("| valid |"), "{report}");
+    assert!(
+        report.contains("## Evaluation") && report.contains("| valid |"),
+        "{report}"
+    );
     assert!(report.contains("codebook_usage_valid.png"), "{report}");
 
     // storm report rebuilds the same file
@@ -359,7 +421,10 @@ fn json_logs_reports_and_metrics_flag_errors() {
     std::fs::remove_file(run.join("loss_curves.png")).unwrap();
     let stdout = ok(&["report", "--run", &s(&run)]);
     assert!(stdout.contains("report.md"), "{stdout}");
-    assert_eq!(std::fs::read_to_string(run.join("report.md")).unwrap(), report);
+    assert_eq!(
+        std::fs::read_to_string(run.join("report.md")).unwrap(),
+        report
+    );
     assert!(run.join("loss_curves.png").is_file());
     let err = common::fails(&["report", "--run", &s(dir.path())]);
     assert!(err.contains("not a run directory"), "{err}");

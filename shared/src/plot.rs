@@ -202,7 +202,9 @@ pub fn downsample(xs: &[f64], ys: &[f64], max: usize) -> Vec<(f64, f64)> {
 pub fn loss_curves(path: &Path, steps: &[f64], panels: &[(&str, &[f64])]) -> Result<()> {
     ensure_font()?;
     if steps.is_empty() || panels.is_empty() {
-        return Err(Error::Data("loss chart needs at least one step and one series".into()));
+        return Err(Error::Data(
+            "loss chart needs at least one step and one series".into(),
+        ));
     }
     let cols = 4usize.min(panels.len());
     let rows = panels.len().div_ceil(cols);
@@ -252,7 +254,10 @@ mod tests {
         ys[3] = f64::NAN;
         assert_eq!(downsample(&xs, &ys, 20).len(), 9);
         let d = downsample(&xs, &xs, 5);
-        assert_eq!(d, vec![(0.5, 0.5), (2.5, 2.5), (4.5, 4.5), (6.5, 6.5), (8.5, 8.5)]);
+        assert_eq!(
+            d,
+            vec![(0.5, 0.5), (2.5, 2.5), (4.5, 4.5), (6.5, 6.5), (8.5, 8.5)]
+        );
     }
 
     #[test]

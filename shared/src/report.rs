@@ -139,9 +139,10 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
 /// be drawn (no font) is left out with a warning; an unreadable metrics file is an error naming it.
 pub fn write_report(run_dir: &Path) -> Result<PathBuf> {
     let (_, info) = load_run(run_dir)?;
-    let name = run_dir
-        .file_name()
-        .map_or_else(|| run_dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = run_dir.file_name().map_or_else(
+        || run_dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let mut md = String::new();
     let mut embedded: Vec<String> = Vec::new();
     let _ = writeln!(md, "# Run `{name}`\n");
@@ -229,14 +230,18 @@ fn training_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>)
             log.rows.len()
         );
         md.push_str("| column | first | last | min |\n|---|---|---|---|\n");
-        for name in log.columns.iter().filter(|c| !["step", "epoch"].contains(&c.as_str())) {
+        for name in log
+            .columns
+            .iter()
+            .filter(|c| !["step", "epoch"].contains(&c.as_str()))
+        {
             let Some(v) = log.column(name) else { continue };
             let finite = || v.iter().copied().filter(|x| x.is_finite());
             let _ = writeln!(
                 md,
                 "| {name} | {} | {} | {} |",
                 cell(finite().next()),
-                cell(finite().last()),
+                cell(finite().next_back()),
                 cell(finite().reduce(f64::min)),
             );
         }
@@ -275,7 +280,11 @@ fn validation_table(valid: &CsvLog, md: &mut String) {
     let _ = writeln!(
         md,
         "Validation (`{VALID_LOG}`; evaluations: {n}{}; best RankIC in bold):\n",
-        if n > VALID_ROWS { ", the best and the last ones" } else { "" }
+        if n > VALID_ROWS {
+            ", the best and the last ones"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(md, "| {} |", valid.columns.join(" | "));
     let _ = writeln!(md, "|{}", "---|".repeat(valid.columns.len()));
@@ -331,7 +340,13 @@ fn eval_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>) -> 
     md.push('\n');
     for (split, _) in &rows {
         let png = format!("codebook_usage_{}.png", split.name());
-        image(run_dir, md, embedded, &png, &format!("codebook usage, {} split", split.name()));
+        image(
+            run_dir,
+            md,
+            embedded,
+            &png,
+            &format!("codebook usage, {} split", split.name()),
+        );
     }
     Ok(())
 }
@@ -387,7 +402,13 @@ fn backtest_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>)
         }
         md.push('\n');
         let png = wealth_png_file(split);
-        image(run_dir, md, embedded, &png, &format!("wealth, {} split", split.name()));
+        image(
+            run_dir,
+            md,
+            embedded,
+            &png,
+            &format!("wealth, {} split", split.name()),
+        );
     }
     Ok(())
 }
@@ -428,7 +449,13 @@ fn trading_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>) 
         }
         md.push('\n');
         let png = format!("{}.png", file.trim_end_matches(".json"));
-        image(run_dir, md, embedded, &png, &format!("wealth, {}", text(&v, "ticker")));
+        image(
+            run_dir,
+            md,
+            embedded,
+            &png,
+            &format!("wealth, {}", text(&v, "ticker")),
+        );
     }
     Ok(())
 }
@@ -449,7 +476,9 @@ mod tests {
         fs::write(&p, "step,loss\n1,0.5\n2\n").unwrap();
         let err = CsvLog::read(&p).unwrap_err().to_string();
         assert!(err.contains("line 3: 1 fields, the header has 2"), "{err}");
-        assert!(CsvLog::read(&dir.path().join("missing.csv")).unwrap().is_none());
+        assert!(CsvLog::read(&dir.path().join("missing.csv"))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

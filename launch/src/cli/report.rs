@@ -14,8 +14,8 @@ pub struct ReportArgs {
 }
 
 pub fn run(a: ReportArgs) -> Result<()> {
-    let path =
-        write_report(&a.run).with_context(|| format!("writing the report of {}", a.run.display()))?;
+    let path = write_report(&a.run)
+        .with_context(|| format!("writing the report of {}", a.run.display()))?;
     println!("wrote {}", path.display());
     Ok(())
 }

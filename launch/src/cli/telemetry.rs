@@ -44,10 +44,7 @@ pub fn start(cli: &Cli) -> Result<Option<MetricsServer>> {
     };
     let server = telemetry::start(addr, &run_id(&cli.command))
         .context("starting the metrics endpoint (--metrics-addr)")?;
-    tracing::info!(
-        "serving metrics on http://{}/metrics",
-        server.addr()
-    );
+    tracing::info!("serving metrics on http://{}/metrics", server.addr());
     if let Some(dir) = run_dir(&cli.command) {
         if let Ok((_, info)) = load_run(dir) {
             telemetry::set_run_info(info.seed, &info.config_hash);

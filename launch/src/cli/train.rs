@@ -76,7 +76,11 @@ pub fn parse_device(s: &str) -> Result<Device> {
 pub fn pretrain(a: PretrainArgs) -> Result<()> {
     telemetry::set_job_states(&[("running", 1)]);
     let result = train_run(&a);
-    let end = if result.is_ok() { "succeeded" } else { "failed" };
+    let end = if result.is_ok() {
+        "succeeded"
+    } else {
+        "failed"
+    };
     telemetry::set_job_states(&[(end, 1)]);
     if a.out.join(storm_shared::train::run_dir::RUN_FILE).is_file() {
         super::report::refresh(&a.out);

@@ -219,7 +219,10 @@ pub fn run_backtest(
     let index = params.index.as_ref().map(IndexSource::read).transpose()?;
     let bt = simulate(&market, params, index.as_ref())?;
     let report = report(&market, split, params, &bt)?;
-    let mut series = vec![("strategy", &report.strategy), ("equal_weight", &report.equal_weight)];
+    let mut series = vec![
+        ("strategy", &report.strategy),
+        ("equal_weight", &report.equal_weight),
+    ];
     series.extend(report.index.as_ref().map(|m| ("index", m)));
     crate::telemetry::record_backtest(split.name(), &series);
     write_outputs(run_dir, split, &market, &bt, &report)

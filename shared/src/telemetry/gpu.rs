@@ -58,7 +58,10 @@ mod tests {
     fn sums_the_rows_of_this_process_only() {
         let text = "123, 500\n4567, 1024\n123, 12\n";
         assert_eq!(parse_compute_apps(text, 123), Some(512.0 * 1024.0 * 1024.0));
-        assert_eq!(parse_compute_apps(text, 4567), Some(1024.0 * 1024.0 * 1024.0));
+        assert_eq!(
+            parse_compute_apps(text, 4567),
+            Some(1024.0 * 1024.0 * 1024.0)
+        );
         assert_eq!(parse_compute_apps(text, 9), None);
         assert_eq!(parse_compute_apps("", 9), None);
     }

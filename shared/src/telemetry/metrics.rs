@@ -218,9 +218,15 @@ impl Metrics {
             let r = &self.registry;
             let g = |name: &str, help: &str| gauge_vec(r, name, help, &["split"]);
             Eval {
-                rank_ic: g("storm_eval_rank_ic", "Mean daily RankIC (Spearman) of the predictions."),
+                rank_ic: g(
+                    "storm_eval_rank_ic",
+                    "Mean daily RankIC (Spearman) of the predictions.",
+                ),
                 rank_icir: g("storm_eval_rank_icir", "RankIC mean / std over days."),
-                ic: g("storm_eval_ic", "Mean daily IC (Pearson) of the predictions."),
+                ic: g(
+                    "storm_eval_ic",
+                    "Mean daily IC (Pearson) of the predictions.",
+                ),
                 icir: g("storm_eval_icir", "IC mean / std over days."),
             }
         })
@@ -239,12 +245,18 @@ impl Metrics {
                     "storm_backtest_cumulative_wealth",
                     "CW = final / initial wealth.",
                 ),
-                calmar_ratio: g("storm_backtest_calmar_ratio", "CR = APY / MDD (NaN when MDD = 0)."),
+                calmar_ratio: g(
+                    "storm_backtest_calmar_ratio",
+                    "CR = APY / MDD (NaN when MDD = 0).",
+                ),
                 sharpe_ratio: g(
                     "storm_backtest_sharpe_ratio",
                     "Annualised Sharpe ratio (NaN when the volatility is 0).",
                 ),
-                max_drawdown: g("storm_backtest_max_drawdown", "Maximum drawdown as a fraction."),
+                max_drawdown: g(
+                    "storm_backtest_max_drawdown",
+                    "Maximum drawdown as a fraction.",
+                ),
                 annual_volatility: g(
                     "storm_backtest_annual_volatility",
                     "Annualised volatility of daily returns.",
@@ -397,7 +409,10 @@ mod tests {
             r#"storm_job_state{rank="2",run_id="r1",state="running"} 1"#,
             r#"storm_gpu_memory_used_bytes{device="cuda:0",rank="2",run_id="r1"} 1000000000"#,
         ] {
-            assert!(text.iter().any(|l| l == line), "missing {line} in\n{text:#?}");
+            assert!(
+                text.iter().any(|l| l == line),
+                "missing {line} in\n{text:#?}"
+            );
         }
     }
 
@@ -421,7 +436,10 @@ mod tests {
             r#"storm_job_state{rank="0",run_id="r",state="running"} 2"#,
             r#"storm_job_state{rank="0",run_id="r",state="succeeded"} 2"#,
         ] {
-            assert!(text.iter().any(|l| l == line), "missing {line} in\n{text:#?}");
+            assert!(
+                text.iter().any(|l| l == line),
+                "missing {line} in\n{text:#?}"
+            );
         }
     }
 }

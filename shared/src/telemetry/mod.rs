@@ -231,7 +231,9 @@ pub fn watch_gpu_memory(device: Device) {
     let (Some(m), Device::Cuda(i)) = (metrics(), device) else {
         return;
     };
-    let gauge = m.gpu_memory().with_label_values(&[format!("cuda:{i}").as_str()]);
+    let gauge = m
+        .gpu_memory()
+        .with_label_values(&[format!("cuda:{i}").as_str()]);
     gpu::spawn_sampler(GPU_SAMPLE_PERIOD, move |bytes| gauge.set(bytes));
 }
 

@@ -185,10 +185,9 @@ mod tests {
 
     #[test]
     fn serves_metrics_health_and_404() {
-        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), || {
-            "storm_x 1\n".to_string()
-        })
-        .unwrap();
+        let server =
+            MetricsServer::start("127.0.0.1:0".parse().unwrap(), || "storm_x 1\n".to_string())
+                .unwrap();
         let addr = server.addr();
         assert_ne!(addr.port(), 0);
         let m = get(addr, "/metrics");

@@ -275,7 +275,13 @@ impl<'a> Trainer<'a> {
                 summary.n_days
             ),
         )?;
-        telemetry::record_eval("valid", summary.rank_ic, summary.rank_icir, summary.ic, summary.icir);
+        telemetry::record_eval(
+            "valid",
+            summary.rank_ic,
+            summary.rank_icir,
+            summary.ic,
+            summary.icir,
+        );
         let better = summary.rank_ic.is_finite()
             && state
                 .best_valid_rank_ic
@@ -362,8 +368,11 @@ impl<'a> Trainer<'a> {
                     state.epoch,
                     state.skipped_steps
                 );
-                let terms: Vec<(&str, f64)> =
-                    out.terms().iter().map(|(n, t)| (*n, t.double_value(&[]))).collect();
+                let terms: Vec<(&str, f64)> = out
+                    .terms()
+                    .iter()
+                    .map(|(n, t)| (*n, t.double_value(&[])))
+                    .collect();
                 for (_, term) in &terms {
                     row.push_str(&format!(",{term:.6}"));
                 }
@@ -387,7 +396,10 @@ impl<'a> Trainer<'a> {
                 bar.set_message(format!("loss {value:.4} | {rate:.0} samples/s"));
                 if state.step % t.log_every == 0 {
                     let codes = self.cfg.model.codebook_size as i64;
-                    let indices = [("ts", out.ts_indices.as_ref()), ("cs", out.cs_indices.as_ref())];
+                    let indices = [
+                        ("ts", out.ts_indices.as_ref()),
+                        ("cs", out.cs_indices.as_ref()),
+                    ];
                     telemetry::record_codebooks(&indices, codes);
                     tracing::info!(
                         step = state.step,
