@@ -380,6 +380,9 @@ fn bench_telemetry(a: TelemetryBenchArgs) -> Result<()> {
     if a.calls < 10 {
         bail!("--calls must be at least 10");
     }
+    if telemetry::enabled() {
+        bail!("storm bench telemetry turns telemetry on itself: run it without --metrics-addr");
+    }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
     let cfg = super::data::load_config(Some(&root.join("dj30.toml")), &[])?;
     let (b, w, n, k) = (

@@ -82,9 +82,7 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
         "failed"
     };
     telemetry::set_job_states(&[(end, 1)]);
-    if a.out.join(storm_shared::train::run_dir::RUN_FILE).is_file() {
-        super::report::refresh(&a.out);
-    }
+    super::report::refresh(&a.out);
     result
 }
 
