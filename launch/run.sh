@@ -37,6 +37,17 @@ ensure_font() {
   fi
 }
 
+ensure_prometheus() {
+  # the telemetry test scrapes storm with a real Prometheus (loopback only); Debian's package has the binary
+  command -v prometheus >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing prometheus (for the telemetry test)"
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus || log "could not install prometheus; the telemetry test will fail"
+  else
+    log "prometheus not found: install it (apt-get install -y prometheus) for the telemetry test"
+  fi
+}
+
 ensure_venv() {
   local marker=$VENV/.storm-torch-$TORCH_VERSION
   [ -f "$marker" ] && return 0
@@ -74,7 +85,7 @@ demo() {
   "$STORM" eval --run "$out/storm" --split test
   "$STORM" export --run "$out/storm"
   "$STORM" backtest --run "$out/storm" --split test
-  log "done: run directory $out/storm (losses.csv, eval_*.json, predictions_*.parquet, codebook_usage_*.png, factors.parquet, portfolio_test.json, wealth_test.png)"
+  log "done: run directory $out/storm (report.md, losses.csv, loss_curves.png, eval_*.json, predictions_*.parquet, codebook_usage_*.png, factors.parquet, portfolio_test.json, wealth_test.png)"
 }
 
 run_tests() {
@@ -90,7 +101,7 @@ ensure_venv
 build
 case "$mode" in
   demo) demo ;;
-  test) run_tests ;;
+  test) ensure_prometheus; run_tests ;;
   storm) "$STORM" "$@" ;;
   build) log "built $STORM" ;;
   *) log "unknown mode '$mode' (expected demo, test, storm or build)"; exit 2 ;;

@@ -10,6 +10,8 @@ pub mod factors;
 pub mod model;
 pub mod plot;
 pub mod portfolio;
+pub mod report;
+pub mod telemetry;
 pub mod trading;
 pub mod train;
 

@@ -1,5 +1,5 @@
-//! PNG charts (plotters, bitmap backend): the codebook usage histogram and backtest wealth curves; loss
-//! curves join later. Text needs a TrueType font, read at run time from the usual system locations
+//! PNG charts (plotters, bitmap backend): the codebook usage histogram, wealth curves and training loss
+//! curves. Text needs a TrueType font, read at run time from the usual system locations
 //! (Debian's fonts-dejavu-core); without one the chart is skipped with a clear error rather than drawn
 //! unlabeled.
 
@@ -156,4 +156,130 @@ pub fn wealth_curves(
         .draw()
         .map_err(draw_err)?;
     root.present().map_err(draw_err)
+}
+
+/// A tick label for an axis whose ticks are about `step` apart: plain decimals (as many as the step needs)
+/// for ordinary magnitudes, scientific for tiny or huge ones.
+fn axis_number(y: f64, step: f64) -> String {
+    let a = y.abs();
+    if a == 0.0 || (1e-2..1e4).contains(&a) {
+        let decimals = (-step.abs().max(1e-12).log10()).ceil().clamp(0.0, 8.0) as usize;
+        format!("{y:.decimals$}")
+    } else {
+        format!("{y:.3e}")
+    }
+}
+
+/// Most points drawn per loss curve; longer logs are averaged over equal runs of steps.
+const MAX_CURVE_POINTS: usize = 1500;
+
+/// Averages finite (x, y) points over `max` equal buckets of x order (non-finite y values are dropped).
+pub fn downsample(xs: &[f64], ys: &[f64], max: usize) -> Vec<(f64, f64)> {
+    let points: Vec<(f64, f64)> = xs
+        .iter()
+        .zip(ys)
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|(x, y)| (*x, *y))
+        .collect();
+    if points.len() <= max || max == 0 {
+        return points;
+    }
+    let per = points.len().div_ceil(max);
+    points
+        .chunks(per)
+        .map(|c| {
+            let n = c.len() as f64;
+            (
+                c.iter().map(|p| p.0).sum::<f64>() / n,
+                c.iter().map(|p| p.1).sum::<f64>() / n,
+            )
+        })
+        .collect()
+}
+
+/// Small multiples, one panel per column of a loss log (total, learning rate, gradient norm, each term),
+/// over the step axis. Panels share nothing but x: the terms differ by orders of magnitude and sign.
+pub fn loss_curves(path: &Path, steps: &[f64], panels: &[(&str, &[f64])]) -> Result<()> {
+    ensure_font()?;
+    if steps.is_empty() || panels.is_empty() {
+        return Err(Error::Data(
+            "loss chart needs at least one step and one series".into(),
+        ));
+    }
+    let cols = 4usize.min(panels.len());
+    let rows = panels.len().div_ceil(cols);
+    let root = BitMapBackend::new(path, (360 * cols as u32, 260 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let (x_lo, x_hi) = (steps[0], steps[steps.len() - 1].max(steps[0] + 1.0));
+    for (area, (name, values)) in root.split_evenly((rows, cols)).iter().zip(panels) {
+        let points = downsample(steps, values, MAX_CURVE_POINTS);
+        let (lo, hi) = points
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+                (lo.min(p.1), hi.max(p.1))
+            });
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+        let pad = ((hi - lo) * 0.05).max(hi.abs().max(1e-12) * 1e-3);
+        let mut chart = ChartBuilder::on(area)
+            .caption(*name, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(62)
+            .build_cartesian_2d(x_lo..x_hi, (lo - pad)..(hi + pad))
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_labels(4)
+            .y_labels(5)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| axis_number(*y, (hi - lo + 2.0 * pad) / 5.0))
+            .label_style(("sans-serif", 11))
+            .draw()
+            .map_err(draw_err)?;
+        chart
+            .draw_series(LineSeries::new(points, CURVE_COLORS[0].stroke_width(1)))
+            .map_err(draw_err)?;
+    }
+    root.present().map_err(draw_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downsampling_averages_buckets_and_drops_non_finite_values() {
+        let xs: Vec<f64> = (0..10).map(f64::from).collect();
+        let mut ys = xs.clone();
+        ys[3] = f64::NAN;
+        assert_eq!(downsample(&xs, &ys, 20).len(), 9);
+        let d = downsample(&xs, &xs, 5);
+        assert_eq!(
+            d,
+            vec![(0.5, 0.5), (2.5, 2.5), (4.5, 4.5), (6.5, 6.5), (8.5, 8.5)]
+        );
+    }
+
+    #[test]
+    fn axis_labels_show_the_digits_that_differ() {
+        assert_eq!(axis_number(0.06741, 4e-5), "0.06741");
+        assert_eq!(axis_number(5.0, 0.5), "5.0");
+        assert_eq!(axis_number(120.0, 20.0), "120");
+        assert_eq!(axis_number(2e-4, 1e-4), "2.000e-4");
+        assert_eq!(axis_number(0.0, 1e-4), "0.0000");
+    }
+
+    #[test]
+    fn loss_curves_draw_a_png_when_a_font_exists() {
+        if ensure_font().is_err() {
+            return; // no font on this machine: the chart is skipped by design
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("loss.png");
+        let steps: Vec<f64> = (1..=50).map(f64::from).collect();
+        let loss: Vec<f64> = steps.iter().map(|s| 1.0 / s).collect();
+        let neg: Vec<f64> = steps.iter().map(|s| -0.01 * s).collect();
+        loss_curves(&png, &steps, &[("loss", &loss), ("diversity_ts", &neg)]).unwrap();
+        assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    }
 }

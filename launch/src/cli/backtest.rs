@@ -70,6 +70,7 @@ pub fn run(a: BacktestArgs) -> Result<()> {
     let params = params(&a)?;
     let out = run_backtest(&a.run, a.split, &params)
         .with_context(|| format!("backtesting {}", a.run.display()))?;
+    super::report::refresh(&a.run);
     let r = &out.report;
     println!(
         "{} split, {} .. {} ({} trading days, {} stocks), cost {}, cash {}",

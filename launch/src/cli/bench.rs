@@ -17,6 +17,15 @@ pub enum BenchCommand {
     Train(TrainBenchArgs),
     /// Trading environment steps/s (single env and a 16-env VecEnv) and PPO updates/s on the CPU.
     Rollout(RolloutBenchArgs),
+    /// Cost of metrics recording per training step, with telemetry off and on (paper config sizes).
+    Telemetry(TelemetryBenchArgs),
+}
+
+#[derive(Args)]
+pub struct TelemetryBenchArgs {
+    /// Timed calls per case (codebook statistics: a tenth of them).
+    #[arg(long, default_value_t = 200_000)]
+    pub calls: usize,
 }
 
 #[derive(Args)]
@@ -49,6 +58,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Data(a) => bench_data(a),
         BenchCommand::Train(a) => bench_train(a),
         BenchCommand::Rollout(a) => bench_rollout(a),
+        BenchCommand::Telemetry(a) => bench_telemetry(a),
     }
 }
 
@@ -355,6 +365,124 @@ fn bench_rollout(a: RolloutBenchArgs) -> Result<()> {
         ppo_cfg.minibatch_size,
         a.updates,
         a.updates as f64 / secs
+    );
+    Ok(())
+}
+
+/// Mean nanoseconds per call of `f` over `calls` calls (after `calls / 10` warm-up calls).
+fn ns_per_call(calls: usize, mut f: impl FnMut(usize)) -> f64 {
+    for i in 0..calls / 10 {
+        f(i);
+    }
+    let start = Instant::now();
+    for i in 0..calls {
+        f(i);
+    }
+    start.elapsed().as_secs_f64() * 1e9 / calls as f64
+}
+
+/// Microbenchmark of the trainer's telemetry calls: `record_train_step` every step (13 loss terms) and
+/// `record_codebooks` every `log_every` steps on index tensors of the paper config's shape, first with
+/// telemetry off, then on (serving on a loopback port), plus one scrape of `/metrics`.
+fn bench_telemetry(a: TelemetryBenchArgs) -> Result<()> {
+    use std::io::{Read, Write};
+    use storm_shared::telemetry::{self, StepMetrics};
+    use tch::{Kind, Tensor};
+
+    if a.calls < 10 {
+        bail!("--calls must be at least 10");
+    }
+    if telemetry::enabled() {
+        bail!("storm bench telemetry turns telemetry on itself: run it without --metrics-addr");
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let cfg = super::data::load_config(Some(&root.join("dj30.toml")), &[])?;
+    let (b, w, n, k) = (
+        cfg.train.batch_size as i64,
+        cfg.data.window as i64,
+        29i64,
+        cfg.model.codebook_size as i64,
+    );
+    let ts = Tensor::randint(
+        k,
+        [b, (w / cfg.model.patch_days as i64) * n],
+        (Kind::Int64, tch::Device::Cpu),
+    );
+    let cs = Tensor::randint(k, [b, w], (Kind::Int64, tch::Device::Cpu));
+    let names = [
+        "recon_ts",
+        "recon_cs",
+        "codebook_ts",
+        "codebook_cs",
+        "commit_ts",
+        "commit_cs",
+        "diversity_ts",
+        "diversity_cs",
+        "orthogonal_ts",
+        "orthogonal_cs",
+        "clip",
+        "nll",
+        "kl",
+    ];
+    // the trainer builds the terms for losses.csv anyway, so they are not part of the timed cost
+    let terms: Vec<(&str, f64)> = names.iter().map(|n| (*n, 1.5)).collect();
+    let record_step = |i: usize| {
+        let x = 1.0 + (i % 7) as f64;
+        telemetry::record_train_step(&StepMetrics {
+            loss: x,
+            lr: 1e-4,
+            grad_norm: 0.5,
+            skipped: false,
+            samples: b as u64,
+            seconds: 0.3,
+            epoch: 0,
+            terms: &terms,
+        });
+    };
+    let record_codebooks =
+        |_: usize| telemetry::record_codebooks(&[("ts", Some(&ts)), ("cs", Some(&cs))], k);
+    let cb_calls = (a.calls / 10).max(10);
+    let off = (
+        ns_per_call(a.calls, record_step),
+        ns_per_call(cb_calls, record_codebooks),
+    );
+    let server = telemetry::start("127.0.0.1:0", "bench")?;
+    let on = (
+        ns_per_call(a.calls, record_step),
+        ns_per_call(cb_calls, record_codebooks),
+    );
+    let scrape_start = Instant::now();
+    let mut body = String::new();
+    let mut conn = std::net::TcpStream::connect(server.addr()).context("scraping /metrics")?;
+    write!(conn, "GET /metrics HTTP/1.0\r\n\r\n")?;
+    conn.read_to_string(&mut body)?;
+    let scrape_ms = scrape_start.elapsed().as_secs_f64() * 1e3;
+    let log_every = cfg.train.log_every as f64;
+    println!(
+        "| telemetry | record_train_step | record_codebooks (TS {}×{}, CS {b}×{w}, K={k}) | per step (log_every {log_every}) |",
+        b,
+        (w / cfg.model.patch_days as i64) * n
+    );
+    println!("|---|---|---|---|");
+    let time = |ns: f64| {
+        if ns < 1e3 {
+            format!("{ns:.0} ns")
+        } else {
+            format!("{:.1} µs", ns / 1e3)
+        }
+    };
+    for (name, (step, cb)) in [("off", off), ("on", on)] {
+        println!(
+            "| {name} | {} | {} | {} |",
+            time(step),
+            time(cb),
+            time(step + cb / log_every)
+        );
+    }
+    println!();
+    println!(
+        "one scrape of /metrics: {scrape_ms:.2} ms, {} bytes",
+        body.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len())
     );
     Ok(())
 }

@@ -83,13 +83,8 @@ fn prepare(a: PrepareArgs) -> Result<()> {
         None => Source::parse(&cfg.data.source),
     };
     let started = Instant::now();
-    let manifest = data::prepare(
-        &cfg.data,
-        &source,
-        &a.out,
-        std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    )
-    .with_context(|| format!("preparing features into {}", a.out.display()))?;
+    let manifest = data::prepare(&cfg.data, &source, &a.out, super::show_progress())
+        .with_context(|| format!("preparing features into {}", a.out.display()))?;
     println!(
         "prepared {} rows × {} features for {} tickers ({} .. {}) in {:.2}s → {}",
         manifest.rows,

@@ -3,10 +3,15 @@
 mod backtest;
 mod bench;
 mod data;
+mod report;
+mod telemetry;
 mod trade;
 mod train;
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -18,6 +23,22 @@ pub struct Cli {
     /// More log output (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log format on stderr: human-readable text, or one JSON object per line (progress bars are hidden).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    /// Serve Prometheus metrics on /metrics (and /health) at HOST:PORT; `:PORT` or `PORT` binds 127.0.0.1.
+    /// The port is offset by LOCAL_RANK when that is set (one endpoint per process).
+    #[arg(long, value_name = "[HOST:]PORT", global = true)]
+    pub metrics_addr: Option<String>,
+    /// Keep serving metrics this many seconds after the command ends (so a scraper sees the final values).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0,
+        requires = "metrics_addr",
+        global = true
+    )]
+    pub metrics_linger: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -40,9 +61,20 @@ pub enum Command {
     /// Benchmarks printed as Markdown tables (recorded in BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Rebuild a run directory's report.md (config, metrics tables, charts) and loss_curves.png.
+    Report(report::ReportArgs),
 }
 
-pub fn init_logging(verbose: u8) {
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+pub fn init_logging(verbose: u8, format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -50,14 +82,29 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STORM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Whether commands draw progress bars: only on a terminal, and never with `--log-format json`.
+pub fn show_progress() -> bool {
+    LOG_FORMAT.get().is_none_or(|f| *f == LogFormat::Text) && std::io::stderr().is_terminal()
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let server = telemetry::start(&cli)?;
+    let result = dispatch(cli.command);
+    telemetry::finish(server, cli.metrics_linger);
+    result
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Data(cmd) => data::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Pretrain(a) => train::pretrain(a),
@@ -65,6 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => train::export(a),
         Command::Backtest(a) => backtest::run(a),
         Command::Trade(a) => trade::run(a),
+        Command::Report(a) => report::run(a),
     }
 }
 

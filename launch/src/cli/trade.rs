@@ -98,6 +98,7 @@ pub fn run(a: TradeArgs) -> Result<()> {
         .with_context(|| format!("loading {} from {}", a.ticker, a.run.display()))?;
     let out = run_trading(&data, &params).context("training the trading policy")?;
     let files = write_outputs(&a.run, &data, &out)?;
+    super::report::refresh(&a.run);
     let r = &out.report;
     println!(
         "{} ({} states), test {} .. {} ({} days; train {}, valid {}), cost {}, cash {}; best valid CW {:.4} \

@@ -1,6 +1,5 @@
 //! `storm pretrain` and `storm eval`: train a model into a run directory, evaluate a run on a split.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -8,6 +7,7 @@ use clap::Args;
 use storm_shared::config::Split;
 use storm_shared::data::Panel;
 use storm_shared::eval::run_eval::{eval_file, evaluate_run, predictions_file};
+use storm_shared::telemetry;
 use storm_shared::train::run_dir::open_run;
 use storm_shared::train::trainer::{TrainOptions, Trainer};
 use tch::Device;
@@ -72,16 +72,32 @@ pub fn parse_device(s: &str) -> Result<Device> {
     Ok(device)
 }
 
+/// `storm pretrain` is one training job for `storm_job_state`: running, then succeeded or failed.
 pub fn pretrain(a: PretrainArgs) -> Result<()> {
+    telemetry::set_job_states(&[("running", 1)]);
+    let result = train_run(&a);
+    let end = if result.is_ok() {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    telemetry::set_job_states(&[(end, 1)]);
+    super::report::refresh(&a.out);
+    result
+}
+
+fn train_run(a: &PretrainArgs) -> Result<()> {
     let mut overrides = a.overrides.clone();
     if let Some(seed) = a.seed {
         overrides.push(format!("train.seed={seed}"));
     }
     let cfg = load_config(Some(&a.config), &overrides)?;
     let device = parse_device(&a.device)?;
-    let progress = std::io::stderr().is_terminal();
+    let progress = super::show_progress();
     let info = open_run(&cfg, &a.out, a.data.as_deref(), &a.device, progress)
         .with_context(|| format!("setting up run {}", a.out.display()))?;
+    telemetry::set_run_info(info.seed, &info.config_hash);
+    telemetry::watch_gpu_memory(device);
     let panel = Panel::load(&info.data_dir)?;
     let opts = TrainOptions {
         device,
@@ -116,8 +132,10 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
+    telemetry::watch_gpu_memory(device);
     let report = evaluate_run(&a.run, a.split, device)
         .with_context(|| format!("evaluating {}", a.run.display()))?;
+    super::report::refresh(&a.run);
     println!(
         "{} split ({} .. {}, {} days): RankIC {:.4}, RankICIR {:.4}, IC {:.4}, ICIR {:.4}; \
          codebook perplexity ts {} cs {} → {}, {}",

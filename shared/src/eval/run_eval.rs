@@ -114,6 +114,13 @@ pub fn evaluate_run(run_dir: &Path, split: Split, device: Device) -> Result<Eval
     }
     let ts_stats = ts_counts.as_ref().map(usage_stats);
     let cs_stats = cs_counts.as_ref().map(usage_stats);
+    let s = &summary;
+    crate::telemetry::record_eval(split.name(), s.rank_ic, s.rank_icir, s.ic, s.icir);
+    for (branch, stats) in [("ts", &ts_stats), ("cs", &cs_stats)] {
+        if let Some((_, _, counts)) = stats {
+            crate::telemetry::record_code_counts(branch, counts);
+        }
+    }
 
     let date = |d: usize| panel.dates[d].to_string();
     let report = EvalReport {

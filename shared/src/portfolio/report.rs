@@ -151,21 +151,21 @@ pub struct BacktestOutcome {
 }
 
 /// `<split>` for TopK-Drop, `<split>_tdrisk` for the risk-aware variant, so neither overwrites the other.
-fn variant(split: Split, params: &BacktestParams) -> String {
-    if params.risk_aversion > 0.0 {
+fn variant(split: Split, risk_aware: bool) -> String {
+    if risk_aware {
         format!("{}_tdrisk", split.name())
     } else {
         split.name().to_string()
     }
 }
-pub fn report_file(split: Split, params: &BacktestParams) -> String {
-    format!("portfolio_{}.json", variant(split, params))
+pub fn report_file(split: Split, risk_aware: bool) -> String {
+    format!("portfolio_{}.json", variant(split, risk_aware))
 }
-pub fn daily_file(split: Split, params: &BacktestParams) -> String {
-    format!("portfolio_{}_daily.csv", variant(split, params))
+pub fn daily_file(split: Split, risk_aware: bool) -> String {
+    format!("portfolio_{}_daily.csv", variant(split, risk_aware))
 }
-pub fn wealth_png_file(split: Split, params: &BacktestParams) -> String {
-    format!("wealth_{}.png", variant(split, params))
+pub fn wealth_png_file(split: Split, risk_aware: bool) -> String {
+    format!("wealth_{}.png", variant(split, risk_aware))
 }
 
 /// Runs the strategy and benchmarks on `market` (no files touched).
@@ -235,6 +235,12 @@ pub fn run_backtest(
     let index = params.index.as_ref().map(IndexSource::read).transpose()?;
     let bt = simulate(&market, params, index.as_ref())?;
     let report = report(&market, split, params, &bt)?;
+    let mut series = vec![
+        ("strategy", &report.strategy),
+        ("equal_weight", &report.equal_weight),
+    ];
+    series.extend(report.index.as_ref().map(|m| ("index", m)));
+    crate::telemetry::record_backtest(split.name(), &series);
     write_outputs(run_dir, split, &market, &bt, &report)
 }
 
@@ -246,11 +252,11 @@ fn write_outputs(
     report: &BacktestReport,
 ) -> Result<BacktestOutcome> {
     let staging = Staging::new(run_dir)?;
-    let params = &report.params.params;
+    let risk_aware = report.params.params.risk_aversion > 0.0;
     let (json, csv, png) = (
-        report_file(split, params),
-        daily_file(split, params),
-        wealth_png_file(split, params),
+        report_file(split, risk_aware),
+        daily_file(split, risk_aware),
+        wealth_png_file(split, risk_aware),
     );
     let csv_path = staging.path(&csv);
     std::fs::write(&csv_path, daily_csv(market, bt)).map_err(|e| Error::io(&csv_path, e))?;

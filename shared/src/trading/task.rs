@@ -478,10 +478,17 @@ pub fn run_trading(data: &TickerData, params: &TradeParams) -> Result<TradeOutco
     let (mut best_update, mut best_cw, mut best) = (0, valid_cw(&ppo)?, snapshot(&ppo));
     let mut obs = envs.reset();
     for u in 1..=params.n_updates {
+        let started = std::time::Instant::now();
         let rollout = ppo.collect(&mut envs, &mut obs)?;
         let stats = ppo.update(&rollout)?;
+        crate::telemetry::record_ppo_update(&crate::telemetry::PpoUpdateMetrics {
+            env_steps: rollout.rewards.len() as u64,
+            seconds: started.elapsed().as_secs_f64(),
+            episode_return: mean_episode_return(&envs),
+        });
         if u % params.eval_every == 0 || u == params.n_updates {
             let cw = valid_cw(&ppo)?;
+            crate::telemetry::record_ppo_valid(cw);
             tracing::info!(
                 update = u,
                 valid_cw = cw,
@@ -495,6 +502,16 @@ pub fn run_trading(data: &TickerData, params: &TradeParams) -> Result<TradeOutco
     }
     restore(&ppo, &best);
     test_outcome(data, params, &ppo, best_update, best_cw)
+}
+
+/// Mean over environments of the return (final / initial wealth − 1) of each one's last finished episode;
+/// None while no episode has finished.
+fn mean_episode_return(envs: &VecEnv) -> Option<f64> {
+    let returns: Vec<f64> = (0..envs.n_envs())
+        .filter_map(|i| envs.last_episode(i))
+        .filter_map(|s| Some(s.wealth.last()? / s.wealth.first()? - 1.0))
+        .collect();
+    (!returns.is_empty()).then(|| returns.iter().sum::<f64>() / returns.len() as f64)
 }
 
 fn test_outcome(

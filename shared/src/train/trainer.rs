@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::eval::predictions::{ic_summary, predict_days};
 use crate::eval::rank_ic::IcSummary;
 use crate::model::{build_model, FactorModel, ModelOutput};
+use crate::telemetry;
 
 pub const LOSS_LOG: &str = "losses.csv";
 pub const VALID_LOG: &str = "valid.csv";
@@ -274,6 +275,13 @@ impl<'a> Trainer<'a> {
                 summary.n_days
             ),
         )?;
+        telemetry::record_eval(
+            "valid",
+            summary.rank_ic,
+            summary.rank_icir,
+            summary.ic,
+            summary.icir,
+        );
         let better = summary.rank_ic.is_finite()
             && state
                 .best_valid_rank_ic
@@ -331,6 +339,7 @@ impl<'a> Trainer<'a> {
                     break 'epochs;
                 }
                 let ends = &batches[state.batch_in_epoch];
+                let step_started = Instant::now();
                 tch::manual_seed(step_seed(t.seed, state.step));
                 let batch = self.tensors.batch(ends)?;
                 let y = normalise_labels(&batch.y);
@@ -359,10 +368,25 @@ impl<'a> Trainer<'a> {
                     state.epoch,
                     state.skipped_steps
                 );
-                for (_, term) in &out.terms {
-                    row.push_str(&format!(",{:.6}", term.double_value(&[])));
+                let terms: Vec<(&str, f64)> = out
+                    .terms
+                    .iter()
+                    .map(|(n, t)| (*n, t.double_value(&[])))
+                    .collect();
+                for (_, term) in &terms {
+                    row.push_str(&format!(",{term:.6}"));
                 }
                 Self::append(&log_path, &row)?;
+                telemetry::record_train_step(&telemetry::StepMetrics {
+                    loss: value,
+                    lr,
+                    grad_norm,
+                    skipped: !value.is_finite() || !grad_norm.is_finite(),
+                    samples: ends.len() as u64,
+                    seconds: step_started.elapsed().as_secs_f64(),
+                    epoch: state.epoch,
+                    terms: &terms,
+                });
                 state.step += 1;
                 state.batch_in_epoch += 1;
                 state.samples_seen += ends.len() as u64;
@@ -371,6 +395,13 @@ impl<'a> Trainer<'a> {
                     / started.elapsed().as_secs_f64().max(1e-9);
                 bar.set_message(format!("loss {value:.4} | {rate:.0} samples/s"));
                 if state.step % t.log_every == 0 {
+                    if let Some(codes) = self.model.codebook_size() {
+                        let indices = [
+                            ("ts", out.ts_indices.as_ref()),
+                            ("cs", out.cs_indices.as_ref()),
+                        ];
+                        telemetry::record_codebooks(&indices, codes);
+                    }
                     tracing::info!(
                         step = state.step,
                         loss = value,
