@@ -212,7 +212,9 @@ mod tests {
                 master_port: 1234
             }
         );
-        let defaults = read(&[("RANK", "0"), ("WORLD_SIZE", "2")]).unwrap().unwrap();
+        let defaults = read(&[("RANK", "0"), ("WORLD_SIZE", "2")])
+            .unwrap()
+            .unwrap();
         assert_eq!(defaults.master_addr, "127.0.0.1");
         assert_eq!(defaults.master_port, DEFAULT_MASTER_PORT);
         assert_eq!((defaults.local_rank, defaults.local_world_size), (0, 2));
@@ -229,7 +231,12 @@ mod tests {
         ];
         let env = read(&slurm).unwrap().unwrap();
         assert_eq!(
-            (env.rank, env.local_rank, env.world_size, env.local_world_size),
+            (
+                env.rank,
+                env.local_rank,
+                env.world_size,
+                env.local_world_size
+            ),
             (5, 1, 8, 4)
         );
         assert_eq!(env.master_addr, "gpu03");
@@ -245,7 +252,8 @@ mod tests {
         assert!(err.to_string().contains("RANK"), "{err}");
         let err = read(&[("RANK", "2"), ("WORLD_SIZE", "2")]).unwrap_err();
         assert!(err.to_string().contains("out of range"), "{err}");
-        let err = read(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_PORT", "99999")]).unwrap_err();
+        let err =
+            read(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_PORT", "99999")]).unwrap_err();
         assert!(err.to_string().contains("MASTER_PORT"), "{err}");
         let err = read(&[("WORLD_SIZE", "2")]).unwrap_err();
         assert!(err.to_string().contains("RANK is not set"), "{err}");

@@ -238,6 +238,9 @@ mod tests {
             master_addr: "127.0.0.1".into(),
             master_port: 1,
         };
-        assert_eq!(connect(Some(&env), Device::Cpu).unwrap().backend(), "single");
+        assert_eq!(
+            connect(Some(&env), Device::Cpu).unwrap().backend(),
+            "single"
+        );
     }
 }

@@ -55,7 +55,8 @@ impl NcclCollective {
         }
         bind_device(device)?;
         let id_bytes = if tcp.is_rank0() {
-            let id = cudarc::nccl::result::get_uniqueid().map_err(|e| nccl_error("get_uniqueid", e))?;
+            let id =
+                cudarc::nccl::result::get_uniqueid().map_err(|e| nccl_error("get_uniqueid", e))?;
             id.internal.iter().map(|c| *c as u8).collect()
         } else {
             Vec::new()
@@ -87,7 +88,8 @@ impl NcclCollective {
     }
 
     fn check(&self, t: &Tensor) -> Result<()> {
-        if t.device() != Device::Cuda(self.device) || t.kind() != Kind::Float || !t.is_contiguous() {
+        if t.device() != Device::Cuda(self.device) || t.kind() != Kind::Float || !t.is_contiguous()
+        {
             return Err(Error::Data(format!(
                 "NCCL collectives take contiguous f32 tensors on cuda:{}; got {:?} {:?}",
                 self.device,

@@ -348,7 +348,9 @@ fn connect_to_master(env: &DistEnv, timeout: Duration) -> Result<TcpStream> {
     hello.extend_from_slice(&(env.rank as u32).to_le_bytes());
     hello.extend_from_slice(&(env.world_size as u32).to_le_bytes());
     stream.write_all(&hello).map_err(io)?;
-    let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
     stream.set_read_timeout(Some(wait)).map_err(io)?;
     let mut ack = [0u8; 12];
     stream.read_exact(&mut ack).map_err(|e| {
@@ -384,9 +386,13 @@ impl Collective for TcpCollective {
     fn all_reduce_mean(&mut self, t: &Tensor) -> Result<()> {
         let w = self.world as f32;
         self.with_f32(t, |c, data| {
-            c.reduce(Op::MeanF32, data, |c| &mut c.scratch32, 0.0, |d| {
-                d.iter_mut().for_each(|x| *x /= w)
-            })
+            c.reduce(
+                Op::MeanF32,
+                data,
+                |c| &mut c.scratch32,
+                0.0,
+                |d| d.iter_mut().for_each(|x| *x /= w),
+            )
         })
     }
 
@@ -450,8 +456,9 @@ mod tests {
         let handles: Vec<_> = (0..world)
             .map(|r| {
                 std::thread::spawn(move || {
-                    let mut c = TcpCollective::connect(&env(r, world, port), Duration::from_secs(20))
-                        .expect("rendezvous");
+                    let mut c =
+                        TcpCollective::connect(&env(r, world, port), Duration::from_secs(20))
+                            .expect("rendezvous");
                     f(&mut c)
                 })
             })
@@ -476,7 +483,11 @@ mod tests {
             c.all_reduce_f64(&mut v).unwrap();
             c.barrier().unwrap();
             let bytes = c
-                .broadcast_bytes(if c.rank() == 0 { b"hello".to_vec() } else { vec![] })
+                .broadcast_bytes(if c.rank() == 0 {
+                    b"hello".to_vec()
+                } else {
+                    vec![]
+                })
                 .unwrap();
             (sum, mean, bcast, v, bytes)
         });
@@ -489,19 +500,27 @@ mod tests {
             assert_eq!(bytes, b"hello");
         }
         let first = &out[0].0;
-        assert!(out
+        assert!(out.iter().all(|o| o
+            .0
             .iter()
-            .all(|o| o.0.iter().zip(first).all(|(a, b)| a.to_bits() == b.to_bits())));
+            .zip(first)
+            .all(|(a, b)| a.to_bits() == b.to_bits())));
     }
 
     #[test]
     fn non_contiguous_and_large_tensors_are_reduced() {
         let out = group(2, |c| {
-            let big = Tensor::ones([3_000_000], (Kind::Float, Device::Cpu)) * (c.rank() as f64 + 1.0);
+            let big =
+                Tensor::ones([3_000_000], (Kind::Float, Device::Cpu)) * (c.rank() as f64 + 1.0);
             c.all_reduce_mean(&big).unwrap();
-            let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([2, 2]).tr();
+            let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0])
+                .view([2, 2])
+                .tr();
             c.all_reduce_sum(&t).unwrap();
-            (big.mean(Kind::Double).double_value(&[]), Vec::<f32>::try_from(&t.reshape([-1])).unwrap())
+            (
+                big.mean(Kind::Double).double_value(&[]),
+                Vec::<f32>::try_from(&t.reshape([-1])).unwrap(),
+            )
         });
         for (mean, t) in out {
             assert_eq!(mean, 1.5);
