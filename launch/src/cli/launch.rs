@@ -1,6 +1,6 @@
 //! `storm launch`: a torchrun-style launcher. Starts `--nproc-per-node` copies of this binary running the
 //! given storm subcommand, each with the torchrun env contract (RANK, LOCAL_RANK, WORLD_SIZE,
-//! LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT). Children's stderr (and the stdout of ranks > 0) is echoed
+//! LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and, unless set, OMP_NUM_THREADS = cores / ranks. Children's stderr (and the stdout of ranks > 0) is echoed
 //! with a `[rank R]` prefix. The first rank to fail brings the job down: the others are stopped and the
 //! launcher exits non-zero with that rank's error.
 
@@ -127,6 +127,11 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         None => DEFAULT_MASTER_PORT,
     };
     let exe = std::env::current_exe().context("locating the storm binary")?;
+    // like torchrun: ranks share the node's cores instead of each spinning up a thread per core
+    let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / a.nproc_per_node).max(1).to_string()
+    });
     let mut ranks = Vec::with_capacity(a.nproc_per_node);
     for local in 0..a.nproc_per_node {
         let env = child_env(&a, port, local);
@@ -134,6 +139,7 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         let mut cmd = Command::new(&exe);
         cmd.args(&a.command)
             .envs(env)
+            .env("OMP_NUM_THREADS", &threads)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
