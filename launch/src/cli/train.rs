@@ -161,8 +161,8 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
     println!(
         "trained {} / {} steps{} in {:.1}s ({:.0} samples/s); final loss {}; best valid RankIC {} at step {}; run {}",
         outcome.steps,
-        if world > 1 { format!(" on {world} ranks") } else { String::new() },
         outcome.total_steps,
+        if world > 1 { format!(" on {world} ranks") } else { String::new() },
         outcome.seconds,
         outcome.samples_per_second,
         if outcome.final_loss.is_finite() {

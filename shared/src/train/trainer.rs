@@ -202,6 +202,44 @@ impl<'a> Trainer<'a> {
         reduce_tensors(self.comm.as_mut(), &tensors, BucketOp::Broadcast)
     }
 
+    /// Checks that every rank holds the same variables (checksums compared bit for bit); a collective, so
+    /// it is also a barrier.
+    fn check_replicas_agree(&mut self) -> Result<()> {
+        let world = self.world();
+        if world == 1 {
+            return Ok(());
+        }
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let (abs, sq) = tch::no_grad(|| {
+            vars.iter().fold((0f64, 0f64), |(a, q), (_, t)| {
+                let t = t.to_kind(Kind::Double);
+                (
+                    a + t.abs().sum(Kind::Double).double_value(&[]),
+                    q + t.square().sum(Kind::Double).double_value(&[]),
+                )
+            })
+        });
+        let rank = self.comm.rank();
+        let mut sums = vec![0f64; 2 * world];
+        sums[2 * rank] = abs;
+        sums[2 * rank + 1] = sq;
+        self.comm.all_reduce_f64(&mut sums)?;
+        let differs: Vec<usize> = (1..world)
+            .filter(|r| {
+                sums[2 * r].to_bits() != sums[0].to_bits()
+                    || sums[2 * r + 1].to_bits() != sums[1].to_bits()
+            })
+            .collect();
+        if !differs.is_empty() {
+            return Err(Error::Data(format!(
+                "data-parallel replicas diverged: the parameters of rank(s) {differs:?} differ from rank 0's \
+                 (checkpoints hold rank 0's)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Gradients of the trainable variables (name order), averaged over ranks.
     fn all_reduce_gradients(&mut self) -> Result<()> {
         let mut vars: Vec<(String, Tensor)> = self
@@ -566,7 +604,7 @@ impl<'a> Trainer<'a> {
             self.checkpoints.save(&self.vs, &self.opt, &state)?;
         }
         // every rank ends together (and learns of a failure of rank 0's last save)
-        self.comm.barrier()?;
+        self.check_replicas_agree()?;
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         Ok(TrainOutcome {
