@@ -2,6 +2,7 @@
 
 mod backtest;
 mod bench;
+mod bench_dp;
 mod data;
 mod launch;
 mod report;

@@ -170,7 +170,7 @@ impl<'a> Trainer<'a> {
     /// by the world size. Only rank 0 shows progress.
     pub fn with_collective(mut self, comm: Box<dyn Collective>) -> Result<Self> {
         let world = comm.world_size();
-        if self.cfg.train.batch_size % world != 0 {
+        if !self.cfg.train.batch_size.is_multiple_of(world) {
             return Err(Error::Data(format!(
                 "train.batch_size {} (the global batch) does not divide by the world size {world}",
                 self.cfg.train.batch_size
@@ -650,7 +650,7 @@ pub fn record_step(state: &mut TrainState, loss: f64, grad_norm: f64, limit: u64
 
 /// Rank `rank`'s contiguous share of a global batch of window ends (all of it when `world` is 1).
 pub fn rank_slice(ends: &[usize], rank: usize, world: usize) -> Result<&[usize]> {
-    if ends.len() % world != 0 {
+    if !ends.len().is_multiple_of(world) {
         return Err(Error::Data(format!(
             "a batch of {} windows cannot be split evenly among {world} ranks (the training split is \
              smaller than train.batch_size; lower it to a multiple of the world size)",
