@@ -4,6 +4,7 @@
 pub mod atomic;
 pub mod config;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod eval;
 pub mod factors;

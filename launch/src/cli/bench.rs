@@ -19,6 +19,8 @@ pub enum BenchCommand {
     Rollout(RolloutBenchArgs),
     /// Cost of metrics recording per training step, with telemetry off and on (paper config sizes).
     Telemetry(TelemetryBenchArgs),
+    /// Data-parallel gradient all-reduce at the paper model's size (W local ranks; TCP on the CPU).
+    Allreduce(super::bench_dp::AllReduceBenchArgs),
 }
 
 #[derive(Args)]
@@ -59,6 +61,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Train(a) => bench_train(a),
         BenchCommand::Rollout(a) => bench_rollout(a),
         BenchCommand::Telemetry(a) => bench_telemetry(a),
+        BenchCommand::Allreduce(a) => super::bench_dp::run(a),
     }
 }
 

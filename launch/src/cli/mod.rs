@@ -2,7 +2,9 @@
 
 mod backtest;
 mod bench;
+mod bench_dp;
 mod data;
+mod launch;
 mod report;
 mod telemetry;
 mod trade;
@@ -61,6 +63,9 @@ pub enum Command {
     /// Benchmarks printed as Markdown tables (recorded in BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run a storm subcommand as N data-parallel ranks (torchrun-style): `storm launch --nproc-per-node 2 --
+    /// pretrain …`.
+    Launch(launch::LaunchArgs),
     /// Rebuild a run directory's report.md (config, metrics tables, charts) and loss_curves.png.
     Report(report::ReportArgs),
 }
@@ -113,6 +118,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Backtest(a) => backtest::run(a),
         Command::Trade(a) => trade::run(a),
         Command::Report(a) => report::run(a),
+        Command::Launch(a) => launch::run(a),
     }
 }
 

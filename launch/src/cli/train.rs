@@ -6,9 +6,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use storm_shared::config::Split;
 use storm_shared::data::Panel;
+use storm_shared::distributed::{self, DistEnv};
 use storm_shared::eval::run_eval::{eval_file, evaluate_run, predictions_file};
 use storm_shared::telemetry;
-use storm_shared::train::run_dir::open_run;
+use storm_shared::train::run_dir::{load_run, open_run};
 use storm_shared::train::trainer::{TrainOptions, Trainer};
 use tch::Device;
 
@@ -82,7 +83,14 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
         "failed"
     };
     telemetry::set_job_states(&[(end, 1)]);
-    super::report::refresh(&a.out);
+    // under a process group only rank 0 writes into the run directory
+    if DistEnv::from_env()
+        .ok()
+        .flatten()
+        .is_none_or(|e| e.rank == 0)
+    {
+        super::report::refresh(&a.out);
+    }
     result
 }
 
@@ -92,10 +100,44 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
         overrides.push(format!("train.seed={seed}"));
     }
     let cfg = load_config(Some(&a.config), &overrides)?;
-    let device = parse_device(&a.device)?;
-    let progress = super::show_progress();
-    let info = open_run(&cfg, &a.out, a.data.as_deref(), &a.device, progress)
-        .with_context(|| format!("setting up run {}", a.out.display()))?;
+    // the torchrun/Slurm env contract: one rank of a data-parallel job; `--device cuda` binds LOCAL_RANK
+    let dist = DistEnv::from_env().context("reading the process-group environment")?;
+    let device_name = match &dist {
+        Some(env) if a.device == "cuda" => format!("cuda:{}", env.local_rank),
+        _ => a.device.clone(),
+    };
+    let device = parse_device(&device_name)?;
+    let mut comm =
+        distributed::connect(dist.as_ref(), device).context("joining the process group")?;
+    let rank0 = comm.is_rank0();
+    let progress = super::show_progress() && rank0;
+    // rank 0 sets up the run directory (and prepares data); the others wait, then read it
+    let info = if rank0 {
+        let info = open_run(&cfg, &a.out, a.data.as_deref(), &device_name, progress)
+            .with_context(|| format!("setting up run {}", a.out.display()));
+        if comm.world_size() > 1 {
+            // a failed setup exits rank 0, which the others see at this barrier
+            let info = info?;
+            comm.barrier()?;
+            info
+        } else {
+            info?
+        }
+    } else {
+        comm.barrier()
+            .context("waiting for rank 0 to set up the run directory")?;
+        let (_, info) = load_run(&a.out)?;
+        if info.config_hash != cfg.hash() {
+            bail!(
+                "rank {} resolved a different config than rank 0 (hash {} vs {}); every rank needs the \
+                 same --config, --set and --seed",
+                comm.rank(),
+                cfg.hash(),
+                info.config_hash
+            );
+        }
+        info
+    };
     telemetry::set_run_info(info.seed, &info.config_hash);
     telemetry::watch_gpu_memory(device);
     let panel = Panel::load(&info.data_dir)?;
@@ -105,17 +147,22 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
         resume: a.resume,
         progress,
     };
-    let mut trainer = Trainer::new(&cfg, &panel, &a.out, opts)?;
+    let world = comm.world_size();
+    let mut trainer = Trainer::new(&cfg, &panel, &a.out, opts)?.with_collective(comm)?;
     let outcome = trainer.run()?;
+    if !rank0 {
+        return Ok(());
+    }
     std::fs::write(
         a.out.join("train.json"),
         serde_json::to_vec_pretty(&outcome)?,
     )
     .context("writing train.json")?;
     println!(
-        "trained {} / {} steps in {:.1}s ({:.0} samples/s); final loss {}; best valid RankIC {} at step {}; run {}",
+        "trained {} / {} steps{} in {:.1}s ({:.0} samples/s); final loss {}; best valid RankIC {} at step {}; run {}",
         outcome.steps,
         outcome.total_steps,
+        if world > 1 { format!(" on {world} ranks") } else { String::new() },
         outcome.seconds,
         outcome.samples_per_second,
         if outcome.final_loss.is_finite() {

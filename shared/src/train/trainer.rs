@@ -5,6 +5,14 @@
 //! Determinism: the model is initialised after `manual_seed(seed)`, every step reseeds torch's RNG from
 //! (seed, step) and batch order depends only on (seed, epoch), so a run resumed from a checkpoint takes the
 //! same steps as an uninterrupted one.
+//!
+//! Data parallel (world size W > 1, see `crate::distributed`): the sampler's batch is the GLOBAL batch;
+//! rank r trains on its contiguous r-th 1/W slice. After backward the gradients are averaged over ranks in
+//! flat buckets, then clipped (the norm is global and identical everywhere) and applied, so the replicas stay
+//! identical. Loss and loss terms are averaged over ranks before the finite check (a non-finite value on any
+//! rank skips the step on all) and the log. Rank 0 alone writes logs, checkpoints and validation (every
+//! valid day once); the others receive its validation summary. Codebooks and buffers (dead-code resets use
+//! each rank's own batch) are broadcast from rank 0 after every step.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -21,6 +29,7 @@ use super::schedule::LinearWarmupDecay;
 use crate::config::{ExperimentConfig, Split};
 use crate::data::windows::{split_window_ends, BatchSampler, Labels, WindowTensors};
 use crate::data::Panel;
+use crate::distributed::{reduce_tensors, BucketOp, Collective, Single};
 use crate::error::{Error, Result};
 use crate::eval::predictions::{ic_summary, predict_days};
 use crate::eval::rank_ic::IcSummary;
@@ -79,6 +88,11 @@ pub struct Trainer<'a> {
     valid_ends: Vec<usize>,
     schedule: LinearWarmupDecay,
     checkpoints: Checkpointer,
+    /// The process group (world size 1: [`Single`]).
+    comm: Box<dyn Collective>,
+    /// Variables broadcast from rank 0 after every step when W > 1: codebooks and buffers, which a rank
+    /// can change from its own data (dead-code resets, usage counters).
+    rank_local_vars: Vec<Tensor>,
 }
 
 impl<'a> Trainer<'a> {
@@ -147,7 +161,100 @@ impl<'a> Trainer<'a> {
             sampler,
             valid_ends,
             schedule,
+            comm: Box::new(Single),
+            rank_local_vars: Vec::new(),
         })
+    }
+
+    /// Trains as one rank of a data-parallel group: `train.batch_size` is the global batch and must divide
+    /// by the world size. Only rank 0 shows progress.
+    pub fn with_collective(mut self, comm: Box<dyn Collective>) -> Result<Self> {
+        let world = comm.world_size();
+        if !self.cfg.train.batch_size.is_multiple_of(world) {
+            return Err(Error::Data(format!(
+                "train.batch_size {} (the global batch) does not divide by the world size {world}",
+                self.cfg.train.batch_size
+            )));
+        }
+        if !comm.is_rank0() {
+            self.opts.progress = false;
+        }
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        self.rank_local_vars = vars
+            .into_iter()
+            .filter(|(name, t)| !t.requires_grad() || name.ends_with("codebook"))
+            .map(|(_, t)| t)
+            .collect();
+        self.comm = comm;
+        Ok(self)
+    }
+
+    fn world(&self) -> usize {
+        self.comm.world_size()
+    }
+
+    /// Every variable (parameters and buffers) from rank 0, so all replicas start identical.
+    fn sync_all_variables(&mut self) -> Result<()> {
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+        reduce_tensors(self.comm.as_mut(), &tensors, BucketOp::Broadcast)
+    }
+
+    /// Checks that every rank holds the same variables (checksums compared bit for bit); a collective, so
+    /// it is also a barrier.
+    fn check_replicas_agree(&mut self) -> Result<()> {
+        let world = self.world();
+        if world == 1 {
+            return Ok(());
+        }
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let (abs, sq) = tch::no_grad(|| {
+            vars.iter().fold((0f64, 0f64), |(a, q), (_, t)| {
+                let t = t.to_kind(Kind::Double);
+                (
+                    a + t.abs().sum(Kind::Double).double_value(&[]),
+                    q + t.square().sum(Kind::Double).double_value(&[]),
+                )
+            })
+        });
+        let rank = self.comm.rank();
+        let mut sums = vec![0f64; 2 * world];
+        sums[2 * rank] = abs;
+        sums[2 * rank + 1] = sq;
+        self.comm.all_reduce_f64(&mut sums)?;
+        let differs: Vec<usize> = (1..world)
+            .filter(|r| {
+                sums[2 * r].to_bits() != sums[0].to_bits()
+                    || sums[2 * r + 1].to_bits() != sums[1].to_bits()
+            })
+            .collect();
+        if !differs.is_empty() {
+            return Err(Error::Data(format!(
+                "data-parallel replicas diverged: the parameters of rank(s) {differs:?} differ from rank 0's \
+                 (checkpoints hold rank 0's)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Gradients of the trainable variables (name order), averaged over ranks.
+    fn all_reduce_gradients(&mut self) -> Result<()> {
+        let mut vars: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let grads: Vec<Tensor> = vars
+            .iter()
+            .map(|(_, t)| t.grad())
+            .filter(|g| g.defined())
+            .collect();
+        reduce_tensors(self.comm.as_mut(), &grads, BucketOp::Mean)
     }
 
     pub fn model(&self) -> &dyn FactorModel {
@@ -255,26 +362,57 @@ impl<'a> Trainer<'a> {
         tch::autocast(bf16, || self.model.forward_loss(x, y, &self.cfg.train))
     }
 
-    /// Evaluates on valid, records it, and refreshes `best/` when it improves.
-    fn evaluate_and_keep_best(&self, state: &mut TrainState) -> Result<IcSummary> {
-        let summary = self.validate()?;
+    /// Rank 0 validates (every valid day once) and sends the summary to the other ranks.
+    fn validate_on_rank0(&mut self) -> Result<IcSummary> {
+        if self.world() == 1 {
+            return self.validate();
+        }
+        let mut values = [0.0f64; 5];
+        if self.comm.is_rank0() {
+            let s = self.validate()?;
+            values = [s.rank_ic, s.rank_icir, s.ic, s.icir, s.n_days as f64];
+        }
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes = self.comm.broadcast_bytes(bytes)?;
+        if bytes.len() != 40 {
+            return Err(Error::Data(format!(
+                "validation summary from rank 0 has {} bytes, expected 40",
+                bytes.len()
+            )));
+        }
+        let v = |i: usize| f64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+        Ok(IcSummary {
+            rank_ic: v(0),
+            rank_icir: v(1),
+            ic: v(2),
+            icir: v(3),
+            n_days: v(4) as usize,
+        })
+    }
+
+    /// Evaluates on valid, records it, and refreshes `best/` when it improves (files: rank 0 only).
+    fn evaluate_and_keep_best(&mut self, state: &mut TrainState) -> Result<IcSummary> {
+        let summary = self.validate_on_rank0()?;
+        let rank0 = self.comm.is_rank0();
         let path = self.run_dir.join(VALID_LOG);
-        if !path.exists() {
+        if rank0 && !path.exists() {
             Self::append(&path, "step,epoch,rank_ic,rank_icir,ic,icir,n_days")?;
         }
-        Self::append(
-            &path,
-            &format!(
-                "{},{},{},{},{},{},{}",
-                state.step,
-                state.epoch,
-                summary.rank_ic,
-                summary.rank_icir,
-                summary.ic,
-                summary.icir,
-                summary.n_days
-            ),
-        )?;
+        if rank0 {
+            Self::append(
+                &path,
+                &format!(
+                    "{},{},{},{},{},{},{}",
+                    state.step,
+                    state.epoch,
+                    summary.rank_ic,
+                    summary.rank_icir,
+                    summary.ic,
+                    summary.icir,
+                    summary.n_days
+                ),
+            )?;
+        }
         telemetry::record_eval(
             "valid",
             summary.rank_ic,
@@ -289,7 +427,9 @@ impl<'a> Trainer<'a> {
         if better {
             state.best_valid_rank_ic = Some(summary.rank_ic);
             state.best_step = Some(state.step);
-            self.checkpoints.save_best(&self.vs, &self.opt, state)?;
+            if rank0 {
+                self.checkpoints.save_best(&self.vs, &self.opt, state)?;
+            }
         }
         tracing::info!(
             step = state.step,
@@ -303,6 +443,12 @@ impl<'a> Trainer<'a> {
     pub fn run(&mut self) -> Result<TrainOutcome> {
         fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;
         let mut state = self.initial_state()?;
+        let world = self.world();
+        let rank = self.comm.rank();
+        let rank0 = self.comm.is_rank0();
+        if world > 1 {
+            self.sync_all_variables()?;
+        }
         let t = self.cfg.train.clone();
         let per_epoch = self.sampler.batches_per_epoch() as u64;
         if per_epoch == 0 {
@@ -311,8 +457,10 @@ impl<'a> Trainer<'a> {
         let total = self.schedule.total_steps;
         let stop_at = self.opts.max_steps.map_or(total, |m| m.min(total));
         let log_path = self.run_dir.join(LOSS_LOG);
-        Self::truncate_log(&log_path, state.step)?;
-        Self::truncate_log(&self.run_dir.join(VALID_LOG), state.step)?;
+        if rank0 {
+            Self::truncate_log(&log_path, state.step)?;
+            Self::truncate_log(&self.run_dir.join(VALID_LOG), state.step)?;
+        }
 
         let bar = if self.opts.progress {
             let b = ProgressBar::new(stop_at);
@@ -339,18 +487,39 @@ impl<'a> Trainer<'a> {
                     break 'epochs;
                 }
                 let ends = &batches[state.batch_in_epoch];
+                let global_samples = ends.len() as u64;
+                let local_ends = rank_slice(ends, rank, world)?;
                 let step_started = Instant::now();
                 tch::manual_seed(step_seed(t.seed, state.step));
-                let batch = self.tensors.batch(ends)?;
+                let batch = self.tensors.batch(local_ends)?;
                 let y = normalise_labels(&batch.y);
                 let out = self.forward(&batch.x, &y);
                 let loss = &out.loss;
-                let value = loss.double_value(&[]);
+                let mut value = loss.double_value(&[]);
+                let mut terms: Vec<(&str, f64)> = out
+                    .terms
+                    .iter()
+                    .map(|(n, t)| (*n, t.double_value(&[])))
+                    .collect();
+                if world > 1 {
+                    // mean over ranks; a non-finite value anywhere makes the sum non-finite everywhere
+                    let mut stats: Vec<f64> = std::iter::once(value)
+                        .chain(terms.iter().map(|(_, v)| *v))
+                        .collect();
+                    self.comm.all_reduce_f64(&mut stats)?;
+                    value = stats[0] / world as f64;
+                    for (term, sum) in terms.iter_mut().zip(&stats[1..]) {
+                        term.1 = sum / world as f64;
+                    }
+                }
                 let lr = self.schedule.lr(state.step);
                 self.opt.zero_grad();
                 let mut grad_norm = f64::NAN;
                 if value.is_finite() {
                     loss.backward();
+                    if world > 1 {
+                        self.all_reduce_gradients()?;
+                    }
                     grad_norm = self.opt.clip_grad_norm(t.grad_clip);
                 }
                 if record_step(&mut state, value, grad_norm, t.max_consecutive_nonfinite)? {
@@ -359,7 +528,14 @@ impl<'a> Trainer<'a> {
                 } else {
                     self.opt.zero_grad();
                 }
-                if state.step == 0 {
+                if world > 1 {
+                    reduce_tensors(
+                        self.comm.as_mut(),
+                        &self.rank_local_vars,
+                        BucketOp::Broadcast,
+                    )?;
+                }
+                if rank0 && state.step == 0 {
                     Self::append(&log_path, &Self::log_header(&out.terms))?;
                 }
                 let mut row = format!(
@@ -368,28 +544,25 @@ impl<'a> Trainer<'a> {
                     state.epoch,
                     state.skipped_steps
                 );
-                let terms: Vec<(&str, f64)> = out
-                    .terms
-                    .iter()
-                    .map(|(n, t)| (*n, t.double_value(&[])))
-                    .collect();
                 for (_, term) in &terms {
                     row.push_str(&format!(",{term:.6}"));
                 }
-                Self::append(&log_path, &row)?;
+                if rank0 {
+                    Self::append(&log_path, &row)?;
+                }
                 telemetry::record_train_step(&telemetry::StepMetrics {
                     loss: value,
                     lr,
                     grad_norm,
                     skipped: !value.is_finite() || !grad_norm.is_finite(),
-                    samples: ends.len() as u64,
+                    samples: local_ends.len() as u64,
                     seconds: step_started.elapsed().as_secs_f64(),
                     epoch: state.epoch,
                     terms: &terms,
                 });
                 state.step += 1;
                 state.batch_in_epoch += 1;
-                state.samples_seen += ends.len() as u64;
+                state.samples_seen += global_samples;
                 bar.set_position(state.step);
                 let rate = (state.samples_seen - start_samples) as f64
                     / started.elapsed().as_secs_f64().max(1e-9);
@@ -410,7 +583,7 @@ impl<'a> Trainer<'a> {
                         "train"
                     );
                 }
-                if t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0 {
+                if rank0 && t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0 {
                     self.checkpoints.save(&self.vs, &self.opt, &state)?;
                 }
             }
@@ -420,14 +593,18 @@ impl<'a> Trainer<'a> {
                 last_valid = Some(self.evaluate_and_keep_best(&mut state)?);
                 evaluated_at = Some(state.step);
             }
-            if t.checkpoint_every == 0 {
+            if rank0 && t.checkpoint_every == 0 {
                 self.checkpoints.save(&self.vs, &self.opt, &state)?;
             }
         }
         if evaluated_at != Some(state.step) {
             last_valid = Some(self.evaluate_and_keep_best(&mut state)?);
         }
-        self.checkpoints.save(&self.vs, &self.opt, &state)?;
+        if rank0 {
+            self.checkpoints.save(&self.vs, &self.opt, &state)?;
+        }
+        // every rank ends together (and learns of a failure of rank 0's last save)
+        self.check_replicas_agree()?;
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         Ok(TrainOutcome {
@@ -469,6 +646,19 @@ pub fn record_step(state: &mut TrainState, loss: f64, grad_norm: f64, limit: u64
         )));
     }
     Ok(false)
+}
+
+/// Rank `rank`'s contiguous share of a global batch of window ends (all of it when `world` is 1).
+pub fn rank_slice(ends: &[usize], rank: usize, world: usize) -> Result<&[usize]> {
+    if !ends.len().is_multiple_of(world) {
+        return Err(Error::Data(format!(
+            "a batch of {} windows cannot be split evenly among {world} ranks (the training split is \
+             smaller than train.batch_size; lower it to a multiple of the world size)",
+            ends.len()
+        )));
+    }
+    let share = ends.len() / world;
+    Ok(&ends[rank * share..(rank + 1) * share])
 }
 
 /// Path of the checkpoint a finished run is evaluated with: `best/`, else the latest step.
@@ -517,6 +707,17 @@ mod tests {
         let err = record_step(&mut s, f64::NAN, f64::NAN, 3).unwrap_err();
         assert!(err.to_string().contains("3 consecutive steps"), "{err}");
         assert_eq!(s.skipped_steps, 5);
+    }
+
+    #[test]
+    fn ranks_take_contiguous_equal_shares_of_the_global_batch() {
+        let ends: Vec<usize> = (10..18).collect();
+        assert_eq!(rank_slice(&ends, 0, 1).unwrap(), ends.as_slice());
+        assert_eq!(rank_slice(&ends, 0, 2).unwrap(), &[10, 11, 12, 13]);
+        assert_eq!(rank_slice(&ends, 1, 2).unwrap(), &[14, 15, 16, 17]);
+        assert_eq!(rank_slice(&ends, 3, 4).unwrap(), &[16, 17]);
+        let err = rank_slice(&ends, 0, 3).unwrap_err();
+        assert!(err.to_string().contains("among 3 ranks"), "{err}");
     }
 
     #[test]
