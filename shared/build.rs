@@ -2,6 +2,31 @@
 //! so that `storm` runs without LD_LIBRARY_PATH. tch's own link flags only reach tch's targets.
 //! `--no-as-needed -ltorch` keeps libtorch.so (and through it libtorch_cuda.so) in NEEDED; without it
 //! CUDA would be silently invisible on a GPU machine.
+//!
+//! NCCL: the torch wheel ships `nvidia/nccl/lib/libnccl.so.2` beside `torch/lib`, but cudarc opens
+//! `libnccl.so` at run time; a `libnccl.so` symlink in OUT_DIR on the rpath lets it find the wheel's copy.
+use std::path::Path;
+
+fn link_nccl(torch_lib: &str) {
+    let Some(site) = Path::new(torch_lib).parent().and_then(Path::parent) else {
+        return;
+    };
+    let nccl = site.join("nvidia/nccl/lib/libnccl.so.2");
+    let Ok(out) = std::env::var("OUT_DIR") else {
+        return;
+    };
+    if !nccl.is_file() {
+        return;
+    }
+    let dir = Path::new(&out).join("nccl");
+    let link = dir.join("libnccl.so");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::remove_file(&link);
+    if std::os::unix::fs::symlink(&nccl, &link).is_ok() {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+    }
+}
+
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
@@ -9,5 +34,6 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-L{lib}");
         println!("cargo:rustc-link-arg=-ltorch");
+        link_nccl(&lib);
     }
 }
