@@ -17,6 +17,8 @@ pub enum BenchCommand {
     Train(TrainBenchArgs),
     /// Trading environment steps/s (single env and a 16-env VecEnv) and PPO updates/s on the CPU.
     Rollout(RolloutBenchArgs),
+    /// Sweep runtime: scheduling overhead per job and throughput of N CPU workers vs 1.
+    Sweep(super::bench_sweep::SweepBenchArgs),
 }
 
 #[derive(Args)]
@@ -49,6 +51,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Data(a) => bench_data(a),
         BenchCommand::Train(a) => bench_train(a),
         BenchCommand::Rollout(a) => bench_rollout(a),
+        BenchCommand::Sweep(a) => super::bench_sweep::run(a),
     }
 }
 

@@ -2,7 +2,11 @@
 
 mod backtest;
 mod bench;
+mod bench_sweep;
 mod data;
+mod job;
+mod paper;
+mod sweep;
 mod trade;
 mod train;
 
@@ -40,6 +44,14 @@ pub enum Command {
     /// Benchmarks printed as Markdown tables (recorded in BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run a sweep (seeds × config grid) on worker actors; durable, resumable; tables and charts.
+    Sweep(sweep::SweepArgs),
+    /// The paper protocol in one command: every model × seed pretrained, evaluated, backtested, traded;
+    /// one report with every table as mean ± range.
+    Paper(paper::PaperArgs),
+    /// One attempt of a sweep job (started by a worker; not for direct use).
+    #[command(hide = true)]
+    Job(job::JobArgs),
 }
 
 pub fn init_logging(verbose: u8) {
@@ -65,6 +77,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => train::export(a),
         Command::Backtest(a) => backtest::run(a),
         Command::Trade(a) => trade::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Paper(a) => paper::run(a),
+        Command::Job(a) => job::run(a),
     }
 }
 
