@@ -400,3 +400,153 @@ impl Actor for Coordinator {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::fold;
+    use crate::progress::Display;
+    use crate::scheduler::SchedState;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use storm_worker::{FnRunner, JobResult, RunContext};
+
+    fn specs(dir: &std::path::Path, ids: &[&str]) -> BTreeMap<String, JobSpec> {
+        ids.iter()
+            .map(|id| {
+                (
+                    id.to_string(),
+                    JobSpec {
+                        id: id.to_string(),
+                        attempt: 0,
+                        device: String::new(),
+                        threads: None,
+                        job_dir: dir.join(id),
+                        data: dir.join("data"),
+                        max_steps: None,
+                        batch_size: 1,
+                        steps: vec![],
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// First attempts block until cancelled; later attempts succeed at once.
+    fn blocking_first_attempts(started: Arc<AtomicUsize>) -> Arc<dyn JobRunner> {
+        Arc::new(FnRunner(move |spec: &JobSpec, ctx: &RunContext| {
+            if spec.attempt == 1 {
+                started.fetch_add(1, Ordering::SeqCst);
+                while !ctx.cancel.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return JobOutcome::Cancelled;
+            }
+            JobOutcome::Done(JobResult {
+                job: spec.id.clone(),
+                attempt: spec.attempt,
+                seconds: 0.0,
+                metrics: BTreeMap::new(),
+            })
+        }))
+    }
+
+    async fn start(
+        dir: &std::path::Path,
+        ids: &[&str],
+        runner: Arc<dyn JobRunner>,
+    ) -> (ActorRef<CoordinatorMsg>, oneshot::Receiver<SessionEnd>) {
+        let (ledger, _) = Ledger::open(dir).unwrap();
+        let names: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        let (tx, rx) = oneshot::channel();
+        let args = CoordinatorArgs {
+            specs: specs(dir, ids),
+            scheduler: Scheduler::new(&names, &BTreeMap::new(), |_| true, 2),
+            ledger,
+            devices: vec!["cpu".into(), "cpu".into()],
+            threads: None,
+            runner,
+            ui: ProgressUi::new(Display::Quiet, ids.len(), 0),
+            done: tx,
+        };
+        let (actor, _) = Actor::spawn(None, Coordinator, args).await.unwrap();
+        (actor, rx)
+    }
+
+    async fn until(cond: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_workers_are_replaced_and_their_jobs_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Arc::new(AtomicUsize::new(0));
+        let (coordinator, rx) = start(
+            dir.path(),
+            &["a", "b"],
+            blocking_first_attempts(started.clone()),
+        )
+        .await;
+        until(|| started.load(Ordering::SeqCst) == 2).await;
+        for worker in coordinator.get_children() {
+            worker.kill();
+        }
+        let end = rx.await.unwrap();
+        assert!(!end.interrupted && end.error.is_none(), "{end:?}");
+        for job in &end.jobs {
+            assert_eq!(job.state, SchedState::Done, "{job:?}");
+            assert_eq!(job.attempts, 2);
+        }
+        let (_, events) = Ledger::open(dir.path()).unwrap();
+        let retries: Vec<&crate::ledger::Event> = events
+            .iter()
+            .filter(|e| matches!(&e.change, Change::Retry { error, .. } if error.contains("stopped: killed")))
+            .collect();
+        assert_eq!(retries.len(), 2, "{events:?}");
+        let workers: Vec<String> = events
+            .iter()
+            .filter_map(|e| match &e.change {
+                Change::Running {
+                    worker, attempt: 2, ..
+                } => Some(worker.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            workers.iter().all(|w| w == "w2" || w == "w3"),
+            "retries ran on the replacement workers: {workers:?}"
+        );
+        assert!(fold(&events)
+            .values()
+            .all(|r| r.state == crate::ledger::JobState::Done));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupt_cancels_running_jobs_and_leaves_them_for_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Arc::new(AtomicUsize::new(0));
+        let (coordinator, rx) = start(
+            dir.path(),
+            &["a", "b", "c"],
+            blocking_first_attempts(started.clone()),
+        )
+        .await;
+        until(|| started.load(Ordering::SeqCst) == 2).await;
+        coordinator.send_message(CoordinatorMsg::Interrupt).unwrap();
+        let end = rx.await.unwrap();
+        assert!(end.interrupted);
+        assert!(end.jobs.iter().all(|j| j.state != SchedState::Done));
+        let (_, events) = Ledger::open(dir.path()).unwrap();
+        let jobs = fold(&events);
+        assert_eq!(jobs.len(), 2, "c never started");
+        assert!(jobs
+            .values()
+            .all(|r| r.state == crate::ledger::JobState::Running));
+    }
+}

@@ -37,6 +37,14 @@ pub struct WorkerState {
     events: DerivedActorRef<WorkerEvent>,
 }
 
+impl Drop for WorkerState {
+    /// However the actor ends (stopped, killed, failed), its running job is cancelled: its child is killed
+    /// within one poll, so a retry elsewhere never races an attempt that is still running.
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
 /// The worker's thread: runs the attempts it receives, one after another, until the actor stops.
 fn job_thread(
     id: WorkerId,

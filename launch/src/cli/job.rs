@@ -43,9 +43,10 @@ pub fn run(a: JobArgs) -> Result<()> {
         Err(_) => Vec::new(),
     };
     let fault = fault::active(&faults, &spec.id, spec.attempt);
-    let started = Instant::now();
     std::fs::create_dir_all(spec.job_dir.join(storm_worker::protocol::DONE_DIR))
         .with_context(|| format!("creating {}", spec.job_dir.display()))?;
+    let _lock = lock_job_dir(&spec.job_dir)?;
+    let started = Instant::now();
     for (i, step) in spec.steps.iter().enumerate() {
         let key = step.key();
         let marker = spec.done_marker(step);
@@ -104,6 +105,29 @@ pub fn run(a: JobArgs) -> Result<()> {
         spec.result_path().display()
     );
     Ok(())
+}
+
+/// Holds an exclusive lock on `<job dir>/job.lock` for the life of this process: if an earlier attempt of
+/// the job is still being killed, this one waits for it (the kernel drops the lock when it dies), so two
+/// attempts never write into the same run directory at once.
+fn lock_job_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("job.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        bail!(
+            "locking {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(file)
 }
 
 fn announce(a: StepAnnouncement) {
