@@ -186,14 +186,14 @@ fn markdown(plan: &Plan, out: &SweepOutcome, meta: &PaperMeta, charts: &[(&str, 
     md
 }
 
+/// A named wealth series.
+type Curve = (String, Vec<f64>);
+
 /// Per-date mean of the strategy's wealth over a model's finished jobs, and the benchmarks of the first.
-fn wealth_series(
-    plan: &Plan,
-    out: &SweepOutcome,
-) -> Option<(Vec<String>, Vec<(String, Vec<f64>)>)> {
+fn wealth_series(plan: &Plan, out: &SweepOutcome) -> Option<(Vec<String>, Vec<Curve>)> {
     let mut dates: Option<Vec<String>> = None;
-    let mut series: Vec<(String, Vec<f64>)> = Vec::new();
-    let mut benchmarks: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut series: Vec<Curve> = Vec::new();
+    let mut benchmarks: Vec<Curve> = Vec::new();
     for (config, labels) in configs(plan) {
         let mut sum: Option<Vec<f64>> = None;
         let mut n = 0.0;
@@ -230,7 +230,7 @@ fn wealth_series(
 struct Daily {
     dates: Vec<String>,
     wealth: Vec<f64>,
-    benchmarks: Vec<(String, Vec<f64>)>,
+    benchmarks: Vec<Curve>,
 }
 
 /// The leading columns of `portfolio_test_daily.csv`: date, wealth, equal_weight_wealth[, index_wealth].

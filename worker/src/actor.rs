@@ -156,8 +156,8 @@ impl Actor for Worker {
                 spec.device = state.device.clone();
                 spec.threads = state.threads;
                 state.cancel.store(false, Ordering::SeqCst);
-                let sent = state.jobs.as_ref().map(|tx| tx.send(spec));
-                if !matches!(sent, Some(Ok(()))) {
+                let sent = state.jobs.as_ref().is_some_and(|tx| tx.send(spec).is_ok());
+                if !sent {
                     return Err(format!("worker {}: its job thread is gone", state.id).into());
                 }
             }

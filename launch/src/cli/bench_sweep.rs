@@ -37,6 +37,9 @@ pub struct SweepBenchArgs {
     /// CPU worker counts to compare.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub workers: Vec<usize>,
+    /// Runs per throughput case; the table reports the median.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
 }
 
 const BASE: &str = r#"
@@ -212,16 +215,21 @@ pub fn run(a: SweepBenchArgs) -> Result<()> {
         train.jobs.len(),
         a.steps
     );
-    println!("| workers | wall time | jobs/min | speed-up vs 1 |");
+    println!(
+        "| workers | wall time (median of {}) | jobs/min | speed-up vs 1 worker |",
+        a.repeat.max(1)
+    );
     println!("|---|---|---|---|");
     let mut base = None;
     for &workers in &a.workers {
-        let t = session(
-            &train,
-            &out_dir(root, &format!("train-{workers}")),
-            exe.clone(),
-            workers.max(1),
-        )?;
+        let workers = workers.max(1);
+        let mut times = Vec::new();
+        for r in 0..a.repeat.max(1) {
+            let out = out_dir(root, &format!("train-{workers}-{r}"));
+            times.push(session(&train, &out, exe.clone(), workers)?);
+        }
+        times.sort_by(f64::total_cmp);
+        let t = times[times.len() / 2];
         let base = *base.get_or_insert(t);
         println!(
             "| {workers} | {t:.1} s | {:.1} | {:.2}× |",

@@ -76,7 +76,8 @@ pub fn run(a: JobArgs) -> Result<()> {
         }
         announce(StepAnnouncement {
             storm_job_step: key.clone(),
-            total_steps: total,
+            // the steps this attempt will reach
+            total_steps: total.map(|t| max_steps.map_or(t, |m| m.min(t))),
             resume_from,
             skipped: false,
         });

@@ -68,7 +68,12 @@ pub fn run(a: PaperArgs) -> Result<()> {
         tickers: cfg.trade.tickers.clone(),
         k: cfg.backtest.k,
         drop: cfg.backtest.drop,
-        index: cfg.backtest.index.clone(),
+        index: match cfg.backtest.index.as_str() {
+            "builtin:dji" => "DJI".to_string(),
+            other => std::path::Path::new(other)
+                .file_name()
+                .map_or(other.to_string(), |n| n.to_string_lossy().to_string()),
+        },
     };
     let report = write_paper_report(&plan, &outcome, &meta)?;
     println!(
@@ -85,6 +90,12 @@ pub fn run(a: PaperArgs) -> Result<()> {
     );
     if let Some(s) = a.seeds {
         hint.push_str(&format!(" --seeds {s}"));
+    }
+    for o in &a.overrides {
+        hint.push_str(&format!(" --set {o}"));
+    }
+    if let Some(m) = a.max_steps {
+        hint.push_str(&format!(" --max-steps {m}"));
     }
     conclude(&outcome, &hint);
     Ok(())
