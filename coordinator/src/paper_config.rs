@@ -149,7 +149,7 @@ impl PaperConfig {
     }
 
     /// Every (model × seed) job. Trading runs in the first `trade.seeds` seeds of models with `trade`;
-    /// the raw-feature PPO baseline in the first model's jobs.
+    /// the raw-feature PPO baseline in the jobs of the first model that trades.
     pub fn plan(&self, path: &Path, o: &PaperOverrides) -> Result<Plan> {
         let origin = path.display().to_string();
         let base = resolve_base(&self.base, path);
@@ -165,6 +165,8 @@ impl PaperConfig {
         };
         let keys = vec!["model".to_string()];
         let tasks = [Task::Eval, Task::Backtest, Task::Trade];
+        // the raw-feature PPO baseline runs once per seed, in the jobs of the first model that trades
+        let raw_model = self.models.iter().position(|m| m.trade);
         let mut jobs = Vec::new();
         for (mi, model) in self.models.iter().enumerate() {
             for seed in 0..seeds {
@@ -183,7 +185,7 @@ impl PaperConfig {
                     backtest: &self.backtest,
                     trade: &self.trade,
                     trades: model.trade && seed < trade_seeds,
-                    raw_baseline: mi == 0,
+                    raw_baseline: Some(mi) == raw_model,
                 }
                 .steps(seed);
                 jobs.push(PlannedJob {
