@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point that sets everything up and then runs something:
-#   bash launch/run.sh demo         set up, build, run the main job on the bundled DJ30 data
+#   bash launch/run.sh demo         set up, build, run the paper protocol (short) on the bundled DJ30 data
 #   bash launch/run.sh test         set up, build, run the whole test suite
 #   bash launch/run.sh storm ARGS   set up, build, run `storm ARGS`
 #   bash launch/run.sh build        set up and build only
@@ -73,19 +73,17 @@ build() {
 STORM=$CARGO_TARGET_DIR/release/storm
 
 demo() {
+  # The paper protocol, cut down for 2 CPU cores (configs/paper/dj30-demo.toml): prepare the bundled DJ30
+  # data once, pretrain STORM and its two ablations for each seed on two CPU workers, evaluate
+  # RankIC/RankICIR, backtest TopK-Drop, trade five stocks with PPO, and write one report.
   local out=${STORM_DEMO_OUT:-$ROOT/runs/demo}
-  local cfg=$ROOT/configs/dj30-small.toml
-  local epochs=${STORM_DEMO_EPOCHS:-2}
-  mkdir -p "$out"
-  "$STORM" data prepare --config "$cfg" --out "$out/data"
-  "$STORM" data describe --data "$out/data" --config "$cfg"
-  # --resume makes a second demo run continue (or just re-evaluate) the same run instead of failing
-  "$STORM" pretrain --config "$cfg" --data "$out/data" --out "$out/storm" --set train.epochs="$epochs" --resume
-  "$STORM" eval --run "$out/storm" --split valid
-  "$STORM" eval --run "$out/storm" --split test
-  "$STORM" export --run "$out/storm"
-  "$STORM" backtest --run "$out/storm" --split test
-  log "done: run directory $out/storm (report.md, losses.csv, loss_curves.png, eval_*.json, predictions_*.parquet, codebook_usage_*.png, factors.parquet, portfolio_test.json, wealth_test.png)"
+  local seeds=${STORM_DEMO_SEEDS:-2}
+  local resume=()
+  # a second demo run continues (or just re-reports) the first instead of failing on a non-empty directory
+  [ -f "$out/paper/plan.json" ] && resume=(--resume)
+  "$STORM" paper --config "$ROOT/configs/paper/dj30-demo.toml" --data dj30 --seeds "$seeds" \
+    --out "$out/paper" --workers cpu:2 "${resume[@]}"
+  log "done: report $out/paper/report.md (tables as mean ± range over seeds; per-job runs in $out/paper/jobs/)"
 }
 
 run_tests() {

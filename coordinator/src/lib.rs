@@ -1,1 +1,30 @@
-//! Coordinator actor: expands sweeps into jobs and schedules them on workers. Built in the actor-runtime issue.
+//! Coordinator: expands sweep and paper configs into jobs, schedules them on worker actors, supervises and
+//! retries them, records every state change durably so that `--resume` loses nothing, and aggregates the
+//! results (polars) into tables, Markdown and charts.
+//!
+//! - [`sweep_config`], [`paper_config`], [`tasks`]: config files → [`plan::Plan`] (one job per
+//!   configuration × seed, each with its resolved experiment config and steps).
+//! - [`sweep_dir`]: the sweep directory (plan record, shared prepared data, job directories).
+//! - [`ledger`]: append-only, fsync'd `ledger.jsonl`, folded on resume.
+//! - [`scheduler`]: the pure scheduling state machine; [`actor`]: the ractor coordinator that drives it and
+//!   supervises workers; [`progress`]: the terminal view; [`run`]: one blocking session.
+//! - [`aggregate`], [`results`], [`report`], [`chart`]: statistics over seeds and their tables/figures.
+
+pub mod actor;
+pub mod aggregate;
+pub mod chart;
+pub mod ledger;
+pub mod paper_config;
+pub mod plan;
+pub mod progress;
+pub mod report;
+pub mod results;
+pub mod run;
+pub mod scheduler;
+pub mod sweep_config;
+pub mod sweep_dir;
+pub mod tasks;
+
+pub use plan::Plan;
+pub use progress::Display;
+pub use run::{run_sweep, SweepOptions, SweepOutcome};

@@ -17,8 +17,9 @@ const FONT_CANDIDATES: [&str; 3] = [
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
 
-/// Registers a system font as "sans-serif" once per process.
-fn ensure_font() -> Result<()> {
+/// Registers a system font as "sans-serif" once per process (charts elsewhere, e.g. the sweep report,
+/// call it too).
+pub fn ensure_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         let path = std::env::var("STORM_FONT")

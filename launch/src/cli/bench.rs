@@ -21,6 +21,8 @@ pub enum BenchCommand {
     Telemetry(TelemetryBenchArgs),
     /// Data-parallel gradient all-reduce at the paper model's size (W local ranks; TCP on the CPU).
     Allreduce(super::bench_dp::AllReduceBenchArgs),
+    /// Sweep runtime: scheduling overhead per job and throughput of N CPU workers vs 1.
+    Sweep(super::bench_sweep::SweepBenchArgs),
 }
 
 #[derive(Args)]
@@ -62,6 +64,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Rollout(a) => bench_rollout(a),
         BenchCommand::Telemetry(a) => bench_telemetry(a),
         BenchCommand::Allreduce(a) => super::bench_dp::run(a),
+        BenchCommand::Sweep(a) => super::bench_sweep::run(a),
     }
 }
 

@@ -3,9 +3,13 @@
 mod backtest;
 mod bench;
 mod bench_dp;
+mod bench_sweep;
 mod data;
+mod job;
 mod launch;
+mod paper;
 mod report;
+mod sweep;
 mod telemetry;
 mod trade;
 mod train;
@@ -68,6 +72,14 @@ pub enum Command {
     Launch(launch::LaunchArgs),
     /// Rebuild a run directory's report.md (config, metrics tables, charts) and loss_curves.png.
     Report(report::ReportArgs),
+    /// Run a sweep (seeds × config grid) on worker actors; durable, resumable; tables and charts.
+    Sweep(sweep::SweepArgs),
+    /// The paper protocol in one command: every model × seed pretrained, evaluated, backtested, traded;
+    /// one report with every table as mean ± range.
+    Paper(paper::PaperArgs),
+    /// One attempt of a sweep job (started by a worker; not for direct use).
+    #[command(hide = true)]
+    Job(job::JobArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +131,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Trade(a) => trade::run(a),
         Command::Report(a) => report::run(a),
         Command::Launch(a) => launch::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Paper(a) => paper::run(a),
+        Command::Job(a) => job::run(a),
     }
 }
 

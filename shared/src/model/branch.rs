@@ -88,6 +88,14 @@ impl Branch {
         }
     }
 
+    /// For the CS branch: each stock's share of the last day's token (B, N, E); None for TS.
+    pub fn stock_shares(&self, x: &Tensor) -> Option<Tensor> {
+        match &self.embed {
+            Patch::Cs(e) => Some(e.stock_shares(x)),
+            Patch::Ts(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> BranchKind {
         self.kind
     }

@@ -114,6 +114,15 @@ impl CsPatch {
         let stem = self.stem.forward(x);
         self.proj.forward(&stem.reshape([b, self.geo.window, -1]))
     }
+
+    /// Each stock's additive share of the last day's token (B, N, E): the token is Σ_i W_i · stem(x_i) + b,
+    /// and stock i's share is W_i · stem(x_i), its own position in the cross-sectional embedding space.
+    pub fn stock_shares(&self, x: &Tensor) -> Tensor {
+        let stem = self.stem.forward(&x.select(1, self.geo.window - 1));
+        let s = stem.size();
+        let weight = self.proj.ws.view([-1, s[1], s[2]]);
+        Tensor::einsum("bns,ens->bne", &[&stem, &weight], None::<i64>)
+    }
 }
 
 #[cfg(test)]

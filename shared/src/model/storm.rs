@@ -155,7 +155,13 @@ impl Storm {
         let clip = both.then(|| Clip::new(&(p / "clip")));
         let branches = i64::from(cfg.use_ts) + i64::from(cfg.use_cs);
         let hidden = cfg.factor_hidden as i64;
-        let factor_embed = xavier_linear(&(p / "factor" / "embed"), 2 * dim * branches, hidden);
+        // without TS, the per-stock part comes from each stock's share of the CS token (E more inputs)
+        let per_stock = if cfg.use_ts { 0 } else { dim };
+        let factor_embed = xavier_linear(
+            &(p / "factor" / "embed"),
+            2 * dim * branches + per_stock,
+            hidden,
+        );
         let factor = FactorHead::new(
             &(p / "factor"),
             HeadConfig {
@@ -226,7 +232,7 @@ impl Storm {
             (Some(t), Some(c), Some(clip)) => clip.forward(&cls(&t.seq), &cls(&c.seq)),
             _ => Tensor::zeros([], (Kind::Float, x.device())),
         };
-        let e = self.embed(ts.as_ref(), cs.as_ref());
+        let e = self.embed(x, ts.as_ref(), cs.as_ref());
         let factor = self.factor.forward(&e, y);
         let losses = |branch: &Option<Branch>, side: &Option<Side>| match (branch, side) {
             (Some(b), Some(s)) => BranchLosses {
@@ -259,7 +265,7 @@ impl Storm {
     /// for export and inspection.
     pub fn factor_embeddings(&self, x: &Tensor) -> (Tensor, Option<Tensor>, Option<Tensor>) {
         let (ts, cs) = self.fuse(self.encode(x, assign_only));
-        let e = self.embed(ts.as_ref(), cs.as_ref());
+        let e = self.embed(x, ts.as_ref(), cs.as_ref());
         (e, ts.map(|s| s.quant.indices), cs.map(|s| s.quant.indices))
     }
 
@@ -269,9 +275,9 @@ impl Storm {
             .predict_distribution(&self.factor_embeddings(x).0)
     }
 
-    fn embed(&self, ts: Option<&Side>, cs: Option<&Side>) -> Tensor {
+    fn embed(&self, x: &Tensor, ts: Option<&Side>, cs: Option<&Side>) -> Tensor {
         leaky_relu(
-            &self.factor_embed.forward(&self.factor_features(ts, cs)),
+            &self.factor_embed.forward(&self.factor_features(x, ts, cs)),
             0.01,
         )
     }
@@ -303,8 +309,10 @@ impl Storm {
         }
     }
 
-    /// Per-stock raw features for the factor head: (B, N, 2E · branches).
-    fn factor_features(&self, ts: Option<&Side>, cs: Option<&Side>) -> Tensor {
+    /// Per-stock raw features for the factor head: (B, N, 2E · branches), plus each stock's share of the
+    /// last CS token (E) when the TS branch is off — otherwise STORM-w/o-TS would give every stock of a
+    /// day the same embedding and so the same score.
+    fn factor_features(&self, x: &Tensor, ts: Option<&Side>, cs: Option<&Side>) -> Tensor {
         let n = self.geo.stocks;
         let mut parts = Vec::with_capacity(2);
         if let Some(ts) = ts {
@@ -318,6 +326,11 @@ impl Storm {
             let summary = Tensor::cat(&[cls(&cs.seq), q_mean], -1);
             let b = summary.size()[0];
             parts.push(summary.unsqueeze(1).expand([b, n, -1], false));
+            if ts.is_none() {
+                if let Some(shares) = self.cs.as_ref().and_then(|c| c.stock_shares(x)) {
+                    parts.push(shares);
+                }
+            }
         }
         Tensor::cat(&parts, -1)
     }

@@ -139,7 +139,14 @@ fn ablations_run_with_one_branch() {
         assert_eq!(off.recon.double_value(&[]), 0.0);
         assert_eq!(out.ts_indices.is_some(), use_ts);
         assert_eq!(out.cs_indices.is_some(), use_cs);
-        assert_eq!(model.predict(&x).size(), vec![2, 5]);
+        let scores = model.predict(&x);
+        assert_eq!(scores.size(), vec![2, 5]);
+        // Both ablations rank stocks: the scores of a day are not all equal.
+        let spread = scores.std_dim(-1, false, false).min().double_value(&[]);
+        assert!(
+            spread > 1e-6,
+            "use_ts {use_ts}: per-day score spread {spread}"
+        );
         let names = vs.variables();
         assert!(!names
             .keys()

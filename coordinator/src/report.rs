@@ -1,0 +1,317 @@
+//! The paper report (`report.md` + PNGs) of a `storm paper` run, in the paper's table layouts, every value
+//! mean ± range over seeds: Table 1 (model × RankIC, RankICIR on test), Table 2 (model × APY, CW, CR, ASR,
+//! MDD, AVO of TopK-Drop, with equal weight and the index as benchmarks), Table 3 (per ticker: Buy&Hold,
+//! PPO on raw features, PPO on each model's factors). Ablations are rows of the same tables.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use storm_shared::error::Result;
+
+use crate::aggregate::{Stat, Stats};
+use crate::chart::{bars_with_ranges, wealth_lines, Band};
+use crate::plan::Plan;
+use crate::results::{cell_text, configs, counts_line, failed_section, pm};
+use crate::run::{job_dir, SweepOutcome};
+
+pub const REPORT_MD: &str = "report.md";
+pub const RANK_IC_PNG: &str = "rank_ic.png";
+pub const WEALTH_PNG: &str = "wealth_test.png";
+
+const FINANCIAL: [(&str, &str); 6] = [
+    ("apy", "APY ↑"),
+    ("cw", "CW ↑"),
+    ("cr", "CR ↑"),
+    ("asr", "ASR ↑"),
+    ("mdd", "MDD ↓"),
+    ("avo", "AVO ↓"),
+];
+
+/// What the report says about how it was made.
+pub struct PaperMeta {
+    pub data: String,
+    pub config: String,
+    pub seeds: u64,
+    pub trade_seeds: u64,
+    pub tickers: Vec<String>,
+    pub k: usize,
+    pub drop: usize,
+    pub index: String,
+}
+
+/// The first configuration that has `metric` (benchmarks are the same in every job).
+fn any_config<'a>(
+    stats: &'a Stats,
+    models: &[(String, Vec<String>)],
+    metric: &str,
+) -> Option<&'a Stat> {
+    models.iter().find_map(|(c, _)| stats.get(c, metric))
+}
+
+fn financial_row(name: &str, stat: impl Fn(&str) -> Option<Stat>) -> String {
+    let mut row = format!("| {} |", cell_text(name));
+    for (m, _) in FINANCIAL {
+        let _ = write!(row, " {} |", pm(stat(m).as_ref()));
+    }
+    row
+}
+
+fn financial_header(first: &str) -> String {
+    let mut h = format!("| {first} |");
+    let mut rule = String::from("|---|");
+    for (_, t) in FINANCIAL {
+        let _ = write!(h, " {t} |");
+        rule.push_str("---|");
+    }
+    format!("{h}\n{rule}")
+}
+
+fn markdown(plan: &Plan, out: &SweepOutcome, meta: &PaperMeta, charts: &[(&str, &str)]) -> String {
+    let models = configs(plan);
+    let stats = &out.stats;
+    let name = |labels: &[String]| labels.first().cloned().unwrap_or_default();
+    let mut md = format!("# STORM paper protocol — `{}`\n\n", plan.name);
+    let _ = writeln!(
+        md,
+        "Data `{}`, config `{}`; {} seeds per model (trading: the first {}); {}. Every cell is mean ± range \
+         over seeds, range = (max − min)/2 (the paper does not define it; we read it as the half-width); \
+         std, min and max are in `results.csv`.\n",
+        meta.data,
+        meta.config,
+        meta.seeds,
+        meta.trade_seeds.min(meta.seeds),
+        counts_line(&out.rows)
+    );
+
+    let _ = writeln!(md, "## Table 1: factor quality (test split)\n");
+    let _ = writeln!(
+        md,
+        "| Model | RankIC ↑ | RankICIR ↑ | seeds |\n|---|---|---|---|"
+    );
+    for (c, labels) in &models {
+        let ic = stats.get(c, "test_rank_ic");
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            cell_text(&name(labels)),
+            pm(ic),
+            pm(stats.get(c, "test_rank_icir")),
+            ic.map_or(0, |s| s.n)
+        );
+    }
+
+    let _ = writeln!(
+        md,
+        "\n## Table 2: portfolio management (TopK-Drop, k = {}, d = {}, test split)\n",
+        meta.k, meta.drop
+    );
+    let _ = writeln!(md, "{}", financial_header("Model"));
+    let bench = |prefix: &str, label: &str, md: &mut String| {
+        if any_config(stats, &models, &format!("{prefix}_apy")).is_some() {
+            let _ = writeln!(
+                md,
+                "{}",
+                financial_row(label, |m| any_config(
+                    stats,
+                    &models,
+                    &format!("{prefix}_{m}")
+                )
+                .cloned())
+            );
+        }
+    };
+    bench("ew", "Equal weight (buy and hold)", &mut md);
+    bench("index", &format!("Index ({})", meta.index), &mut md);
+    for (c, labels) in &models {
+        let _ = writeln!(
+            md,
+            "{}",
+            financial_row(&name(labels), |m| stats.get(c, &format!("pm_{m}")).cloned())
+        );
+    }
+
+    let traded: Vec<&String> = meta
+        .tickers
+        .iter()
+        .filter(|t| any_config(stats, &models, &format!("bh_{t}_apy")).is_some())
+        .collect();
+    if !traded.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Table 3: algorithmic trading (PPO, test split, first {} seeds)\n",
+            meta.trade_seeds.min(meta.seeds)
+        );
+        for t in traded {
+            let _ = writeln!(md, "### {t}\n\n{}", financial_header("Model"));
+            let _ = writeln!(
+                md,
+                "{}",
+                financial_row("Buy&Hold", |m| any_config(
+                    stats,
+                    &models,
+                    &format!("bh_{t}_{m}")
+                )
+                .cloned())
+            );
+            if any_config(stats, &models, &format!("trade_{t}_raw_apy")).is_some() {
+                let _ = writeln!(
+                    md,
+                    "{}",
+                    financial_row("PPO (raw features)", |m| {
+                        any_config(stats, &models, &format!("trade_{t}_raw_{m}")).cloned()
+                    })
+                );
+            }
+            for (c, labels) in &models {
+                if stats.get(c, &format!("trade_{t}_apy")).is_some() {
+                    let _ = writeln!(
+                        md,
+                        "{}",
+                        financial_row(&format!("PPO ({} factors)", name(labels)), |m| {
+                            stats.get(c, &format!("trade_{t}_{m}")).cloned()
+                        })
+                    );
+                }
+            }
+            md.push('\n');
+        }
+    }
+    if !charts.is_empty() {
+        let _ = writeln!(md, "\n## Figures\n");
+        for (file, alt) in charts {
+            let _ = writeln!(md, "![{alt}]({file})\n");
+        }
+    }
+    md.push_str(&failed_section(&out.rows));
+    md
+}
+
+/// A named wealth series.
+type Curve = (String, Vec<f64>);
+
+/// Per-date mean of the strategy's wealth over a model's finished jobs, and the benchmarks of the first.
+fn wealth_series(plan: &Plan, out: &SweepOutcome) -> Option<(Vec<String>, Vec<Curve>)> {
+    let mut dates: Option<Vec<String>> = None;
+    let mut series: Vec<Curve> = Vec::new();
+    let mut benchmarks: Vec<Curve> = Vec::new();
+    for (config, labels) in configs(plan) {
+        let mut sum: Option<Vec<f64>> = None;
+        let mut n = 0.0;
+        for row in out
+            .rows
+            .iter()
+            .filter(|r| r.config == config && r.state == "done")
+        {
+            let path = job_dir(&out.dir, &row.id).join("run/portfolio_test_daily.csv");
+            let Some(table) = read_daily(&path) else {
+                continue;
+            };
+            if dates.is_none() {
+                dates = Some(table.dates.clone());
+            } else if dates.as_ref() != Some(&table.dates) {
+                continue;
+            }
+            if benchmarks.is_empty() {
+                benchmarks = table.benchmarks.clone();
+            }
+            let s = sum.get_or_insert_with(|| vec![0.0; table.wealth.len()]);
+            s.iter_mut().zip(&table.wealth).for_each(|(a, b)| *a += b);
+            n += 1.0;
+        }
+        if let Some(s) = sum {
+            let name = labels.first().cloned().unwrap_or(config);
+            series.push((name, s.iter().map(|v| v / n).collect()));
+        }
+    }
+    series.extend(benchmarks);
+    Some((dates?, series))
+}
+
+struct Daily {
+    dates: Vec<String>,
+    wealth: Vec<f64>,
+    benchmarks: Vec<Curve>,
+}
+
+/// The leading columns of `portfolio_test_daily.csv`: date, wealth, equal_weight_wealth[, index_wealth].
+fn read_daily(path: &Path) -> Option<Daily> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (w, ew, ix) = (
+        col("wealth")?,
+        col("equal_weight_wealth")?,
+        col("index_wealth"),
+    );
+    let mut d = Daily {
+        dates: vec![],
+        wealth: vec![],
+        benchmarks: vec![("Equal weight".into(), vec![])],
+    };
+    if ix.is_some() {
+        d.benchmarks.push(("Index".into(), vec![]));
+    }
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        d.dates.push(f.first()?.to_string());
+        d.wealth.push(f.get(w)?.parse().ok()?);
+        d.benchmarks[0].1.push(f.get(ew)?.parse().ok()?);
+        if let Some(ix) = ix {
+            d.benchmarks[1].1.push(f.get(ix)?.parse().ok()?);
+        }
+    }
+    Some(d)
+}
+
+/// Writes `report.md`, `rank_ic.png` and `wealth_test.png` into the sweep directory.
+pub fn write_paper_report(plan: &Plan, out: &SweepOutcome, meta: &PaperMeta) -> Result<PathBuf> {
+    let mut charts = Vec::new();
+    let models = configs(plan);
+    let names: Vec<String> = models
+        .iter()
+        .map(|(c, l)| l.first().cloned().unwrap_or_else(|| c.clone()))
+        .collect();
+    let band = |c: &str, m: &str| {
+        out.stats.get(c, m).map(|s| Band {
+            mean: s.mean,
+            min: s.min,
+            max: s.max,
+        })
+    };
+    let panels: Vec<(String, Vec<Option<Band>>)> = [
+        ("test_rank_ic", "test RankIC"),
+        ("test_rank_icir", "test RankICIR"),
+    ]
+    .iter()
+    .map(|(m, t)| {
+        (
+            t.to_string(),
+            models.iter().map(|(c, _)| band(c, m)).collect(),
+        )
+    })
+    .collect();
+    let png = out.dir.join(RANK_IC_PNG);
+    if panels.iter().any(|(_, b)| b.iter().any(Option::is_some)) {
+        match bars_with_ranges(
+            &png,
+            &format!("{}: factor quality (mean, min–max over seeds)", plan.name),
+            &names,
+            &panels,
+        ) {
+            Ok(()) => charts.push((RANK_IC_PNG, "RankIC and RankICIR per model")),
+            Err(e) => tracing::warn!("{} not written: {e}", png.display()),
+        }
+    }
+    if let Some((dates, series)) = wealth_series(plan, out) {
+        let png = out.dir.join(WEALTH_PNG);
+        let title = format!("{}: TopK-Drop wealth on test, mean over seeds", plan.name);
+        match wealth_lines(&png, &title, &dates, &series) {
+            Ok(()) => charts.push((WEALTH_PNG, "mean TopK-Drop wealth per model vs benchmarks")),
+            Err(e) => tracing::warn!("{} not written: {e}", png.display()),
+        }
+    }
+    let path = out.dir.join(REPORT_MD);
+    storm_shared::atomic::write_file(&path, markdown(plan, out, meta, &charts).as_bytes())?;
+    Ok(path)
+}

@@ -1,0 +1,193 @@
+//! One sweep session from start to end, as a blocking call: set up the sweep directory, prepare data, fold
+//! the ledger, run the coordinator actor (on a small tokio runtime) until every job is done or failed — or
+//! Ctrl-C — and write the result tables.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ractor::Actor;
+use storm_shared::error::{Error, Result};
+use storm_worker::{JobResult, JobRunner, JobSpec};
+use tokio::sync::oneshot;
+
+use crate::actor::{Coordinator, CoordinatorArgs, CoordinatorMsg, SessionEnd};
+use crate::aggregate::{aggregate, JobRow, Stats};
+use crate::ledger::{fold, Ledger};
+use crate::plan::Plan;
+use crate::progress::{Display, ProgressUi};
+use crate::results::write_sweep_results;
+use crate::scheduler::{SchedState, Scheduler};
+use crate::sweep_dir;
+
+pub struct SweepOptions {
+    pub out: PathBuf,
+    pub resume: bool,
+    /// One worker per entry (`cpu`, `cuda:0`, ...).
+    pub devices: Vec<String>,
+    /// torch threads per job.
+    pub threads: Option<usize>,
+    pub runner: Arc<dyn JobRunner>,
+    pub display: Display,
+    /// (file name, text) of the config the plan came from, kept in the sweep directory.
+    pub source: Option<(String, String)>,
+}
+
+pub struct SweepOutcome {
+    pub dir: PathBuf,
+    pub rows: Vec<JobRow>,
+    pub stats: Stats,
+    pub interrupted: bool,
+    /// Tables and charts written (results.csv, results.md, jobs.csv, PNGs).
+    pub files: Vec<PathBuf>,
+}
+
+impl SweepOutcome {
+    pub fn failed(&self) -> Vec<&JobRow> {
+        self.rows.iter().filter(|r| r.state == "failed").collect()
+    }
+    pub fn unfinished(&self) -> Vec<&JobRow> {
+        self.rows.iter().filter(|r| r.state == "pending").collect()
+    }
+}
+
+/// Runs (or resumes) a sweep and writes its tables.
+pub fn run_sweep(plan: &Plan, opts: SweepOptions) -> Result<SweepOutcome> {
+    if opts.devices.is_empty() {
+        return Err(Error::Data("a sweep needs at least one worker".into()));
+    }
+    let source = opts.source.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
+    let dir = sweep_dir::open(&opts.out, plan, opts.resume, source)?;
+    let data = sweep_dir::prepare_data(&dir, plan, opts.display == Display::Bars)?;
+    let specs = sweep_dir::job_specs(&dir, plan, &data)?;
+    let (ledger, events) = Ledger::open(&dir)?;
+    let prior = fold(&events);
+    let ids: Vec<String> = plan.jobs.iter().map(|j| j.id.clone()).collect();
+    let has_result = |id: &str| {
+        specs
+            .get(id)
+            .is_some_and(|s| JobResult::load(&s.result_path()).is_ok())
+    };
+    let scheduler = Scheduler::new(&ids, &prior, has_result, plan.max_retries);
+    let (_, _, done_before, _) = scheduler.counts();
+    if done_before > 0 && opts.display != Display::Quiet {
+        eprintln!(
+            "resuming {}: {done_before} of {} jobs already done",
+            dir.display(),
+            ids.len()
+        );
+    }
+    let ui = ProgressUi::new(opts.display, ids.len(), done_before);
+    let end = run_session(CoordinatorArgsParts {
+        specs: specs.clone(),
+        scheduler,
+        ledger,
+        devices: opts.devices.clone(),
+        threads: opts.threads,
+        runner: opts.runner.clone(),
+        ui,
+    })?;
+    if let Some(e) = &end.error {
+        return Err(Error::Data(format!("the sweep stopped: {e}")));
+    }
+    let rows = job_rows(plan, &end, &specs);
+    let stats = aggregate(&rows)?;
+    let files = write_sweep_results(plan, &rows, &stats, &dir)?;
+    Ok(SweepOutcome {
+        dir,
+        rows,
+        stats,
+        interrupted: end.interrupted,
+        files,
+    })
+}
+
+/// Everything for the coordinator but the completion channel.
+struct CoordinatorArgsParts {
+    specs: BTreeMap<String, JobSpec>,
+    scheduler: Scheduler,
+    ledger: Ledger,
+    devices: Vec<String>,
+    threads: Option<usize>,
+    runner: Arc<dyn JobRunner>,
+    ui: ProgressUi,
+}
+
+/// Runs the coordinator on its own runtime until it reports the end of the session; Ctrl-C interrupts.
+fn run_session(p: CoordinatorArgsParts) -> Result<SessionEnd> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Data(format!("cannot start the actor runtime: {e}")))?;
+    rt.block_on(async move {
+        let (tx, mut rx) = oneshot::channel();
+        let args = CoordinatorArgs {
+            specs: p.specs,
+            scheduler: p.scheduler,
+            ledger: p.ledger,
+            devices: p.devices,
+            threads: p.threads,
+            runner: p.runner,
+            ui: p.ui,
+            done: tx,
+        };
+        let (coordinator, handle) = Actor::spawn(None, Coordinator, args)
+            .await
+            .map_err(|e| Error::Data(format!("cannot start the coordinator: {e}")))?;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let mut interrupted = false;
+        let end = loop {
+            tokio::select! {
+                end = &mut rx => break end,
+                _ = &mut ctrl_c, if !interrupted => {
+                    interrupted = true;
+                    eprintln!("interrupted: stopping the workers (unfinished jobs rerun on --resume)");
+                    let _ = coordinator.send_message(CoordinatorMsg::Interrupt);
+                }
+            }
+        };
+        let _ = handle.await;
+        end.map_err(|_| Error::Data("the coordinator stopped without a report".into()))
+    })
+}
+
+/// One row per planned job, with its result where it has one.
+fn job_rows(plan: &Plan, end: &SessionEnd, specs: &BTreeMap<String, JobSpec>) -> Vec<JobRow> {
+    let by_id: BTreeMap<&str, _> = end.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    plan.jobs
+        .iter()
+        .map(|job| {
+            let sched = by_id.get(job.id.as_str());
+            let result = specs
+                .get(&job.id)
+                .and_then(|s| JobResult::load(&s.result_path()).ok());
+            let (state, error) = match sched.map(|s| &s.state) {
+                Some(SchedState::Done) => ("done", None),
+                Some(SchedState::Failed(e)) => ("failed", Some(e.clone())),
+                _ => ("pending", None),
+            };
+            let done = state == "done";
+            JobRow {
+                id: job.id.clone(),
+                config: job.config_label(&plan.keys),
+                labels: job.labels.clone(),
+                seed: job.seed,
+                state: state.into(),
+                attempts: sched.map_or(0, |s| s.attempts),
+                seconds: result.as_ref().filter(|_| done).map(|r| r.seconds),
+                error,
+                metrics: result
+                    .filter(|_| done)
+                    .map(|r| r.metrics)
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// A sweep's job directory (for reports that read a job's run files).
+pub fn job_dir(sweep: &Path, id: &str) -> PathBuf {
+    sweep.join(sweep_dir::JOBS_DIR).join(id)
+}

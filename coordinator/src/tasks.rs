@@ -1,0 +1,272 @@
+//! The downstream tasks a job runs after pretraining — evaluation, the TopK-Drop backtest, factor export and
+//! PPO trading — with their settings as written in sweep and paper configs (`[backtest]`, `[trade]`), and
+//! the job steps they expand into.
+
+use serde::{Deserialize, Serialize};
+use storm_shared::error::{Error, Result};
+use storm_worker::{Step, TradeFeatures};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// RankIC/RankICIR on valid and test.
+    Eval,
+    /// TopK-Drop on the test predictions (needs eval).
+    Backtest,
+    /// Factor embeddings per (date, stock).
+    Export,
+    /// PPO on each `[trade].tickers` (adds export).
+    Trade,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BacktestSettings {
+    pub k: usize,
+    pub drop: usize,
+    pub cost: f64,
+    /// `builtin:dji`, a CSV/Parquet file with date and close columns, or `none`.
+    pub index: String,
+}
+
+impl Default for BacktestSettings {
+    fn default() -> Self {
+        BacktestSettings {
+            k: 5,
+            drop: 3,
+            cost: 1e-4,
+            index: "builtin:dji".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TradeSettings {
+    pub tickers: Vec<String>,
+    /// Trade only in the jobs of the first this-many seeds (the paper: 5 of 10); 0 = every seed.
+    pub seeds: usize,
+    pub updates: usize,
+    pub envs: usize,
+    pub window: usize,
+    pub eval_every: usize,
+    pub cost: f64,
+    /// Also run PPO on raw features (the "PPO" baseline), in the jobs of the first model only.
+    pub raw_baseline: bool,
+}
+
+impl Default for TradeSettings {
+    fn default() -> Self {
+        TradeSettings {
+            tickers: ["AAPL", "JPM", "IBM", "INTC", "MSFT"]
+                .map(String::from)
+                .to_vec(),
+            seeds: 0,
+            updates: 50,
+            envs: 16,
+            window: 128,
+            eval_every: 5,
+            cost: 1e-4,
+            raw_baseline: true,
+        }
+    }
+}
+
+impl BacktestSettings {
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let fail = |f: &str, m: String| Err(Error::config(origin, format!("backtest.{f}"), m));
+        if self.k == 0 {
+            return fail("k", "must be at least 1".into());
+        }
+        if self.drop > self.k {
+            return fail(
+                "drop",
+                format!("{} must be at most backtest.k = {}", self.drop, self.k),
+            );
+        }
+        if !(self.cost.is_finite() && (0.0..1.0).contains(&self.cost)) {
+            return fail("cost", format!("{} must be in [0, 1)", self.cost));
+        }
+        if self.index.trim().is_empty() {
+            return fail("index", "must be builtin:dji, a file or none".into());
+        }
+        Ok(())
+    }
+}
+
+impl TradeSettings {
+    pub fn validate(&self, origin: &str, used: bool) -> Result<()> {
+        let fail = |f: &str, m: String| Err(Error::config(origin, format!("trade.{f}"), m));
+        if used && self.tickers.is_empty() {
+            return fail("tickers", "must name at least one ticker to trade".into());
+        }
+        if let Some(t) = self.tickers.iter().find(|t| t.trim().is_empty()) {
+            return fail("tickers", format!("`{t}` is not a ticker"));
+        }
+        for (f, v) in [
+            ("updates", self.updates),
+            ("envs", self.envs),
+            ("window", self.window),
+            ("eval_every", self.eval_every),
+        ] {
+            if v == 0 {
+                return fail(f, "must be at least 1".into());
+            }
+        }
+        if !(self.cost.is_finite() && (0.0..1.0).contains(&self.cost)) {
+            return fail("cost", format!("{} must be in [0, 1)", self.cost));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a task list: known combinations only, each task once.
+pub fn validate_tasks(tasks: &[Task], origin: &str) -> Result<()> {
+    for (i, t) in tasks.iter().enumerate() {
+        if tasks[..i].contains(t) {
+            return Err(Error::config(
+                origin,
+                "tasks",
+                format!("{t:?} is listed twice").to_lowercase(),
+            ));
+        }
+    }
+    if tasks.contains(&Task::Backtest) && !tasks.contains(&Task::Eval) {
+        return Err(Error::config(
+            origin,
+            "tasks",
+            "backtest trades the test predictions, so it needs eval in the list too",
+        ));
+    }
+    Ok(())
+}
+
+/// What one job runs beyond pretraining.
+pub struct JobTasks<'a> {
+    pub tasks: &'a [Task],
+    pub backtest: &'a BacktestSettings,
+    pub trade: &'a TradeSettings,
+    /// Whether this job trades (its seed is among the first `trade.seeds`, its model trades).
+    pub trades: bool,
+    /// Whether this job also runs the raw-feature PPO baseline.
+    pub raw_baseline: bool,
+}
+
+impl JobTasks<'_> {
+    pub fn steps(&self, seed: u64) -> Vec<Step> {
+        let mut steps = vec![Step::Pretrain];
+        let has = |t| self.tasks.contains(&t);
+        if has(Task::Eval) {
+            for split in ["valid", "test"] {
+                steps.push(Step::Eval {
+                    split: split.into(),
+                });
+            }
+        }
+        if has(Task::Backtest) {
+            let b = self.backtest;
+            steps.push(Step::Backtest {
+                split: "test".into(),
+                k: b.k,
+                drop: b.drop,
+                cost: b.cost,
+                index: b.index.clone(),
+            });
+        }
+        let trades = has(Task::Trade) && self.trades;
+        if has(Task::Export) || trades {
+            steps.push(Step::Export);
+        }
+        if trades {
+            let t = self.trade;
+            let mut kinds = vec![TradeFeatures::Factors];
+            if self.raw_baseline && t.raw_baseline {
+                kinds.push(TradeFeatures::Raw);
+            }
+            for ticker in &t.tickers {
+                for &features in &kinds {
+                    steps.push(Step::Trade {
+                        ticker: ticker.clone(),
+                        features,
+                        seed,
+                        updates: t.updates,
+                        envs: t.envs,
+                        window: t.window,
+                        eval_every: t.eval_every,
+                        cost: t.cost,
+                    });
+                }
+            }
+        }
+        steps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_expand_into_ordered_steps() {
+        let (b, t) = (
+            BacktestSettings::default(),
+            TradeSettings {
+                tickers: vec!["AAPL".into(), "MSFT".into()],
+                ..TradeSettings::default()
+            },
+        );
+        let all = [Task::Eval, Task::Backtest, Task::Trade];
+        let jt = JobTasks {
+            tasks: &all,
+            backtest: &b,
+            trade: &t,
+            trades: true,
+            raw_baseline: true,
+        };
+        let keys: Vec<String> = jt.steps(3).iter().map(Step::key).collect();
+        assert_eq!(
+            keys,
+            [
+                "pretrain",
+                "eval_valid",
+                "eval_test",
+                "backtest_test",
+                "export",
+                "trade_AAPL",
+                "trade_AAPL_raw",
+                "trade_MSFT",
+                "trade_MSFT_raw"
+            ]
+        );
+        let no_trade = JobTasks {
+            trades: false,
+            ..jt
+        };
+        assert_eq!(no_trade.steps(0).len(), 4);
+    }
+
+    #[test]
+    fn settings_are_checked_with_field_names() {
+        let b = BacktestSettings {
+            drop: 9,
+            ..BacktestSettings::default()
+        };
+        let e = b.validate("s.toml").unwrap_err().to_string();
+        assert!(e.contains("backtest.drop"), "{e}");
+        let t = TradeSettings {
+            tickers: vec![],
+            ..TradeSettings::default()
+        };
+        assert!(t.validate("s.toml", false).is_ok());
+        let e = t.validate("s.toml", true).unwrap_err().to_string();
+        assert!(e.contains("trade.tickers"), "{e}");
+        let e = validate_tasks(&[Task::Backtest], "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs eval"), "{e}");
+        let e = validate_tasks(&[Task::Eval, Task::Eval], "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice"), "{e}");
+    }
+}

@@ -1,0 +1,498 @@
+//! End-to-end tests of the actor runtime through `storm sweep` and `storm paper` on a tiny synthetic market:
+//! a 12-job grid on 3 CPU workers with every result exactly once; injected panics, errors and crashes
+//! retried (resuming from the checkpoint the failed attempt wrote); a job that always fails reported with
+//! its error while the rest finish; a coordinator killed with SIGKILL and resumed without rerunning
+//! finished jobs or leaving orphans; the paper protocol's report.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{ok, path, s};
+
+/// The tests' tiny model: a few hundred parameters per block, checkpoints every 2 steps.
+const TINY: &str = r#"
+[model]
+patch_days = 4
+embed_dim = 16
+encoder_depth = 1
+encoder_heads = 2
+decoder_depth = 1
+decoder_heads = 2
+mlp_ratio = 2
+codebook_size = 8
+cs_stem_dim = 4
+factor_hidden = 8
+factor_count = 4
+portfolio_count = 4
+diversity_temperature = 16.0
+dead_code_steps = 5
+[train]
+batch_size = 8
+epochs = 3
+warmup_epochs = 1
+lr = 1e-3
+checkpoint_every = 2
+keep_checkpoints = 2
+"#;
+
+/// A synthetic market + tiny base config in `dir`, and a sweep config `dir/<name>.toml` with `body`.
+fn sweep_setup(dir: &Path, name: &str, body: &str) -> PathBuf {
+    if !dir.join("tiny.toml").exists() {
+        common::synth_config(dir, 6, 700, TINY);
+    }
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, format!("base = \"tiny.toml\"\n{body}")).unwrap();
+    p
+}
+
+fn storm_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_storm"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the storm binary runs")
+}
+
+/// Every ledger event as JSON.
+fn ledger(sweep: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(sweep.join("ledger.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// (job, state) → count.
+fn event_counts(events: &[serde_json::Value]) -> BTreeMap<(String, String), usize> {
+    let mut m = BTreeMap::new();
+    for e in events {
+        let key = (
+            e["job"].as_str().unwrap().to_string(),
+            e["state"].as_str().unwrap().to_string(),
+        );
+        *m.entry(key).or_insert(0) += 1;
+    }
+    m
+}
+
+fn job_ids(sweep: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(sweep.join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn a_twelve_job_grid_on_three_workers_yields_every_result_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sweep_setup(
+        dir.path(),
+        "grid",
+        r#"
+seeds = [0, 1, 2, 3, 4, 5]
+max_steps = 6
+tasks = ["eval", "backtest"]
+[backtest]
+index = "none"
+[grid]
+"model.codebook_size" = [4, 8]
+"#,
+    );
+    let out = path(dir.path(), "sweep");
+    let text = ok(&[
+        "sweep",
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&out),
+        "--workers",
+        "cpu:3",
+    ]);
+    assert!(text.contains("12 jobs: 12 done, 0 failed"), "{text}");
+
+    let ids = job_ids(&out);
+    assert_eq!(ids.len(), 12);
+    let counts = event_counts(&ledger(&out));
+    for id in &ids {
+        assert_eq!(counts.get(&(id.clone(), "done".into())), Some(&1), "{id}");
+        assert_eq!(
+            counts.get(&(id.clone(), "running".into())),
+            Some(&1),
+            "{id}"
+        );
+        let result: serde_json::Value =
+            serde_json::from_str(&read(&out.join("jobs").join(id).join("result.json"))).unwrap();
+        assert_eq!(result["job"], id.as_str());
+        for m in ["test_rank_ic", "valid_rank_icir", "pm_cw", "train_steps"] {
+            assert!(
+                result["metrics"][m].as_f64().is_some(),
+                "{id} {m}: {result}"
+            );
+        }
+        assert_eq!(result["metrics"]["train_steps"], 6.0);
+    }
+    // three workers were used
+    let workers: std::collections::BTreeSet<String> = ledger(&out)
+        .iter()
+        .filter_map(|e| e["worker"].as_str().map(String::from))
+        .collect();
+    assert_eq!(workers.len(), 3, "{workers:?}");
+
+    // results.csv: one row per (configuration, metric), each over the 6 seeds
+    let csv = read(&out.join("results.csv"));
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    assert_eq!(
+        header,
+        [
+            "model.codebook_size",
+            "config",
+            "metric",
+            "n",
+            "mean",
+            "std",
+            "min",
+            "max",
+            "range"
+        ]
+    );
+    let ic_rows: Vec<&str> = csv
+        .lines()
+        .filter(|l| l.contains(",test_rank_ic,"))
+        .collect();
+    assert_eq!(ic_rows.len(), 2, "{csv}");
+    for row in ic_rows {
+        let f: Vec<&str> = row.split(',').collect();
+        assert_eq!(f[3], "6", "{row}");
+        let (mean, min, max, range): (f64, f64, f64, f64) = (
+            f[4].parse().unwrap(),
+            f[6].parse().unwrap(),
+            f[7].parse().unwrap(),
+            f[8].parse().unwrap(),
+        );
+        assert!(min <= mean && mean <= max);
+        assert!((range - (max - min) / 2.0).abs() < 1e-12);
+    }
+    let md = read(&out.join("results.md"));
+    assert!(md.contains("| codebook_size | n | test RankIC |"), "{md}");
+    assert!(md.contains("| 4 | 6 |") && md.contains("| 8 | 6 |"), "{md}");
+    assert_eq!(read(&out.join("jobs.csv")).lines().count(), 13);
+    if out.join("codebook_size.png").exists() {
+        assert!(std::fs::read(out.join("codebook_size.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG"));
+    }
+    // the sweep directory keeps the config and refuses to be reused without --resume
+    assert!(out.join("grid.toml").exists() && out.join("plan.json").exists());
+    let err = common::fails(&["sweep", "--config", &s(&cfg), "--out", &s(&out)]);
+    assert!(
+        err.contains("--resume") && err.contains("new --out"),
+        "{err}"
+    );
+    // a resumed finished sweep runs nothing again
+    let again = ok(&["sweep", "--config", &s(&cfg), "--out", &s(&out), "--resume"]);
+    assert!(again.contains("12 done"), "{again}");
+    assert_eq!(ledger(&out).len(), 24, "no new events");
+}
+
+#[test]
+fn failed_attempts_are_retried_from_their_checkpoint_and_a_hopeless_job_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sweep_setup(
+        dir.path(),
+        "faults",
+        "seeds = [0, 1, 2, 3, 4]\nmax_steps = 8\nmax_retries = 1\ntasks = [\"eval\"]\n",
+    );
+    let out = path(dir.path(), "sweep");
+    let faults = "seed=0:panic:1,seed=1:error:1,seed=2:exit:1,seed=3:error:always";
+    let res = storm_env(
+        &[
+            "sweep",
+            "--config",
+            &s(&cfg),
+            "--out",
+            &s(&out),
+            "--workers",
+            "cpu:2",
+        ],
+        &[("STORM_FAULT", faults)],
+    );
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert_eq!(
+        res.status.code(),
+        Some(2),
+        "exit 2 with failed jobs\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("5 jobs: 4 done, 1 failed"), "{stdout}");
+    assert!(stderr.contains("seed=3 (2 attempts)"), "{stderr}");
+
+    let counts = event_counts(&ledger(&out));
+    for (id, why) in [
+        ("seed=0", "panic"),
+        ("seed=1", "error"),
+        ("seed=2", "status 86"),
+    ] {
+        assert_eq!(counts.get(&(id.into(), "retry".into())), Some(&1), "{id}");
+        assert_eq!(counts.get(&(id.into(), "done".into())), Some(&1), "{id}");
+        let retry = ledger(&out)
+            .into_iter()
+            .find(|e| e["job"] == id && e["state"] == "retry")
+            .unwrap();
+        assert!(
+            retry["error"].as_str().unwrap().contains(why),
+            "{id}: {retry}"
+        );
+        // the failed attempt stopped after 4 of 8 steps with a checkpoint; the retry resumed from it
+        let job = out.join("jobs").join(id);
+        let announced = read(&job.join("attempt-2.out"));
+        assert!(
+            announced.contains(r#""storm_job_step":"pretrain","total_steps":"#)
+                && announced.contains(r#""resume_from":4"#),
+            "{id}: {announced}"
+        );
+        let losses = read(&job.join("run/losses.csv"));
+        let steps: Vec<u64> = losses
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(steps, (1..=8).collect::<Vec<u64>>(), "{id}: each step once");
+        assert!(job.join("result.json").exists());
+    }
+    assert_eq!(counts.get(&("seed=4".into(), "done".into())), Some(&1));
+    assert_eq!(counts.get(&("seed=4".into(), "retry".into())), None);
+    assert_eq!(counts.get(&("seed=3".into(), "failed".into())), Some(&1));
+    assert!(!out.join("jobs/seed=3/result.json").exists());
+
+    let md = read(&out.join("results.md"));
+    assert!(md.contains("## Failed jobs (1)"), "{md}");
+    let failed_row = md.lines().find(|l| l.starts_with("| seed=3 |")).unwrap();
+    assert!(
+        failed_row.contains("| 2 |") && failed_row.contains("injected error"),
+        "{failed_row}"
+    );
+    let jobs = read(&out.join("jobs.csv"));
+    assert!(
+        jobs.lines().any(|l| l.starts_with("seed=3,3,failed,2,")),
+        "{jobs}"
+    );
+    assert!(
+        md.contains("| base | 4 |"),
+        "the four finished seeds are aggregated: {md}"
+    );
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(format!("{}: {cmd}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_coordinator_killed_mid_sweep_resumes_without_rerunning_finished_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sweep_setup(
+        dir.path(),
+        "kill",
+        "seeds = [0, 1, 2, 3, 4, 5]\nmax_steps = 6\ntasks = [\"eval\"]\n",
+    );
+    let out = path(dir.path(), "sweep");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_storm"))
+        .args([
+            "sweep",
+            "--config",
+            &s(&cfg),
+            "--out",
+            &s(&out),
+            "--workers",
+            "cpu:1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let events = ledger(&out);
+        let done = events.iter().filter(|e| e["state"] == "done").count();
+        let running_after = events.last().is_some_and(|e| e["state"] == "running");
+        if done >= 2 && running_after {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(180), "sweep too slow");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sweep ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = ledger(&out);
+    let finished: Vec<String> = before
+        .iter()
+        .filter(|e| e["state"] == "done")
+        .map(|e| e["job"].as_str().unwrap().to_string())
+        .collect();
+    let last = before.last().unwrap();
+    let interrupted =
+        (last["state"] == "running").then(|| last["job"].as_str().unwrap().to_string());
+
+    // the running job's child died with the coordinator: nothing writes into the sweep any more
+    let needle = s(&out);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_mentioning(&needle).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "orphans: {:?}",
+            processes_mentioning(&needle)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // a different config is refused
+    let changed = sweep_setup(
+        dir.path(),
+        "kill2",
+        "seeds = [0, 1, 2, 3, 4, 5]\nmax_steps = 7\ntasks = [\"eval\"]\n",
+    );
+    let err = common::fails(&[
+        "sweep",
+        "--config",
+        &s(&changed),
+        "--out",
+        &s(&out),
+        "--resume",
+    ]);
+    assert!(
+        err.contains("different config") && err.contains("max_steps"),
+        "{err}"
+    );
+
+    let text = ok(&[
+        "sweep",
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&out),
+        "--resume",
+        "--workers",
+        "cpu:2",
+    ]);
+    assert!(text.contains("6 jobs: 6 done"), "{text}");
+    let counts = event_counts(&ledger(&out));
+    for id in job_ids(&out) {
+        assert_eq!(counts.get(&(id.clone(), "done".into())), Some(&1), "{id}");
+        assert!(out.join("jobs").join(&id).join("result.json").exists());
+    }
+    for id in &finished {
+        assert_eq!(
+            counts[&(id.clone(), "running".into())],
+            1,
+            "{id} was not rerun"
+        );
+        assert!(!out.join("jobs").join(id).join("attempt-2.out").exists());
+    }
+    if let Some(id) = interrupted {
+        assert_eq!(counts[&(id.clone(), "running".into())], 2, "{id} reran");
+        assert!(out.join("jobs").join(&id).join("attempt-2.out").exists());
+    }
+}
+
+#[test]
+fn the_paper_protocol_writes_its_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    common::synth_config(dir.path(), 6, 700, TINY);
+    let paper = dir.path().join("paper.toml");
+    std::fs::write(
+        &paper,
+        r#"
+base = "tiny.toml"
+seeds = 3
+max_steps = 4
+[[models]]
+name = "STORM"
+[[models]]
+name = "STORM-w/o-TS"
+set = ["model.use_ts=false"]
+[backtest]
+index = "none"
+[trade]
+tickers = ["S0001"]
+seeds = 1
+updates = 1
+envs = 2
+window = 16
+eval_every = 1
+"#,
+    )
+    .unwrap();
+    let out = path(dir.path(), "paper");
+    let text = ok(&[
+        "paper",
+        "--config",
+        &s(&paper),
+        "--data",
+        &s(&dir.path().join("m.csv.gz")),
+        "--seeds",
+        "2",
+        "--out",
+        &s(&out),
+        "--workers",
+        "cpu:2",
+    ]);
+    assert!(text.contains("4 jobs: 4 done"), "{text}");
+    let report = out.join("report.md");
+    assert!(text.contains(&s(&report)), "{text}");
+    let md = read(&report);
+    for needle in [
+        "## Table 1: factor quality",
+        "| STORM | ",
+        "| STORM-w/o-TS | ",
+        "## Table 2: portfolio management",
+        "| Equal weight (buy and hold) |",
+        "## Table 3: algorithmic trading",
+        "### S0001",
+        "| Buy&Hold |",
+        "| PPO (raw features) |",
+        "| PPO (STORM factors) |",
+        "| PPO (STORM-w/o-TS factors) |",
+    ] {
+        assert!(md.contains(needle), "{needle} missing:\n{md}");
+    }
+    // one trading seed of two: the second seed's jobs did not trade
+    let r1: serde_json::Value =
+        serde_json::from_str(&read(&out.join("jobs/model=STORM_seed=1/result.json"))).unwrap();
+    assert!(r1["metrics"].get("trade_S0001_apy").is_none(), "{r1}");
+    let r0: serde_json::Value =
+        serde_json::from_str(&read(&out.join("jobs/model=STORM_seed=0/result.json"))).unwrap();
+    assert!(
+        r0["metrics"]["trade_S0001_raw_cw"].as_f64().is_some(),
+        "{r0}"
+    );
+    let table1 = md
+        .lines()
+        .find(|l| l.starts_with("| STORM | "))
+        .unwrap()
+        .to_string();
+    assert!(table1.ends_with("| 2 |"), "two seeds: {table1}");
+    assert!(table1.contains(" ± "), "{table1}");
+}

@@ -1,0 +1,298 @@
+//! The messages between the coordinator and its workers, and the job description a worker hands to the
+//! `storm job` child. Everything here is plain serde data so that a remote transport (ractor_cluster, a
+//! later issue) can carry the same enums without the coordinator's logic changing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// File names inside a job directory.
+pub const SPEC_FILE: &str = "job.json";
+pub const RESULT_FILE: &str = "result.json";
+pub const CONFIG_FILE: &str = "config.toml";
+pub const RUN_DIR: &str = "run";
+pub const DONE_DIR: &str = "done";
+
+/// Everything a `storm job` child needs: which resolved config to train, on which prepared data, and the
+/// steps to run after (or instead of) pretraining. Written by the worker as `<job_dir>/job.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Stable, file-name-safe id (e.g. `codebook_size=256_seed=0`).
+    pub id: String,
+    /// 1 for the first attempt; counts across `--resume` sessions.
+    pub attempt: u32,
+    /// Filled in by the worker that runs it: `cpu`, `cuda:N`.
+    pub device: String,
+    /// torch intra-op threads for the child (None: torch's default).
+    pub threads: Option<usize>,
+    /// Absolute job directory: holds `config.toml`, `run/`, `done/`, logs and `result.json`.
+    pub job_dir: PathBuf,
+    /// Prepared feature store shared by the sweep (`storm pretrain --data`).
+    pub data: PathBuf,
+    /// Stop pretraining after this many optimizer steps (smoke runs and tests).
+    pub max_steps: Option<u64>,
+    /// Training batch size, so that progress can be shown in samples/s.
+    pub batch_size: usize,
+    pub steps: Vec<Step>,
+}
+
+impl JobSpec {
+    pub fn config_path(&self) -> PathBuf {
+        self.job_dir.join(CONFIG_FILE)
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.job_dir.join(RUN_DIR)
+    }
+    pub fn result_path(&self) -> PathBuf {
+        self.job_dir.join(RESULT_FILE)
+    }
+    pub fn stdout_path(&self) -> PathBuf {
+        self.job_dir.join(format!("attempt-{}.out", self.attempt))
+    }
+    pub fn stderr_path(&self) -> PathBuf {
+        self.job_dir.join(format!("attempt-{}.err", self.attempt))
+    }
+    /// Marker written after a step completes, so that a retry skips it.
+    pub fn done_marker(&self, step: &Step) -> PathBuf {
+        self.job_dir.join(DONE_DIR).join(step.key())
+    }
+}
+
+/// Which states the trading policy observes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TradeFeatures {
+    Factors,
+    Raw,
+}
+
+/// One idempotent step of a job, run in order by `storm job`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Step {
+    /// `storm pretrain --resume` (a retry continues from the last checkpoint).
+    Pretrain,
+    /// `storm eval --split <split>`.
+    Eval { split: String },
+    /// `storm backtest` (TopK-Drop) on a split's predictions.
+    Backtest {
+        split: String,
+        k: usize,
+        drop: usize,
+        cost: f64,
+        index: String,
+    },
+    /// `storm export` (factor embeddings for trading).
+    Export,
+    /// `storm trade` on one ticker.
+    Trade {
+        ticker: String,
+        features: TradeFeatures,
+        seed: u64,
+        updates: usize,
+        envs: usize,
+        window: usize,
+        eval_every: usize,
+        cost: f64,
+    },
+}
+
+impl Step {
+    /// Unique name of the step within a job (done marker, metric prefix).
+    pub fn key(&self) -> String {
+        match self {
+            Step::Pretrain => "pretrain".into(),
+            Step::Eval { split } => format!("eval_{split}"),
+            Step::Backtest { split, .. } => format!("backtest_{split}"),
+            Step::Export => "export".into(),
+            Step::Trade {
+                ticker, features, ..
+            } => match features {
+                TradeFeatures::Factors => format!("trade_{ticker}"),
+                TradeFeatures::Raw => format!("trade_{ticker}_raw"),
+            },
+        }
+    }
+}
+
+/// What `storm job` writes as `result.json` when every step succeeded: flat metric names (e.g.
+/// `test_rank_ic`, `pm_apy`, `trade_AAPL_cw`) to values (`None` where a metric is undefined).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub job: String,
+    pub attempt: u32,
+    pub seconds: f64,
+    pub metrics: BTreeMap<String, Option<f64>>,
+}
+
+impl JobResult {
+    pub fn load(path: &Path) -> Result<JobResult, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Training progress of a running job, read from the child's `losses.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub step: u64,
+    /// Total optimizer steps of this run (as announced by the child), when known.
+    pub total: Option<u64>,
+    pub loss: f64,
+    pub samples_per_s: f64,
+    /// The step the child is in (`pretrain`, `eval_test`, `trade_AAPL`, ...).
+    pub phase: String,
+}
+
+/// A line `storm job` prints on stdout when a step begins; the worker reads it to label progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepAnnouncement {
+    /// The step's key (`pretrain`, `eval_test`, ...).
+    pub storm_job_step: String,
+    /// Total optimizer steps of the run (pretrain only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_steps: Option<u64>,
+    /// The checkpoint step pretraining resumes from (pretrain only, when one exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_from: Option<u64>,
+    /// The step was already done by an earlier attempt and is skipped.
+    #[serde(default)]
+    pub skipped: bool,
+}
+
+impl StepAnnouncement {
+    const PREFIX: &'static str = "{\"storm_job_step\"";
+
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses a stdout line if it is an announcement.
+    pub fn parse(line: &str) -> Option<StepAnnouncement> {
+        let line = line.trim();
+        if !line.starts_with(Self::PREFIX) {
+            return None;
+        }
+        serde_json::from_str(line).ok()
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobOutcome {
+    Done(JobResult),
+    /// The child failed (error, panic, crash, missing result); `error` carries the last lines of its stderr.
+    Failed {
+        error: String,
+    },
+    /// Stopped on request (Ctrl-C, shutdown); not a failure of the job.
+    Cancelled,
+}
+
+/// Identifies a worker within one sweep (`w0`, `w1`, ...).
+pub type WorkerId = String;
+
+/// Coordinator → worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WorkerMsg {
+    /// Run one attempt of a job (the worker fills in `device` and `threads`). A busy worker answers with a
+    /// failed outcome rather than queueing.
+    Run(JobSpec),
+    /// Kill the running child, if any; its attempt ends as `Cancelled`.
+    Cancel,
+}
+
+/// Worker → coordinator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WorkerEvent {
+    Started {
+        worker: WorkerId,
+        job: String,
+        attempt: u32,
+    },
+    Progress {
+        worker: WorkerId,
+        job: String,
+        attempt: u32,
+        progress: Progress,
+    },
+    Finished {
+        worker: WorkerId,
+        job: String,
+        attempt: u32,
+        outcome: JobOutcome,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_round_trip_and_have_unique_keys() {
+        let steps = vec![
+            Step::Pretrain,
+            Step::Eval {
+                split: "test".into(),
+            },
+            Step::Backtest {
+                split: "test".into(),
+                k: 5,
+                drop: 3,
+                cost: 1e-4,
+                index: "none".into(),
+            },
+            Step::Export,
+            Step::Trade {
+                ticker: "AAPL".into(),
+                features: TradeFeatures::Factors,
+                seed: 0,
+                updates: 2,
+                envs: 2,
+                window: 16,
+                eval_every: 1,
+                cost: 1e-4,
+            },
+            Step::Trade {
+                ticker: "AAPL".into(),
+                features: TradeFeatures::Raw,
+                seed: 0,
+                updates: 2,
+                envs: 2,
+                window: 16,
+                eval_every: 1,
+                cost: 1e-4,
+            },
+        ];
+        let json = serde_json::to_string(&steps).unwrap();
+        let back: Vec<Step> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, steps);
+        let mut keys: Vec<String> = steps.iter().map(Step::key).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), steps.len());
+        assert!(json.contains(r#"{"kind":"pretrain"}"#), "{json}");
+    }
+
+    #[test]
+    fn an_unknown_step_field_is_rejected() {
+        let err =
+            serde_json::from_str::<Step>(r#"{"kind":"eval","split":"test","x":1}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn announcements_are_recognised_among_other_output() {
+        let a = StepAnnouncement {
+            storm_job_step: "pretrain".into(),
+            total_steps: Some(36),
+            resume_from: Some(8),
+            skipped: false,
+        };
+        assert_eq!(StepAnnouncement::parse(&a.to_line()), Some(a));
+        assert_eq!(StepAnnouncement::parse("trained 36 / 36 steps"), None);
+        assert_eq!(StepAnnouncement::parse("{\"other\":1}"), None);
+    }
+}
