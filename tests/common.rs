@@ -72,3 +72,28 @@ test  = { start = "2002-04-01", end = "2003-12-31" }
     std::fs::write(&cfg, format!("{head}{rest}")).expect("writing the test config");
     cfg
 }
+
+/// The tests' tiny STORM (a few hundred parameters per block) and the start of its `[train]` table; callers
+/// append further `[train]` keys.
+pub const TINY_MODEL: &str = r#"
+[model]
+patch_days = 4
+embed_dim = 16
+encoder_depth = 1
+encoder_heads = 2
+decoder_depth = 1
+decoder_heads = 2
+mlp_ratio = 2
+codebook_size = 8
+cs_stem_dim = 4
+factor_hidden = 8
+factor_count = 4
+portfolio_count = 4
+diversity_temperature = 16.0
+dead_code_steps = 5
+[train]
+batch_size = 8
+epochs = 3
+warmup_epochs = 1
+lr = 1e-3
+"#;

@@ -13,36 +13,18 @@ use std::time::{Duration, Instant};
 
 use common::{ok, path, s};
 
-/// The tests' tiny model: a few hundred parameters per block, checkpoints every 2 steps.
-const TINY: &str = r#"
-[model]
-patch_days = 4
-embed_dim = 16
-encoder_depth = 1
-encoder_heads = 2
-decoder_depth = 1
-decoder_heads = 2
-mlp_ratio = 2
-codebook_size = 8
-cs_stem_dim = 4
-factor_hidden = 8
-factor_count = 4
-portfolio_count = 4
-diversity_temperature = 16.0
-dead_code_steps = 5
-[train]
-batch_size = 8
-epochs = 3
-warmup_epochs = 1
-lr = 1e-3
-checkpoint_every = 2
-keep_checkpoints = 2
-"#;
-
 /// A synthetic market + tiny base config in `dir`, and a sweep config `dir/<name>.toml` with `body`.
+/// The tests' tiny model, checkpointing every 2 steps.
+fn tiny() -> String {
+    format!(
+        "{}checkpoint_every = 2\nkeep_checkpoints = 2\n",
+        common::TINY_MODEL
+    )
+}
+
 fn sweep_setup(dir: &Path, name: &str, body: &str) -> PathBuf {
     if !dir.join("tiny.toml").exists() {
-        common::synth_config(dir, 6, 700, TINY);
+        common::synth_config(dir, 6, 700, &tiny());
     }
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, format!("base = \"tiny.toml\"\n{body}")).unwrap();
@@ -420,7 +402,7 @@ fn a_coordinator_killed_mid_sweep_resumes_without_rerunning_finished_jobs() {
 #[test]
 fn the_paper_protocol_writes_its_tables() {
     let dir = tempfile::tempdir().unwrap();
-    common::synth_config(dir.path(), 6, 700, TINY);
+    common::synth_config(dir.path(), 6, 700, &tiny());
     let paper = dir.path().join("paper.toml");
     std::fs::write(
         &paper,

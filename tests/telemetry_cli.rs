@@ -22,29 +22,7 @@ fn tiny_setup(dir: &Path) -> PathBuf {
         dir,
         6,
         700,
-        r#"
-[model]
-patch_days = 4
-embed_dim = 16
-encoder_depth = 1
-encoder_heads = 2
-decoder_depth = 1
-decoder_heads = 2
-mlp_ratio = 2
-codebook_size = 8
-cs_stem_dim = 4
-factor_hidden = 8
-factor_count = 4
-portfolio_count = 4
-diversity_temperature = 16.0
-dead_code_steps = 5
-[train]
-batch_size = 8
-epochs = 3
-warmup_epochs = 1
-lr = 1e-3
-log_every = 2
-"#,
+        &format!("{}log_every = 2\n", common::TINY_MODEL),
     )
 }
 
