@@ -33,6 +33,46 @@ pub struct Band {
     pub min: f64,
     pub max: f64,
 }
+type CategoryChart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A panel whose x axis has one tick per category (at 0, 1, …, labelled by name) and y in `y_range`.
+fn category_axes<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    categories: &[String],
+    (lo, hi): (f64, f64),
+    x_desc: &str,
+) -> Result<CategoryChart<'a, 'b>> {
+    let n = categories.len();
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), lo..hi)
+        .map_err(draw_err)?;
+    let label = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+            categories[i as usize].clone()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .x_labels(n.max(1) * 2 + 1)
+        .x_label_formatter(&label)
+        .x_desc(x_desc)
+        .disable_x_mesh()
+        .draw()
+        .map_err(draw_err)?;
+    Ok(chart)
+}
 
 /// A named line: one optional band per x position.
 pub type Line = (String, Vec<Option<Band>>);
@@ -80,7 +120,6 @@ pub fn lines_with_ranges(
     panels: &[(String, Vec<Line>)],
 ) -> Result<()> {
     storm_shared::plot::ensure_font()?;
-    let n = x_labels.len();
     let root =
         BitMapBackend::new(path, (560 * panels.len().max(1) as u32, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
@@ -91,29 +130,7 @@ pub fn lines_with_ranges(
         .zip(panels)
     {
         let (lo, hi) = y_range(lines.iter().flat_map(|(_, b)| b.iter().flatten()));
-        let mut chart = ChartBuilder::on(area)
-            .caption(metric, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), lo..hi)
-            .map_err(draw_err)?;
-        let label = |x: &f64| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
-                x_labels[i as usize].clone()
-            } else {
-                String::new()
-            }
-        };
-        chart
-            .configure_mesh()
-            .x_labels(n.max(1) * 2 + 1)
-            .x_label_formatter(&label)
-            .x_desc(x_desc)
-            .disable_x_mesh()
-            .draw()
-            .map_err(draw_err)?;
+        let mut chart = category_axes(area, metric, x_labels, (lo, hi), x_desc)?;
         for (li, (name, bands)) in lines.iter().enumerate() {
             let c = color(li);
             let points: Vec<(f64, Band)> = bands
@@ -164,7 +181,6 @@ pub fn bars_with_ranges(
     panels: &[(String, Vec<Option<Band>>)],
 ) -> Result<()> {
     storm_shared::plot::ensure_font()?;
-    let n = categories.len();
     let root =
         BitMapBackend::new(path, (520 * panels.len().max(1) as u32, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
@@ -176,28 +192,7 @@ pub fn bars_with_ranges(
     {
         let (lo, hi) = y_range(bands.iter().flatten());
         let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-        let mut chart = ChartBuilder::on(area)
-            .caption(metric, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), lo..hi)
-            .map_err(draw_err)?;
-        let label = |x: &f64| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
-                categories[i as usize].clone()
-            } else {
-                String::new()
-            }
-        };
-        chart
-            .configure_mesh()
-            .x_labels(n.max(1) * 2 + 1)
-            .x_label_formatter(&label)
-            .disable_x_mesh()
-            .draw()
-            .map_err(draw_err)?;
+        let mut chart = category_axes(area, metric, categories, (lo, hi), "")?;
         for (i, b) in bands.iter().enumerate() {
             let Some(b) = b else { continue };
             let c = color(i);
