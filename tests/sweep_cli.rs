@@ -274,20 +274,6 @@ fn failed_attempts_are_retried_from_their_checkpoint_and_a_hopeless_job_is_repor
     );
 }
 
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) {
-                found.push(format!("{}: {cmd}", entry.file_name().to_string_lossy()));
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn a_coordinator_killed_mid_sweep_resumes_without_rerunning_finished_jobs() {
     let dir = tempfile::tempdir().unwrap();
@@ -341,11 +327,11 @@ fn a_coordinator_killed_mid_sweep_resumes_without_rerunning_finished_jobs() {
     // the running job's child died with the coordinator: nothing writes into the sweep any more
     let needle = s(&out);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_mentioning(&needle).is_empty() {
+    while !common::processes_mentioning(&needle).is_empty() {
         assert!(
             Instant::now() < deadline,
             "orphans: {:?}",
-            processes_mentioning(&needle)
+            common::processes_mentioning(&needle)
         );
         std::thread::sleep(Duration::from_millis(50));
     }

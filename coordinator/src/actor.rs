@@ -2,22 +2,42 @@
 //! workers (decisions from [`Scheduler`]), records every state change in the [`Ledger`] before acting on
 //! it, retries failures, replaces workers that die, and reports the end of the session.
 //!
-//! It talks to workers only through [`WorkerMsg`] (out) and [`WorkerEvent`] (in), so a remote worker (a
-//! ractor_cluster actor with the same message type) plugs in without changing this logic.
+//! It talks to workers only through [`WorkerMsg`] (out) and [`WorkerEvent`] (in). Remote workers (worker
+//! actors of `storm worker --connect` hosts, reached through ractor_cluster) join with a
+//! [`JoinRequest`], are pinged every heartbeat interval, and are declared lost — their job rescheduled —
+//! when they stop answering for the heartbeat timeout. Local workers are linked instead: their death is a
+//! supervision event.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use storm_worker::{JobOutcome, JobRunner, JobSpec, Worker, WorkerArgs, WorkerEvent, WorkerMsg};
+use storm_worker::protocol::{COORDINATOR_GROUP, PROTOCOL_VERSION};
+use storm_worker::wire::{from_wire, to_wire};
+use storm_worker::{
+    JobOutcome, JobRunner, JobSpec, JoinRequest, ToCoordinator, Worker, WorkerArgs, WorkerEvent,
+    WorkerMsg,
+};
 use tokio::sync::oneshot;
 
+use crate::cluster::ClusterOptions;
 use crate::ledger::{Change, Ledger};
 use crate::progress::ProgressUi;
 use crate::scheduler::{SchedJob, Scheduler, Verdict};
 
 pub enum CoordinatorMsg {
     Worker(WorkerEvent),
+    /// A remote worker host offers its workers.
+    Join(JoinRequest),
+    /// A join whose workers' process groups had not reached this node yet, tried again.
+    JoinRetry {
+        request: JoinRequest,
+        tries_left: u32,
+    },
+    /// Time to ping remote workers and give up on silent ones.
+    Heartbeat,
     /// Ctrl-C: stop every worker (killing their jobs) and end the session; unfinished jobs stay as they
     /// are in the ledger and run again on `--resume`.
     Interrupt,
@@ -41,6 +61,26 @@ impl TryFrom<CoordinatorMsg> for WorkerEvent {
     }
 }
 
+/// Remote hosts send [`ToCoordinator`]; the same JSON decodes here. The other variants are local only.
+impl ractor::Message for CoordinatorMsg {
+    fn serializable() -> bool {
+        true
+    }
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            CoordinatorMsg::Worker(e) => to_wire(&ToCoordinator::Worker(e)),
+            CoordinatorMsg::Join(j) => to_wire(&ToCoordinator::Join(j)),
+            _ => Err(BoxedDowncastErr),
+        }
+    }
+    fn deserialize(msg: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        Ok(match from_wire::<ToCoordinator>(msg)? {
+            ToCoordinator::Worker(e) => CoordinatorMsg::Worker(e),
+            ToCoordinator::Join(j) => CoordinatorMsg::Join(j),
+        })
+    }
+}
+
 /// How a session ended.
 #[derive(Debug)]
 pub struct SessionEnd {
@@ -61,6 +101,8 @@ pub struct CoordinatorArgs {
     pub runner: Arc<dyn JobRunner>,
     pub ui: ProgressUi,
     pub done: oneshot::Sender<SessionEnd>,
+    /// Set when remote worker hosts may join (`--listen`).
+    pub cluster: Option<ClusterOptions>,
 }
 
 pub struct CoordinatorState {
@@ -78,6 +120,11 @@ pub struct CoordinatorState {
     respawns_left: usize,
     respawns_pending: usize,
     finishing: bool,
+    cluster: Option<ClusterOptions>,
+    /// Remote workers: when each last answered.
+    remote: BTreeMap<String, Instant>,
+    /// "Waiting for workers" was said since the pool last became empty.
+    said_waiting: bool,
 }
 
 pub struct Coordinator;
@@ -99,6 +146,7 @@ impl CoordinatorState {
                 threads: self.threads,
                 runner: self.runner.clone(),
                 events: myself.get_derived(),
+                host: None,
             },
             myself.get_cell(),
         )
@@ -145,7 +193,11 @@ impl CoordinatorState {
     }
 
     fn on_event(&mut self, myself: &ActorRef<CoordinatorMsg>, ev: WorkerEvent) {
+        if let Some(seen) = self.remote.get_mut(ev.worker()) {
+            *seen = Instant::now();
+        }
         match ev {
+            WorkerEvent::Alive { .. } => {}
             WorkerEvent::Started {
                 worker,
                 job,
@@ -242,20 +294,28 @@ impl CoordinatorState {
         }
     }
 
-    /// A worker stopped or became unreachable: its attempt fails, a replacement takes its device.
+    /// A worker stopped or became unreachable: its attempt fails; a local worker's device gets a
+    /// replacement, a remote one is told to stop (in case it is only cut off) and is not replaced.
     fn lose_worker(&mut self, myself: &ActorRef<CoordinatorMsg>, worker: &str, why: &str) {
         let Some((actor, device)) = self.workers.remove(worker) else {
             return;
         };
         self.by_actor.remove(&actor.get_id());
         self.ui.remove_worker(worker);
-        actor.stop(None);
+        let remote = self.remote.remove(worker).is_some();
+        if remote {
+            let _ = actor.send_message(WorkerMsg::Shutdown {
+                reason: Some(format!("the coordinator gave up on it: {why}")),
+            });
+        } else {
+            actor.stop(None);
+        }
         let error = format!("worker {worker} ({device}) {why}");
         self.ui.line(&error);
         if let Some((job, attempt, verdict)) = self.sched.remove_worker(worker, &error) {
             self.record_failure(myself, &job, attempt, worker, &error, Some(verdict));
         }
-        if self.respawns_left > 0 {
+        if !remote && self.respawns_left > 0 {
             self.respawns_left -= 1;
             self.respawns_pending += 1;
             let _ = myself.send_message(CoordinatorMsg::Respawn(device));
@@ -270,11 +330,126 @@ impl CoordinatorState {
             return self.finish(myself, false, None);
         }
         if self.sched.workers() == 0 && self.respawns_pending == 0 {
-            self.finish(
-                myself,
-                false,
-                Some("every worker died and no replacement is left".into()),
+            match &self.cluster {
+                Some(c) if !self.said_waiting => {
+                    self.said_waiting = true;
+                    self.ui.line(&format!(
+                        "waiting for workers: start them with `storm worker --connect {}` (and the \
+                         session's cookie)",
+                        c.listen
+                    ));
+                }
+                Some(_) => {}
+                None => self.finish(
+                    myself,
+                    false,
+                    Some("every worker died and no replacement is left".into()),
+                ),
+            }
+        }
+    }
+
+    /// Registers the workers of a remote host once their process groups are visible here.
+    fn join(&mut self, myself: &ActorRef<CoordinatorMsg>, request: JoinRequest, tries_left: u32) {
+        if self.finishing {
+            return;
+        }
+        let refuse = |st: &Self, cell: ractor::ActorCell, why: &str| {
+            let actor: ActorRef<WorkerMsg> = cell.into();
+            let _ = actor.send_message(WorkerMsg::Shutdown {
+                reason: Some(why.to_string()),
+            });
+            st.ui
+                .line(&format!("refused worker host {}: {why}", request.node));
+        };
+        let mut found = Vec::new();
+        for w in &request.workers {
+            let cell = ractor::pg::get_members(&w.group)
+                .into_iter()
+                .find(|c| !c.get_id().is_local());
+            match cell {
+                Some(c) => found.push((w.clone(), c)),
+                None if tries_left > 0 => {
+                    // the timer task runs detached; its handle is not needed
+                    drop(myself.send_after(Duration::from_millis(100), move || {
+                        CoordinatorMsg::JoinRetry {
+                            request,
+                            tries_left: tries_left - 1,
+                        }
+                    }));
+                    return;
+                }
+                None => {
+                    self.ui.line(&format!(
+                        "worker {} of host {} never became reachable; ignored",
+                        w.id, request.node
+                    ));
+                }
+            }
+        }
+        for (w, cell) in found {
+            if request.version != PROTOCOL_VERSION {
+                refuse(
+                    self,
+                    cell,
+                    &format!(
+                        "it speaks protocol {} and this coordinator {PROTOCOL_VERSION}: run the \
+                         same storm build on every host",
+                        request.version
+                    ),
+                );
+                continue;
+            }
+            if self.workers.contains_key(&w.id) {
+                refuse(self, cell, &format!("worker id {} is already taken", w.id));
+                continue;
+            }
+            let actor: ActorRef<WorkerMsg> = cell.into();
+            self.by_actor.insert(actor.get_id(), w.id.clone());
+            self.workers.insert(w.id.clone(), (actor, w.device.clone()));
+            self.remote.insert(w.id.clone(), Instant::now());
+            self.ui.add_worker(&w.id, &w.device);
+            self.sched.add_worker(&w.id);
+            self.said_waiting = false;
+            self.ui.line(&format!(
+                "worker {} ({}) joined from {}",
+                w.id, w.device, request.node
+            ));
+        }
+        self.ping(myself);
+        self.dispatch(myself);
+    }
+
+    /// Pings every remote worker; one silent for longer than the timeout is lost.
+    fn ping(&mut self, myself: &ActorRef<CoordinatorMsg>) {
+        let Some(timeout) = self.cluster.as_ref().map(|c| c.heartbeat_timeout) else {
+            return;
+        };
+        let silent: Vec<(String, Duration)> = self
+            .remote
+            .iter()
+            .filter(|(_, seen)| seen.elapsed() > timeout)
+            .map(|(w, seen)| (w.clone(), seen.elapsed()))
+            .collect();
+        for (worker, silence) in silent {
+            let why = format!(
+                "stopped answering (no heartbeat for {:.1}s, timeout {:.1}s)",
+                silence.as_secs_f64(),
+                timeout.as_secs_f64()
             );
+            self.lose_worker(myself, &worker, &why);
+        }
+        let timeout_ms = timeout.as_millis() as u64;
+        let mut unreachable = Vec::new();
+        for worker in self.remote.keys() {
+            if let Some((actor, _)) = self.workers.get(worker) {
+                if actor.send_message(WorkerMsg::Ping { timeout_ms }).is_err() {
+                    unreachable.push(worker.clone());
+                }
+            }
+        }
+        for worker in unreachable {
+            self.lose_worker(myself, &worker, "is unreachable (its node disconnected)");
         }
     }
 
@@ -288,11 +463,15 @@ impl CoordinatorState {
             return;
         }
         self.finishing = true;
-        for (actor, _) in self.workers.values() {
+        for (id, (actor, _)) in &self.workers {
             if interrupted {
                 let _ = actor.send_message(WorkerMsg::Cancel);
             }
-            actor.stop(None);
+            if self.remote.contains_key(id) {
+                let _ = actor.send_message(WorkerMsg::Shutdown { reason: None });
+            } else {
+                actor.stop(None);
+            }
         }
         self.ui.finish();
         if let Some(tx) = self.done.take() {
@@ -331,7 +510,14 @@ impl Actor for Coordinator {
             respawns_left: 2 * n.max(1),
             respawns_pending: 0,
             finishing: false,
+            cluster: args.cluster,
+            remote: BTreeMap::new(),
+            said_waiting: false,
         };
+        if let Some(c) = &st.cluster {
+            ractor::pg::join(COORDINATOR_GROUP.to_string(), vec![myself.get_cell()]);
+            myself.send_interval(c.heartbeat_interval(), || CoordinatorMsg::Heartbeat);
+        }
         for device in &args.devices {
             st.spawn_worker(&myself, device).await?;
         }
@@ -367,6 +553,24 @@ impl Actor for Coordinator {
                 }
             }
             CoordinatorMsg::Worker(ev) => st.on_event(&myself, ev),
+            CoordinatorMsg::Join(request) => {
+                st.join(&myself, request, 20);
+                st.check_complete(&myself);
+            }
+            CoordinatorMsg::JoinRetry {
+                request,
+                tries_left,
+            } => {
+                st.join(&myself, request, tries_left);
+                st.check_complete(&myself);
+            }
+            CoordinatorMsg::Heartbeat => {
+                if !st.finishing {
+                    st.ping(&myself);
+                    st.dispatch(&myself);
+                    st.check_complete(&myself);
+                }
+            }
             CoordinatorMsg::Interrupt => st.finish(&myself, true, None),
         }
         Ok(())
@@ -468,6 +672,7 @@ mod tests {
             runner,
             ui: ProgressUi::new(Display::Quiet, ids.len(), 0),
             done: tx,
+            cluster: None,
         };
         let (actor, _) = Actor::spawn(None, Coordinator, args).await.unwrap();
         (actor, rx)

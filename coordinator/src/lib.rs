@@ -7,12 +7,14 @@
 //! - [`sweep_dir`]: the sweep directory (plan record, shared prepared data, job directories).
 //! - [`ledger`]: append-only, fsync'd `ledger.jsonl`, folded on resume.
 //! - [`scheduler`]: the pure scheduling state machine; [`actor`]: the ractor coordinator that drives it and
-//!   supervises workers; [`progress`]: the terminal view; [`run`]: one blocking session.
+//!   supervises workers; [`cluster`]: the node remote worker hosts join and the heartbeat settings;
+//!   [`progress`]: the terminal view; [`run`]: one blocking session.
 //! - [`aggregate`], [`results`], [`report`], [`chart`]: statistics over seeds and their tables/figures.
 
 pub mod actor;
 pub mod aggregate;
 pub mod chart;
+pub mod cluster;
 pub mod ledger;
 pub mod paper_config;
 pub mod plan;
@@ -25,6 +27,7 @@ pub mod sweep_config;
 pub mod sweep_dir;
 pub mod tasks;
 
+pub use cluster::ClusterOptions;
 pub use plan::Plan;
 pub use progress::Display;
 pub use run::{run_sweep, SweepOptions, SweepOutcome};

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::actor::{Coordinator, CoordinatorArgs, CoordinatorMsg, SessionEnd};
 use crate::aggregate::{aggregate, JobRow, Stats};
+use crate::cluster::ClusterOptions;
 use crate::ledger::{fold, Ledger};
 use crate::plan::Plan;
 use crate::progress::{Display, ProgressUi};
@@ -31,6 +32,8 @@ pub struct SweepOptions {
     pub display: Display,
     /// (file name, text) of the config the plan came from, kept in the sweep directory.
     pub source: Option<(String, String)>,
+    /// Accept remote worker hosts (`storm worker --connect`).
+    pub cluster: Option<ClusterOptions>,
 }
 
 pub struct SweepOutcome {
@@ -53,11 +56,19 @@ impl SweepOutcome {
 
 /// Runs (or resumes) a sweep and writes its tables.
 pub fn run_sweep(plan: &Plan, opts: SweepOptions) -> Result<SweepOutcome> {
-    if opts.devices.is_empty() {
+    if opts.devices.is_empty() && opts.cluster.is_none() {
         return Err(Error::Data("a sweep needs at least one worker".into()));
     }
     let source = opts.source.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
     let dir = sweep_dir::open(&opts.out, plan, opts.resume, source)?;
+    let mut cluster = opts.cluster.clone();
+    if let Some(c) = &mut cluster {
+        let how = c.settle_cookie(&dir)?;
+        eprintln!(
+            "workers join with: storm worker --connect {} {how} [--workers cpu:N | --devices cuda:0,…]",
+            c.listen
+        );
+    }
     let data = sweep_dir::prepare_data(&dir, plan, opts.display == Display::Bars)?;
     let specs = sweep_dir::job_specs(&dir, plan, &data)?;
     let (ledger, events) = Ledger::open(&dir)?;
@@ -86,6 +97,7 @@ pub fn run_sweep(plan: &Plan, opts: SweepOptions) -> Result<SweepOutcome> {
         threads: opts.threads,
         runner: opts.runner.clone(),
         ui,
+        cluster,
     })?;
     if let Some(e) = &end.error {
         return Err(Error::Data(format!("the sweep stopped: {e}")));
@@ -111,6 +123,7 @@ struct CoordinatorArgsParts {
     threads: Option<usize>,
     runner: Arc<dyn JobRunner>,
     ui: ProgressUi,
+    cluster: Option<ClusterOptions>,
 }
 
 /// Runs the coordinator on its own runtime until it reports the end of the session; Ctrl-C interrupts.
@@ -121,6 +134,18 @@ fn run_session(p: CoordinatorArgsParts) -> Result<SessionEnd> {
         .build()
         .map_err(|e| Error::Data(format!("cannot start the actor runtime: {e}")))?;
     rt.block_on(async move {
+        let node = match &p.cluster {
+            Some(c) => {
+                let node = crate::cluster::start_node(c).await?;
+                eprintln!(
+                    "listening for workers on {} (heartbeat timeout {:.1}s)",
+                    c.listen,
+                    c.heartbeat_timeout.as_secs_f64()
+                );
+                Some(node)
+            }
+            None => None,
+        };
         let (tx, mut rx) = oneshot::channel();
         let args = CoordinatorArgs {
             specs: p.specs,
@@ -131,6 +156,7 @@ fn run_session(p: CoordinatorArgsParts) -> Result<SessionEnd> {
             runner: p.runner,
             ui: p.ui,
             done: tx,
+            cluster: p.cluster,
         };
         let (coordinator, handle) = Actor::spawn(None, Coordinator, args)
             .await
@@ -149,6 +175,11 @@ fn run_session(p: CoordinatorArgsParts) -> Result<SessionEnd> {
             }
         };
         let _ = handle.await;
+        if let Some(node) = node {
+            // let the Shutdown messages to remote workers leave before the connections close
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            node.stop(None);
+        }
         end.map_err(|_| Error::Data("the coordinator stopped without a report".into()))
     })
 }

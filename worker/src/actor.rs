@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 
+use crate::host::HostLink;
 use crate::protocol::{JobOutcome, JobSpec, WorkerEvent, WorkerId, WorkerMsg};
 use crate::runner::{JobRunner, RunContext};
 
@@ -25,6 +26,8 @@ pub struct WorkerArgs {
     pub runner: Arc<dyn JobRunner>,
     /// Where events go (the coordinator).
     pub events: DerivedActorRef<WorkerEvent>,
+    /// Set for a worker on a remote host: its process group and the host's view of the coordinator.
+    pub host: Option<Arc<HostLink>>,
 }
 
 pub struct WorkerState {
@@ -35,6 +38,7 @@ pub struct WorkerState {
     busy: Arc<AtomicBool>,
     cancel: Arc<AtomicBool>,
     events: DerivedActorRef<WorkerEvent>,
+    host: Option<Arc<HostLink>>,
 }
 
 impl Drop for WorkerState {
@@ -106,9 +110,12 @@ impl Actor for Worker {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<WorkerMsg>,
+        myself: ActorRef<WorkerMsg>,
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
+        if let Some(host) = &args.host {
+            ractor::pg::join(host.group(&args.id), vec![myself.get_cell()]);
+        }
         let (tx, rx) = mpsc::channel();
         let busy = Arc::new(AtomicBool::new(false));
         let cancel = Arc::new(AtomicBool::new(false));
@@ -131,12 +138,13 @@ impl Actor for Worker {
             busy,
             cancel,
             events: args.events,
+            host: args.host,
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<WorkerMsg>,
+        myself: ActorRef<WorkerMsg>,
         msg: WorkerMsg,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
@@ -162,6 +170,20 @@ impl Actor for Worker {
                 }
             }
             WorkerMsg::Cancel => state.cancel.store(true, Ordering::SeqCst),
+            WorkerMsg::Ping { timeout_ms } => {
+                if let Some(host) = &state.host {
+                    host.heard_from_coordinator(timeout_ms);
+                }
+                let _ = state.events.send_message(WorkerEvent::Alive {
+                    worker: state.id.clone(),
+                });
+            }
+            WorkerMsg::Shutdown { reason } => {
+                if let (Some(host), Some(reason)) = (&state.host, reason) {
+                    host.refused(&state.id, &reason);
+                }
+                myself.stop(None);
+            }
         }
         Ok(())
     }
@@ -195,6 +217,7 @@ mod tests {
     enum SinkMsg {
         Event(WorkerEvent),
     }
+    impl ractor::Message for SinkMsg {}
     impl From<WorkerEvent> for SinkMsg {
         fn from(e: WorkerEvent) -> Self {
             SinkMsg::Event(e)
@@ -268,6 +291,7 @@ mod tests {
                 threads: None,
                 runner: Arc::new(runner),
                 events: sink.get_derived(),
+                host: None,
             },
         )
         .await
@@ -282,7 +306,7 @@ mod tests {
                         break;
                     }
                     WorkerEvent::Started { job, .. } => assert_eq!(job, id),
-                    WorkerEvent::Progress { .. } => {}
+                    WorkerEvent::Progress { .. } | WorkerEvent::Alive { .. } => {}
                 }
             }
         }

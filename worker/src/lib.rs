@@ -8,17 +8,22 @@
 //! - [`actor`]: the ractor actor and its job thread.
 //! - [`runner`]: how an attempt is executed ([`ProcessRunner`]: a child process with parent-death signal and
 //!   its own process group); tests plug in in-process runners.
+//! - [`host`]: a remote worker host (`storm worker --connect`) joining a coordinator over ractor_cluster,
+//!   with the heartbeat watchdog; [`wire`]: how messages are serialized between nodes.
 //! - [`tail`]: following files a child appends to. [`fault`]: the `STORM_FAULT` test hook.
 
 pub mod actor;
 pub mod fault;
+pub mod host;
 pub mod protocol;
 pub mod runner;
 pub mod tail;
+pub mod wire;
 
 pub use actor::{Worker, WorkerArgs};
+pub use host::{run_host, HostEnd, HostOptions};
 pub use protocol::{
-    JobOutcome, JobResult, JobSpec, Progress, Step, StepAnnouncement, TradeFeatures, WorkerEvent,
-    WorkerId, WorkerMsg,
+    JobOutcome, JobResult, JobSpec, JoinRequest, Progress, RemoteWorker, Step, StepAnnouncement,
+    ToCoordinator, TradeFeatures, WorkerEvent, WorkerId, WorkerMsg,
 };
 pub use runner::{headline, FnRunner, JobRunner, ProcessRunner, RunContext};

@@ -1,6 +1,7 @@
 //! The messages between the coordinator and its workers, and the job description a worker hands to the
-//! `storm job` child. Everything here is plain serde data so that a remote transport (ractor_cluster, a
-//! later issue) can carry the same enums without the coordinator's logic changing.
+//! `storm job` child. Everything here is plain serde data: in-process actors pass the enums as they are,
+//! and ractor_cluster carries the same enums as JSON between nodes ([`crate::wire`]), so the coordinator's
+//! logic does not depend on where a worker runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -140,10 +141,18 @@ pub struct Progress {
     pub step: u64,
     /// Total optimizer steps of this run (as announced by the child), when known.
     pub total: Option<u64>,
+    /// NaN before the first finite loss (JSON carries it as null).
+    #[serde(deserialize_with = "null_as_nan")]
     pub loss: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub samples_per_s: f64,
     /// The step the child is in (`pretrain`, `eval_test`, `trade_AAPL`, ...).
     pub phase: String,
+}
+
+/// serde_json writes a non-finite f64 as `null`; read it back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// A line `storm job` prints on stdout when a step begins; the worker reads it to label progress.
@@ -202,7 +211,15 @@ pub enum WorkerMsg {
     Run(JobSpec),
     /// Kill the running child, if any; its attempt ends as `Cancelled`.
     Cancel,
+    /// Heartbeat to a remote worker, answered with [`WorkerEvent::Alive`]. A worker that hears none for
+    /// `timeout_ms / 2` assumes the coordinator lost it and cancels its job before the coordinator's own
+    /// timeout reschedules that job elsewhere, so two attempts never share a job directory.
+    Ping { timeout_ms: u64 },
+    /// The session is over (or the worker was refused); a remote worker host exits when all its workers got
+    /// this. `reason` is set when the worker was refused.
+    Shutdown { reason: Option<String> },
 }
+crate::remote_message!(WorkerMsg);
 
 /// Worker → coordinator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,6 +241,74 @@ pub enum WorkerEvent {
         attempt: u32,
         outcome: JobOutcome,
     },
+    /// Answer to [`WorkerMsg::Ping`].
+    Alive { worker: WorkerId },
+}
+
+impl WorkerEvent {
+    pub fn worker(&self) -> &str {
+        match self {
+            WorkerEvent::Started { worker, .. }
+            | WorkerEvent::Progress { worker, .. }
+            | WorkerEvent::Finished { worker, .. }
+            | WorkerEvent::Alive { worker } => worker,
+        }
+    }
+}
+
+/// Protocol version a remote worker host announces; the coordinator refuses other versions (the job
+/// specs and results must mean the same on both sides).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A worker actor a remote host offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteWorker {
+    pub id: WorkerId,
+    pub device: String,
+    /// The process group the worker actor joined, through which the coordinator finds it.
+    pub group: String,
+}
+
+/// A remote worker host introducing its workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub version: u32,
+    /// `hostname:pid` of the worker host.
+    pub node: String,
+    pub workers: Vec<RemoteWorker>,
+}
+
+/// What a remote worker host sends the coordinator (the coordinator's own message type decodes the same
+/// JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToCoordinator {
+    Join(JoinRequest),
+    Worker(WorkerEvent),
+}
+crate::remote_message!(ToCoordinator);
+
+impl From<WorkerEvent> for ToCoordinator {
+    fn from(e: WorkerEvent) -> Self {
+        ToCoordinator::Worker(e)
+    }
+}
+
+impl TryFrom<ToCoordinator> for WorkerEvent {
+    type Error = ();
+    fn try_from(m: ToCoordinator) -> Result<Self, ()> {
+        match m {
+            ToCoordinator::Worker(e) => Ok(e),
+            ToCoordinator::Join(_) => Err(()),
+        }
+    }
+}
+
+/// The process group the coordinator's actor joins; remote worker hosts look it up after connecting.
+pub const COORDINATOR_GROUP: &str = "storm.coordinator";
+
+/// The process group of one remote worker actor.
+pub fn worker_group(id: &str) -> String {
+    format!("storm.worker.{id}")
 }
 
 #[cfg(test)]
@@ -274,6 +359,20 @@ mod tests {
         keys.dedup();
         assert_eq!(keys.len(), steps.len());
         assert!(json.contains(r#"{"kind":"pretrain"}"#), "{json}");
+    }
+
+    #[test]
+    fn progress_with_a_nan_loss_crosses_the_wire() {
+        let p = Progress {
+            step: 3,
+            total: None,
+            loss: f64::NAN,
+            samples_per_s: 12.5,
+            phase: "pretrain".into(),
+        };
+        let back: Progress = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert!(back.loss.is_nan());
+        assert_eq!(back.samples_per_s, 12.5);
     }
 
     #[test]

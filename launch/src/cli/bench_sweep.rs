@@ -108,6 +108,7 @@ fn session(plan: &Plan, out: &Path, runner: Arc<dyn JobRunner>, workers: usize) 
             runner,
             display: Display::Quiet,
             source: None,
+            cluster: None,
         },
     )?;
     let seconds = start.elapsed().as_secs_f64();

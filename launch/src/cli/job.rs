@@ -109,8 +109,9 @@ pub fn run(a: JobArgs) -> Result<()> {
 }
 
 /// Holds an exclusive lock on `<job dir>/job.lock` for the life of this process: if an earlier attempt of
-/// the job is still being killed, this one waits for it (the kernel drops the lock when it dies), so two
-/// attempts never write into the same run directory at once.
+/// the job is still alive — being killed, or on a frozen host the coordinator gave up on — this one waits
+/// for it (the kernel drops the lock when it dies), so two attempts never write into the same run
+/// directory at once.
 fn lock_job_dir(dir: &Path) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let path = dir.join("job.lock");
@@ -121,6 +122,14 @@ fn lock_job_dir(dir: &Path) -> Result<std::fs::File> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(file);
+    }
+    eprintln!(
+        "waiting for an earlier attempt of this job to end (it holds {})",
+        path.display()
+    );
+    // SAFETY: as above.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
         bail!(
             "locking {}: {}",

@@ -4,6 +4,7 @@ mod backtest;
 mod bench;
 mod bench_dp;
 mod bench_sweep;
+mod cluster;
 mod data;
 mod job;
 mod launch;
@@ -77,6 +78,8 @@ pub enum Command {
     /// The paper protocol in one command: every model × seed pretrained, evaluated, backtested, traded;
     /// one report with every table as mean ± range.
     Paper(paper::PaperArgs),
+    /// Serve jobs for a `storm sweep|paper --listen` coordinator from this machine (a remote worker host).
+    Worker(cluster::WorkerArgs),
     /// One attempt of a sweep job (started by a worker; not for direct use).
     #[command(hide = true)]
     Job(job::JobArgs),
@@ -97,8 +100,10 @@ pub fn init_logging(verbose: u8, format: LogFormat) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STORM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // ractor_cluster warns about every closed node session; the coordinator reports lost workers itself
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STORM_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},ractor_cluster=error"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -133,6 +138,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Launch(a) => launch::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Paper(a) => paper::run(a),
+        Command::Worker(a) => cluster::run_worker(a),
         Command::Job(a) => job::run(a),
     }
 }

@@ -10,6 +10,7 @@ use clap::Args;
 use storm_coordinator::paper_config::{PaperConfig, PaperOverrides};
 use storm_coordinator::report::{write_paper_report, PaperMeta};
 
+use super::cluster::ClusterArgs;
 use super::sweep::{conclude, execute, PoolArgs};
 
 #[derive(Args)]
@@ -34,6 +35,8 @@ pub struct PaperArgs {
     pub max_steps: Option<u64>,
     #[command(flatten)]
     pub workers: PoolArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Continue an earlier run in --out (same flags): skip finished jobs, rerun the rest.
     #[arg(long)]
     pub resume: bool,
@@ -55,7 +58,7 @@ pub fn run(a: PaperArgs) -> Result<()> {
         max_steps: a.max_steps,
     };
     let plan = cfg.plan(&a.config, &overrides)?;
-    let outcome = execute(&plan, &a.out, &a.workers, a.resume, &a.config)?;
+    let outcome = execute(&plan, &a.out, &a.workers, &a.cluster, a.resume, &a.config)?;
     let seeds = a.seeds.unwrap_or(cfg.seeds);
     let meta = PaperMeta {
         data: a.data.clone(),

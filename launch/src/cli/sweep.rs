@@ -15,6 +15,8 @@ use storm_coordinator::sweep_config::SweepConfig;
 use storm_coordinator::{run_sweep, Display, Plan, SweepOptions, SweepOutcome};
 use storm_worker::ProcessRunner;
 
+use super::cluster::ClusterArgs;
+
 /// Exit status of a sweep that finished with failed jobs.
 pub const EXIT_FAILED_JOBS: i32 = 2;
 /// Exit status of an interrupted sweep.
@@ -61,6 +63,14 @@ impl PoolArgs {
         Ok(vec!["cpu".to_string(); n])
     }
 
+    /// The local workers of a coordinator: none by default when remote workers are awaited.
+    pub fn local_devices(&self, listening: bool) -> Result<Vec<String>> {
+        if listening && self.workers.is_none() && self.devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.devices()
+    }
+
     /// Threads per job: given, or the cores shared evenly among the workers (at least 1).
     pub fn threads(&self, workers: usize) -> Option<usize> {
         if let Some(t) = self.threads_per_worker {
@@ -81,6 +91,8 @@ pub struct SweepArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub workers: PoolArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Continue the sweep in --out: skip finished jobs, rerun the rest.
     #[arg(long)]
     pub resume: bool,
@@ -91,18 +103,25 @@ pub fn execute(
     plan: &Plan,
     out: &Path,
     workers: &PoolArgs,
+    cluster: &ClusterArgs,
     resume: bool,
     source: &Path,
 ) -> Result<SweepOutcome> {
-    let devices = workers.devices()?;
+    let devices = workers.local_devices(cluster.listen.is_some())?;
+    let cluster = cluster.options()?;
     let runner = ProcessRunner::current_exe().context("locating the storm binary")?;
     let text =
         std::fs::read_to_string(source).with_context(|| format!("reading {}", source.display()))?;
     let name = source
         .file_name()
         .map_or("config.toml".into(), |n| n.to_string_lossy().to_string());
+    let remote = if cluster.is_some() {
+        " + remote workers"
+    } else {
+        ""
+    };
     eprintln!(
-        "{} `{}`: {} jobs on {} worker(s) ({}) → {}",
+        "{} `{}`: {} jobs on {} local worker(s) ({}){remote} → {}",
         if resume { "resuming" } else { "starting" },
         plan.name,
         plan.jobs.len(),
@@ -122,6 +141,7 @@ pub fn execute(
             Display::Lines
         },
         source: Some((name, text)),
+        cluster,
     };
     Ok(run_sweep(plan, opts)?)
 }
@@ -150,7 +170,7 @@ pub fn conclude(outcome: &SweepOutcome, resume_hint: &str) {
 pub fn run(a: SweepArgs) -> Result<()> {
     let cfg = SweepConfig::load(&a.config)?;
     let plan = cfg.plan(&a.config)?;
-    let outcome = execute(&plan, &a.out, &a.workers, a.resume, &a.config)?;
+    let outcome = execute(&plan, &a.out, &a.workers, &a.cluster, a.resume, &a.config)?;
     let md = outcome.dir.join(storm_coordinator::results::RESULTS_MD);
     println!(
         "sweep `{}`: {}; results {}",

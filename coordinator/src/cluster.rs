@@ -1,0 +1,143 @@
+//! The coordinator's side of a cluster session: a ractor_cluster node listening for remote worker hosts
+//! (`storm worker --connect`), and the heartbeat settings with which the coordinator notices a worker that
+//! stopped answering.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use ractor_cluster::{NodeServer, NodeServerMessage};
+use storm_shared::error::{Error, Result};
+
+/// Remote workers for one session.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Where the coordinator's node listens (`0.0.0.0:7070` for other machines, `127.0.0.1:P` locally).
+    pub listen: SocketAddr,
+    /// Shared secret every worker host must present; None: a random one is made for the session and
+    /// written to `<sweep dir>/cluster.cookie` (owner-only), where workers on a shared filesystem read it.
+    pub cookie: Option<String>,
+    /// A worker that has not answered for this long is declared lost and its job rescheduled.
+    pub heartbeat_timeout: Duration,
+}
+
+impl ClusterOptions {
+    /// How often workers are pinged: several pings per half timeout (the worker side's own deadline).
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.heartbeat_timeout / 8).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+}
+
+/// Where a generated cookie is written, inside the sweep directory.
+pub const COOKIE_FILE: &str = "cluster.cookie";
+
+impl ClusterOptions {
+    /// Makes and publishes the session's cookie if none was given; returns how a worker host names it.
+    pub fn settle_cookie(&mut self, sweep_dir: &Path) -> Result<String> {
+        if self.cookie.is_some() {
+            return Ok("--cookie <the same cookie> (or $STORM_CLUSTER_COOKIE)".into());
+        }
+        let path = sweep_dir.join(COOKIE_FILE);
+        self.cookie = Some(write_new_cookie(&path)?);
+        Ok(format!("--cookie-file {}", path.display()))
+    }
+}
+
+/// A random 128-bit cookie, hex, written with owner-only permissions.
+fn write_new_cookie(path: &Path) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Error::Data(format!("reading /dev/urandom for a cluster cookie: {e}")))?;
+    let cookie: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::Data(format!("writing {}: {e}", path.display())))?;
+    std::io::Write::write_all(&mut f, cookie.as_bytes())
+        .map_err(|e| Error::Data(format!("writing {}: {e}", path.display())))?;
+    Ok(cookie)
+}
+
+/// Starts the coordinator's node on `listen` (the cookie must be settled).
+pub async fn start_node(opts: &ClusterOptions) -> Result<ActorRef<NodeServerMessage>> {
+    let name = format!("storm-coordinator@{}", opts.listen);
+    let server = NodeServer::new(
+        opts.listen.port(),
+        opts.cookie.clone().unwrap_or_default(),
+        name,
+        opts.listen.ip().to_string(),
+        None,
+        None,
+    )
+    .with_listen_addr(opts.listen.ip());
+    let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| {
+        Error::Data(format!(
+            "cannot listen for workers on {}: {e} (is the port in use?)",
+            opts.listen
+        ))
+    })?;
+    Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_are_several_per_half_timeout_within_bounds() {
+        let opts = |s: f64| ClusterOptions {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            cookie: None,
+            heartbeat_timeout: Duration::from_secs_f64(s),
+        };
+        assert_eq!(opts(8.0).heartbeat_interval(), Duration::from_secs(1));
+        assert_eq!(opts(0.2).heartbeat_interval(), Duration::from_millis(100));
+        assert_eq!(opts(600.0).heartbeat_interval(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_generated_cookie_is_private_and_fresh_each_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = ClusterOptions {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            cookie: None,
+            heartbeat_timeout: Duration::from_secs(3),
+        };
+        let how = opts.settle_cookie(dir.path()).unwrap();
+        let path = dir.path().join(COOKIE_FILE);
+        assert!(how.contains(&path.display().to_string()), "{how}");
+        let first = opts.cookie.clone().unwrap();
+        assert_eq!(first.len(), 32);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        opts.cookie = None;
+        opts.settle_cookie(dir.path()).unwrap();
+        assert_ne!(opts.cookie.unwrap(), first);
+        let mut given = ClusterOptions {
+            cookie: Some("c".into()),
+            ..opts_for_test()
+        };
+        assert!(given
+            .settle_cookie(dir.path())
+            .unwrap()
+            .contains("--cookie"));
+        assert_eq!(given.cookie.as_deref(), Some("c"));
+    }
+
+    fn opts_for_test() -> ClusterOptions {
+        ClusterOptions {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            cookie: None,
+            heartbeat_timeout: Duration::from_secs(3),
+        }
+    }
+}

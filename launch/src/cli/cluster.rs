@@ -1,0 +1,130 @@
+//! Remote workers: the `--listen` flags of `storm sweep` / `storm paper` (the coordinator's side) and
+//! `storm worker --connect` (a worker host on this or another machine).
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use storm_coordinator::cluster::COOKIE_FILE;
+use storm_coordinator::ClusterOptions;
+use storm_worker::{run_host, HostEnd, HostOptions, ProcessRunner};
+
+use super::sweep::{PoolArgs, EXIT_INTERRUPTED};
+
+/// Environment variable holding the cluster cookie (instead of `--cookie`).
+pub const COOKIE_ENV: &str = "STORM_CLUSTER_COOKIE";
+
+#[derive(Args, Clone, Default)]
+pub struct ClusterArgs {
+    /// Accept remote workers (`storm worker --connect`) on HOST:PORT, e.g. 0.0.0.0:7070. Without
+    /// --workers/--devices no local worker is started.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Shared secret remote workers must present (default: $STORM_CLUSTER_COOKIE, else a new random
+    /// cookie written to <out>/cluster.cookie).
+    #[arg(long, requires = "listen")]
+    pub cookie: Option<String>,
+    /// Seconds without an answer after which a remote worker is declared lost and its job rescheduled.
+    #[arg(long, default_value_t = 30.0, requires = "listen")]
+    pub heartbeat_timeout: f64,
+}
+
+impl ClusterArgs {
+    /// The coordinator's cluster settings, or None without --listen.
+    pub fn options(&self) -> Result<Option<ClusterOptions>> {
+        let Some(listen) = &self.listen else {
+            return Ok(None);
+        };
+        let mut addrs = listen
+            .to_socket_addrs()
+            .with_context(|| format!("--listen {listen}: expected HOST:PORT, e.g. 0.0.0.0:7070"))?;
+        let addr = addrs
+            .next()
+            .with_context(|| format!("--listen {listen}: the name resolves to no address"))?;
+        if !(self.heartbeat_timeout.is_finite() && self.heartbeat_timeout >= 0.5) {
+            bail!(
+                "--heartbeat-timeout {}: must be at least 0.5 seconds",
+                self.heartbeat_timeout
+            );
+        }
+        let from_env = std::env::var(COOKIE_ENV).ok().filter(|c| !c.is_empty());
+        Ok(Some(ClusterOptions {
+            listen: addr,
+            cookie: self.cookie.clone().or(from_env),
+            heartbeat_timeout: Duration::from_secs_f64(self.heartbeat_timeout),
+        }))
+    }
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// The coordinator's --listen address, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: String,
+    /// The session's cookie (default: $STORM_CLUSTER_COOKIE).
+    #[arg(long, conflicts_with = "cookie_file")]
+    pub cookie: Option<String>,
+    /// A file holding the cookie, e.g. the sweep directory's cluster.cookie.
+    #[arg(long)]
+    pub cookie_file: Option<PathBuf>,
+    /// Seconds to wait for the coordinator to accept the connection.
+    #[arg(long, default_value_t = 30.0)]
+    pub connect_timeout: f64,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+}
+
+impl WorkerArgs {
+    fn cookie(&self) -> Result<String> {
+        if let Some(c) = &self.cookie {
+            return Ok(c.clone());
+        }
+        if let Some(p) = &self.cookie_file {
+            let c = std::fs::read_to_string(p)
+                .with_context(|| format!("--cookie-file {}", p.display()))?;
+            let c = c.trim();
+            if c.is_empty() {
+                bail!("--cookie-file {}: the file is empty", p.display());
+            }
+            return Ok(c.to_string());
+        }
+        match std::env::var(COOKIE_ENV) {
+            Ok(c) if !c.is_empty() => Ok(c),
+            _ => bail!(
+                "the coordinator's cookie is needed: --cookie-file <sweep dir>/{COOKIE_FILE}, --cookie, \
+                 or ${COOKIE_ENV}"
+            ),
+        }
+    }
+}
+
+/// `storm worker`: serve jobs for a coordinator until it ends the session.
+pub fn run_worker(a: WorkerArgs) -> Result<()> {
+    if !(a.connect_timeout.is_finite() && a.connect_timeout > 0.0) {
+        bail!("--connect-timeout {}: must be positive", a.connect_timeout);
+    }
+    let devices = a.pool.devices()?;
+    let opts = HostOptions {
+        connect: a.connect.clone(),
+        cookie: a.cookie()?,
+        threads: a.pool.threads(devices.len()),
+        devices,
+        runner: Arc::new(ProcessRunner::current_exe().context("locating the storm binary")?),
+        connect_timeout: Duration::from_secs_f64(a.connect_timeout),
+    };
+    match run_host(opts).map_err(anyhow::Error::msg)? {
+        HostEnd::Finished => {
+            eprintln!("the coordinator ended the session");
+            Ok(())
+        }
+        HostEnd::Interrupted => {
+            eprintln!(
+                "interrupted: running jobs were cancelled (the coordinator reschedules them)"
+            );
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+    }
+}
