@@ -1,5 +1,6 @@
 //! Data-parallel training on the CPU: `storm launch --nproc-per-node 2 -- pretrain …` (TCP all-reduce)
-//! matches a single process with the same global batch and seed, step by step, and resumes with `--resume`;
+//! matches a single process with the same global batch and seed, step by step — a GRU, and STORM with its
+//! batch-coupled CLIP and diversity terms — and resumes with `--resume`;
 //! a failing rank brings the whole job down with its error; the env contract works without the launcher.
 
 mod common;
@@ -146,6 +147,136 @@ fn two_ranks_match_one_process_with_the_same_global_batch_and_resume() {
     let train: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dp.join("train.json")).unwrap()).unwrap();
     assert_eq!(train["steps"], 40);
+}
+
+/// The tests' tiny STORM on the market with the paper's CLIP and diversity weights raised so that the
+/// batch-coupled terms matter; no dead-code resets (they draw codes from each rank's own vectors).
+fn storm_config(dir: &Path, market: &Path) -> PathBuf {
+    let cfg = path(dir, "storm.toml");
+    let head = format!(
+        r#"
+name = "storm-dp"
+[data]
+source = "{}"
+window = 16
+scaler_window = 32
+[splits]
+train = {{ start = "2000-01-01", end = "2001-06-30" }}
+valid = {{ start = "2001-07-01", end = "2001-12-31" }}
+test  = {{ start = "2002-01-01", end = "2002-12-31" }}
+"#,
+        s(market)
+    );
+    let tail = "loss_weight_clip = 0.5\nloss_weight_diversity = 0.5\n";
+    let model = common::TINY_MODEL.replace("dead_code_steps = 5", "dead_code_steps = 0");
+    std::fs::write(&cfg, format!("{head}{model}{tail}")).unwrap();
+    cfg
+}
+
+/// (clip, diversity_ts, diversity_cs) columns of losses.csv by header name.
+fn coupled_terms(run: &Path) -> Vec<[f64; 3]> {
+    let text = std::fs::read_to_string(run.join("losses.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let cols = [col("clip"), col("diversity_ts"), col("diversity_cs")];
+    lines
+        .map(|l| {
+            let f: Vec<f64> = l
+                .split(',')
+                .map(|v| v.parse().unwrap_or(f64::NAN))
+                .collect();
+            cols.map(|c| f[c])
+        })
+        .collect()
+}
+
+#[test]
+fn storm_on_two_ranks_matches_one_process_including_clip_and_diversity() {
+    let dir = tempfile::tempdir().unwrap();
+    let market = market(dir.path());
+    let cfg = storm_config(dir.path(), &market);
+    let run = |out: &Path, ranks: Option<&str>| {
+        let mut args: Vec<String> = Vec::new();
+        if let Some(n) = ranks {
+            args.extend(["launch", "--nproc-per-node", n, "--"].map(String::from));
+        }
+        args.extend(
+            [
+                "pretrain",
+                "--config",
+                &s(&cfg),
+                "--out",
+                &s(out),
+                "--max-steps",
+                "16",
+            ]
+            .map(String::from),
+        );
+        run_ok(&args)
+    };
+    let (single, dp) = (path(dir.path(), "single"), path(dir.path(), "dp"));
+    run(&single, None);
+    run(&dp, Some("2"));
+    let (a, b) = (losses(&single), losses(&dp));
+    assert_eq!(a.len(), 16);
+    for ((step, x), (_, y)) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs().max(1.0) + 2e-6,
+            "step {step}: loss {x} (1 process) vs {y} (2 ranks)"
+        );
+    }
+    // the coupled terms are the global batch's, not a mean of per-rank halves
+    for (step, (x, y)) in coupled_terms(&single)
+        .iter()
+        .zip(coupled_terms(&dp))
+        .enumerate()
+    {
+        for k in 0..3 {
+            assert!(
+                (x[k] - y[k]).abs() <= 1e-5 * x[k].abs().max(1.0) + 2e-6,
+                "step {}: term {k}: {} vs {}",
+                step + 1,
+                x[k],
+                y[k]
+            );
+        }
+    }
+    let (pa, pb) = (params(&single, 16), params(&dp, 16));
+    assert_eq!(pa.len(), pb.len());
+    for (name, t) in &pa {
+        let diff = (t - &pb[name])
+            .abs()
+            .to_kind(tch::Kind::Double)
+            .reshape([-1]);
+        let loose = shift_invariant(name, diff.size()[0]);
+        let mask = diff.ones_like();
+        let _ = mask
+            .narrow(0, loose.start, loose.end - loose.start)
+            .fill_(0.0);
+        let strict = (&diff * &mask).max().double_value(&[]);
+        assert!(strict < 1e-4, "{name}: parameters differ by {strict}");
+        let noise = (&diff * (mask.ones_like() - &mask)).max().double_value(&[]);
+        assert!(
+            noise < 1e-3,
+            "{name}: shift-invariant entries differ by {noise}"
+        );
+    }
+}
+
+/// Entries of a parameter that shift every logit of a softmax equally — attention key biases, the prior's
+/// key bias, the portfolio layer's bias — have an exactly-zero gradient; Adam turns the float noise in it
+/// into steps of up to the learning rate, so they are compared loosely (every other entry strictly).
+fn shift_invariant(name: &str, len: i64) -> std::ops::Range<i64> {
+    if name.ends_with("attn.qkv.bias") {
+        len / 3..2 * len / 3
+    } else if name.ends_with("attn.kv.bias") {
+        0..len / 2
+    } else if name == "factor.prior.key.bias" || name == "factor.portfolio.bias" {
+        0..len
+    } else {
+        0..0
+    }
 }
 
 #[test]

@@ -7,8 +7,10 @@
 //! - [`NcclCollective`]: CUDA tensors through NCCL (cudarc, libraries opened at run time); small values,
 //!   barriers and the NCCL unique id travel over the TCP rendezvous.
 //!
-//! [`connect`] builds the collective of a process from the env contract ([`env::DistEnv`]).
+//! [`connect`] builds the collective of a process from the env contract ([`env::DistEnv`]);
+//! [`cross_rank`] lets batch-coupled loss terms (CLIP, codebook diversity) see the global batch.
 
+pub mod cross_rank;
 pub mod env;
 pub mod nccl;
 pub mod tcp;
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
 
+pub use cross_rank::{CrossRank, SharedCollective};
 pub use env::DistEnv;
 pub use nccl::NcclCollective;
 pub use tcp::TcpCollective;

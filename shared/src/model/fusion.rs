@@ -7,6 +7,9 @@ use tch::nn;
 use tch::{Kind, Tensor};
 
 use super::transformer::{Block, CrossBlock};
+use crate::distributed::cross_rank::grad_scaled;
+use crate::distributed::CrossRank;
+use crate::error::Result;
 
 #[derive(Debug)]
 struct FusionLayer {
@@ -98,6 +101,15 @@ impl Clip {
     /// a, b: (B, E) → scalar loss.
     pub fn forward(&self, a: &Tensor, b: &Tensor) -> Tensor {
         clip_loss(a, b, &self.logit_scale)
+    }
+
+    /// The loss over every rank's rows (data parallel), with gradients such that averaging them over
+    /// ranks gives the gradient of the global loss (see `distributed::cross_rank`).
+    pub fn forward_global(&self, a: &Tensor, b: &Tensor, cr: &CrossRank) -> Result<Tensor> {
+        let w = cr.world() as f64;
+        let (a, b) = (cr.gather_rows(a)?, cr.gather_rows(b)?);
+        let scale = grad_scaled(&self.logit_scale, 1.0 / w);
+        Ok(grad_scaled(&clip_loss(&a, &b, &scale), w))
     }
 }
 

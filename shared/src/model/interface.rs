@@ -43,6 +43,10 @@ pub trait FactorModel: std::fmt::Debug {
     /// loss weights of the config (models with their own loss ignore them).
     fn forward_loss(&self, x: &Tensor, y: &Tensor, weights: &TrainConfig) -> ModelOutput;
 
+    /// Under data parallel: lets batch-coupled loss terms see every rank's samples, so that W ranks at
+    /// batch b train as one process at W·b. Models whose terms are all per-sample means ignore it.
+    fn use_cross_rank(&mut self, _cross: crate::distributed::CrossRank) {}
+
     /// Deterministic label-free prediction (B, N).
     fn predict(&self, x: &Tensor) -> Tensor;
 
@@ -86,6 +90,10 @@ pub fn build_model(
 impl FactorModel for Storm {
     fn kind(&self) -> ModelKind {
         ModelKind::Storm
+    }
+
+    fn use_cross_rank(&mut self, cross: crate::distributed::CrossRank) {
+        self.set_cross_rank(cross);
     }
 
     fn forward_loss(&self, x: &Tensor, y: &Tensor, weights: &TrainConfig) -> ModelOutput {

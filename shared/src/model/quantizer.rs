@@ -12,6 +12,8 @@
 use tch::nn;
 use tch::{Kind, Reduction, Tensor};
 
+use crate::distributed::CrossRank;
+
 /// Everything a quantiser forward returns. Losses are unweighted scalars.
 #[derive(Debug)]
 pub struct QuantOutput {
@@ -25,6 +27,10 @@ pub struct QuantOutput {
     pub commit: Tensor,
     pub diversity: Tensor,
     pub orthogonal: Tensor,
+    /// Σ of the soft assignments over the batch's vectors (K,) and their number: the diversity term's
+    /// inputs, for recomputing it over a data-parallel global batch.
+    pub usage_sum: Tensor,
+    pub vectors: i64,
 }
 
 #[derive(Debug)]
@@ -80,6 +86,17 @@ impl Quantizer {
 
     /// Full forward with losses. With `train`, dead codes are reset first and usage counters updated.
     pub fn forward(&self, z_e: &Tensor, train: bool) -> QuantOutput {
+        self.forward_across(z_e, train, None)
+    }
+
+    /// [`Self::forward`] under data parallel: a code counts as used when any rank's batch used it, as in
+    /// one process over the global batch.
+    pub fn forward_across(
+        &self,
+        z_e: &Tensor,
+        train: bool,
+        cross: Option<&CrossRank>,
+    ) -> QuantOutput {
         let flat = flatten(z_e);
         if train {
             self.reset_dead_codes(&flat.detach());
@@ -91,22 +108,33 @@ impl Quantizer {
         let commit = z_e.mse_loss(&z_q.detach(), Reduction::Mean);
         let quantized = z_e + (&z_q - z_e).detach();
         let probs = (-d2 / self.temperature).softmax(-1, Kind::Float);
+        let usage_sum = probs.sum_dim_intlist(0, false, Kind::Float);
+        let vectors = probs.size()[0];
         if train {
-            self.count_usage(&idx);
+            self.count_usage(&idx, cross);
         }
         QuantOutput {
             quantized,
             indices: idx.view([z_e.size()[0], z_e.size()[1]]),
             codebook,
             commit,
-            diversity: diversity_loss_from_probs(&probs),
+            diversity: diversity_loss_from_usage(&usage_sum, vectors),
             orthogonal: orthogonality_loss(&self.codebook),
+            usage_sum,
+            vectors,
         }
     }
 
-    fn count_usage(&self, idx: &Tensor) {
+    fn count_usage(&self, idx: &Tensor, cross: Option<&CrossRank>) {
         tch::no_grad(|| {
-            let used = idx.bincount(None::<Tensor>, self.codes()).gt(0);
+            let mut counts = idx.bincount(None::<Tensor>, self.codes());
+            if let Some(cr) = cross {
+                // on failure the local counts stand; the trainer's next collective reports the error
+                if let Ok(all) = cr.sum(&counts.to_kind(Kind::Float)) {
+                    counts = all;
+                }
+            }
+            let used = counts.gt(0);
             let next = (&self.steps_unused + 1.0).masked_fill(&used, 0.0);
             self.steps_unused.shallow_clone().copy_(&next);
         });
@@ -151,7 +179,14 @@ fn sq_distances(x: &Tensor, codes: &Tensor) -> Tensor {
 /// (1/K) Σ_k p̄_k ln p̄_k — minimal (−ln K / K) when usage is uniform, 0 when one code takes everything.
 pub fn diversity_loss_from_probs(probs: &Tensor) -> Tensor {
     let k = probs.size()[probs.dim() - 1];
-    let mean = probs.reshape([-1, k]).mean_dim(0, false, Kind::Float);
+    let flat = probs.reshape([-1, k]);
+    diversity_loss_from_usage(&flat.sum_dim_intlist(0, false, Kind::Float), flat.size()[0])
+}
+
+/// The same from Σ p over `vectors` vectors (K,).
+pub fn diversity_loss_from_usage(usage_sum: &Tensor, vectors: i64) -> Tensor {
+    let k = usage_sum.size()[0];
+    let mean = usage_sum / vectors.max(1) as f64;
     (&mean * mean.clamp_min(1e-12).log()).sum(Kind::Float) / k as f64
 }
 

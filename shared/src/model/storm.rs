@@ -14,9 +14,11 @@ use super::branch::{Branch, BranchKind};
 use super::factor_head::{leaky_relu, FactorHead, HeadConfig, PriorAttention};
 use super::fusion::{Clip, Fusion};
 use super::patch::Geometry;
-use super::quantizer::QuantOutput;
+use super::quantizer::{diversity_loss_from_usage, QuantOutput};
 use super::transformer::xavier_linear;
 use crate::config::{ModelConfig, TrainConfig};
+use crate::distributed::cross_rank::{grad_scaled, or_nan};
+use crate::distributed::CrossRank;
 use crate::error::{Error, Result};
 
 /// Unweighted losses of one branch; zeros for a disabled branch.
@@ -116,9 +118,15 @@ pub struct Storm {
     factor: FactorHead,
     geo: Geometry,
     patch_days: i64,
+    /// Set under data parallel: CLIP and diversity over the global batch.
+    cross_rank: Option<CrossRank>,
 }
 
 impl Storm {
+    pub fn set_cross_rank(&mut self, cross: CrossRank) {
+        self.cross_rank = (cross.world() > 1).then_some(cross);
+    }
+
     /// Builds the model under `p` for windows of `window` days × `n_stocks` × `n_features`. Errors when the
     /// data does not fit the config (the config itself is range-checked at load).
     pub fn new(
@@ -181,6 +189,7 @@ impl Storm {
             factor,
             geo,
             patch_days: cfg.patch_days as i64,
+            cross_rank: None,
         })
     }
 
@@ -226,10 +235,16 @@ impl Storm {
     /// Training/validation forward with every loss term. `train` enables the quantisers' dead-code resets
     /// and usage counters (pass false for validation).
     pub fn forward_train(&self, x: &Tensor, y: &Tensor, train: bool) -> StormOutput {
-        let quantize = |b: &Branch, seq: &Tensor| b.quantizer().forward(&tokens(seq), train);
+        let across = self.cross_rank.as_ref().filter(|_| train);
+        let quantize =
+            |b: &Branch, seq: &Tensor| b.quantizer().forward_across(&tokens(seq), train, across);
         let (ts, cs) = self.fuse(self.encode(x, quantize));
-        let clip = match (&ts, &cs, &self.clip) {
-            (Some(t), Some(c), Some(clip)) => clip.forward(&cls(&t.seq), &cls(&c.seq)),
+        let global = across;
+        let clip = match (&ts, &cs, &self.clip, global) {
+            (Some(t), Some(c), Some(clip), Some(cr)) => {
+                or_nan(clip.forward_global(&cls(&t.seq), &cls(&c.seq), cr), x)
+            }
+            (Some(t), Some(c), Some(clip), None) => clip.forward(&cls(&t.seq), &cls(&c.seq)),
             _ => Tensor::zeros([], (Kind::Float, x.device())),
         };
         let e = self.embed(x, ts.as_ref(), cs.as_ref());
@@ -239,7 +254,10 @@ impl Storm {
                 recon: b.decode(&s.quant.quantized).mse_loss(x, Reduction::Mean),
                 codebook: s.quant.codebook.shallow_clone(),
                 commit: s.quant.commit.shallow_clone(),
-                diversity: s.quant.diversity.shallow_clone(),
+                diversity: match global {
+                    Some(cr) => or_nan(global_diversity(&s.quant, cr), x),
+                    None => s.quant.diversity.shallow_clone(),
+                },
                 orthogonal: s.quant.orthogonal.shallow_clone(),
             },
             _ => BranchLosses::zeros(x.device()),
@@ -346,6 +364,8 @@ fn assign_only(b: &Branch, seq: &Tensor) -> QuantOutput {
         commit: zero(),
         diversity: zero(),
         orthogonal: zero(),
+        usage_sum: zero(),
+        vectors: 0,
     }
 }
 
@@ -404,6 +424,16 @@ fn check_shapes(cfg: &ModelConfig, n_stocks: i64, n_features: i64, window: i64) 
         ));
     }
     Ok(())
+}
+
+/// The diversity term (eq. 4) over the global batch: codebook usage summed over ranks, gradient through
+/// this rank's vectors weighted by the world size (see `distributed::cross_rank`).
+fn global_diversity(q: &QuantOutput, cr: &CrossRank) -> Result<Tensor> {
+    let usage = cr.sum(&q.usage_sum)?;
+    let mut vectors = [q.vectors as f64];
+    cr.sum_f64(&mut vectors)?;
+    let term = diversity_loss_from_usage(&usage, vectors[0] as i64);
+    Ok(grad_scaled(&term, cr.world() as f64))
 }
 
 #[cfg(test)]

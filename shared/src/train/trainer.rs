@@ -12,7 +12,8 @@
 //! identical. Loss and loss terms are averaged over ranks before the finite check (a non-finite value on any
 //! rank skips the step on all) and the log. Rank 0 alone writes logs, checkpoints and validation (every
 //! valid day once); the others receive its validation summary. Codebooks and buffers (dead-code resets use
-//! each rank's own batch) are broadcast from rank 0 after every step.
+//! each rank's own batch) are broadcast from rank 0 after every step. Loss terms that couple the samples of
+//! a batch (STORM's CLIP and diversity) are computed over the global batch (`distributed::cross_rank`).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -29,7 +30,10 @@ use super::schedule::LinearWarmupDecay;
 use crate::config::{ExperimentConfig, Split};
 use crate::data::windows::{split_window_ends, BatchSampler, Labels, WindowTensors};
 use crate::data::Panel;
-use crate::distributed::{reduce_tensors, BucketOp, Collective, Single};
+use crate::distributed::cross_rank::lock;
+use crate::distributed::{
+    reduce_tensors, BucketOp, Collective, CrossRank, SharedCollective, Single,
+};
 use crate::error::{Error, Result};
 use crate::eval::predictions::{ic_summary, predict_days};
 use crate::eval::rank_ic::IcSummary;
@@ -89,7 +93,7 @@ pub struct Trainer<'a> {
     schedule: LinearWarmupDecay,
     checkpoints: Checkpointer,
     /// The process group (world size 1: [`Single`]).
-    comm: Box<dyn Collective>,
+    comm: SharedCollective,
     /// Variables broadcast from rank 0 after every step when W > 1: codebooks and buffers, which a rank
     /// can change from its own data (dead-code resets, usage counters).
     rank_local_vars: Vec<Tensor>,
@@ -161,7 +165,9 @@ impl<'a> Trainer<'a> {
             sampler,
             valid_ends,
             schedule,
-            comm: Box::new(Single),
+            comm: std::sync::Arc::new(std::sync::Mutex::new(
+                Box::new(Single) as Box<dyn Collective>
+            )),
             rank_local_vars: Vec::new(),
         })
     }
@@ -186,12 +192,15 @@ impl<'a> Trainer<'a> {
             .filter(|(name, t)| !t.requires_grad() || name.ends_with("codebook"))
             .map(|(_, t)| t)
             .collect();
-        self.comm = comm;
+        self.comm = std::sync::Arc::new(std::sync::Mutex::new(comm));
+        if world > 1 {
+            self.model.use_cross_rank(CrossRank::new(self.comm.clone()));
+        }
         Ok(self)
     }
 
     fn world(&self) -> usize {
-        self.comm.world_size()
+        lock(&self.comm).world_size()
     }
 
     /// Every variable (parameters and buffers) from rank 0, so all replicas start identical.
@@ -199,7 +208,7 @@ impl<'a> Trainer<'a> {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
-        reduce_tensors(self.comm.as_mut(), &tensors, BucketOp::Broadcast)
+        reduce_tensors(lock(&self.comm).as_mut(), &tensors, BucketOp::Broadcast)
     }
 
     /// Checks that every rank holds the same variables (checksums compared bit for bit); a collective, so
@@ -220,11 +229,11 @@ impl<'a> Trainer<'a> {
                 )
             })
         });
-        let rank = self.comm.rank();
+        let rank = lock(&self.comm).rank();
         let mut sums = vec![0f64; 2 * world];
         sums[2 * rank] = abs;
         sums[2 * rank + 1] = sq;
-        self.comm.all_reduce_f64(&mut sums)?;
+        lock(&self.comm).all_reduce_f64(&mut sums)?;
         let differs: Vec<usize> = (1..world)
             .filter(|r| {
                 sums[2 * r].to_bits() != sums[0].to_bits()
@@ -254,7 +263,7 @@ impl<'a> Trainer<'a> {
             .map(|(_, t)| t.grad())
             .filter(|g| g.defined())
             .collect();
-        reduce_tensors(self.comm.as_mut(), &grads, BucketOp::Mean)
+        reduce_tensors(lock(&self.comm).as_mut(), &grads, BucketOp::Mean)
     }
 
     pub fn model(&self) -> &dyn FactorModel {
@@ -368,12 +377,12 @@ impl<'a> Trainer<'a> {
             return self.validate();
         }
         let mut values = [0.0f64; 5];
-        if self.comm.is_rank0() {
+        if lock(&self.comm).is_rank0() {
             let s = self.validate()?;
             values = [s.rank_ic, s.rank_icir, s.ic, s.icir, s.n_days as f64];
         }
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let bytes = self.comm.broadcast_bytes(bytes)?;
+        let bytes = lock(&self.comm).broadcast_bytes(bytes)?;
         if bytes.len() != 40 {
             return Err(Error::Data(format!(
                 "validation summary from rank 0 has {} bytes, expected 40",
@@ -393,7 +402,7 @@ impl<'a> Trainer<'a> {
     /// Evaluates on valid, records it, and refreshes `best/` when it improves (files: rank 0 only).
     fn evaluate_and_keep_best(&mut self, state: &mut TrainState) -> Result<IcSummary> {
         let summary = self.validate_on_rank0()?;
-        let rank0 = self.comm.is_rank0();
+        let rank0 = lock(&self.comm).is_rank0();
         let path = self.run_dir.join(VALID_LOG);
         if rank0 && !path.exists() {
             Self::append(&path, "step,epoch,rank_ic,rank_icir,ic,icir,n_days")?;
@@ -444,8 +453,8 @@ impl<'a> Trainer<'a> {
         fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;
         let mut state = self.initial_state()?;
         let world = self.world();
-        let rank = self.comm.rank();
-        let rank0 = self.comm.is_rank0();
+        let rank = lock(&self.comm).rank();
+        let rank0 = lock(&self.comm).is_rank0();
         if world > 1 {
             self.sync_all_variables()?;
         }
@@ -506,7 +515,7 @@ impl<'a> Trainer<'a> {
                     let mut stats: Vec<f64> = std::iter::once(value)
                         .chain(terms.iter().map(|(_, v)| *v))
                         .collect();
-                    self.comm.all_reduce_f64(&mut stats)?;
+                    lock(&self.comm).all_reduce_f64(&mut stats)?;
                     value = stats[0] / world as f64;
                     for (term, sum) in terms.iter_mut().zip(&stats[1..]) {
                         term.1 = sum / world as f64;
@@ -530,7 +539,7 @@ impl<'a> Trainer<'a> {
                 }
                 if world > 1 {
                     reduce_tensors(
-                        self.comm.as_mut(),
+                        lock(&self.comm).as_mut(),
                         &self.rank_local_vars,
                         BucketOp::Broadcast,
                     )?;
