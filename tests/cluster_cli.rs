@@ -373,6 +373,19 @@ fn a_wrong_cookie_or_no_coordinator_is_a_clear_error() {
     assert!(err.contains("not accepted"), "{err}");
     let err = common::fails(&["worker", "--connect", &format!("127.0.0.1:{port}")]);
     assert!(err.contains("cookie is needed"), "{err}");
+    // a second coordinator on the taken port is refused before it writes anything
+    let taken = session.out.with_file_name("taken");
+    let err = common::fails(&[
+        "sweep",
+        "--config",
+        &s(&session.out.with_file_name("sweep.toml")),
+        "--out",
+        &s(&taken),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    assert!(err.contains("cannot listen there"), "{err}");
+    assert!(!taken.exists());
     // the coordinator is still waiting for a worker; nothing ran
     assert!(session.coord.try_wait().unwrap().is_none());
     let log = read(&session.clog);

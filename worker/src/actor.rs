@@ -12,7 +12,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 
 use crate::host::HostLink;
-use crate::protocol::{JobOutcome, JobSpec, WorkerEvent, WorkerId, WorkerMsg};
+use crate::protocol::{worker_group, JobOutcome, JobSpec, WorkerEvent, WorkerId, WorkerMsg};
 use crate::runner::{JobRunner, RunContext};
 
 pub struct Worker;
@@ -113,8 +113,8 @@ impl Actor for Worker {
         myself: ActorRef<WorkerMsg>,
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
-        if let Some(host) = &args.host {
-            ractor::pg::join(host.group(&args.id), vec![myself.get_cell()]);
+        if args.host.is_some() {
+            ractor::pg::join(worker_group(&args.id), vec![myself.get_cell()]);
         }
         let (tx, rx) = mpsc::channel();
         let busy = Arc::new(AtomicBool::new(false));

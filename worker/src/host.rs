@@ -52,10 +52,6 @@ pub struct HostLink {
 }
 
 impl HostLink {
-    pub fn group(&self, worker: &str) -> String {
-        worker_group(worker)
-    }
-
     pub fn heard_from_coordinator(&self, timeout_ms: u64) {
         if let Ok(mut g) = self.last_ping.lock() {
             *g = Some((Instant::now(), Duration::from_millis(timeout_ms)));

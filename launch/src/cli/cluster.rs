@@ -44,6 +44,10 @@ impl ClusterArgs {
         let addr = addrs
             .next()
             .with_context(|| format!("--listen {listen}: the name resolves to no address"))?;
+        // refuse a taken port before the sweep directory is created (no partial output); the coordinator
+        // binds it again moments later
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("--listen {listen}: cannot listen there"))?;
         if !(self.heartbeat_timeout.is_finite() && self.heartbeat_timeout >= 0.5) {
             bail!(
                 "--heartbeat-timeout {}: must be at least 0.5 seconds",
