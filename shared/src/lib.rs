@@ -12,6 +12,7 @@ pub mod model;
 pub mod plot;
 pub mod portfolio;
 pub mod report;
+pub mod stats;
 pub mod telemetry;
 pub mod trading;
 pub mod train;

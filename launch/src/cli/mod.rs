@@ -161,7 +161,7 @@ pub fn cell(v: f64) -> String {
 /// One Markdown row: name, APY, CW, CR, ASR, MDD, AVO, then a last column of the caller's choice.
 pub fn metrics_row(
     name: &str,
-    m: &storm_shared::eval::financial::FinancialMetrics,
+    m: &storm_shared::stats::financial::FinancialMetrics,
     last: &str,
 ) -> String {
     format!(

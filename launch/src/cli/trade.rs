@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use storm_shared::eval::financial::FinancialMetrics;
+use storm_shared::stats::financial::FinancialMetrics;
 use storm_shared::trading::ppo::PpoConfig;
 use storm_shared::trading::task::{
     load_ticker, run_trading, write_outputs, FeatureSource, TradeParams,

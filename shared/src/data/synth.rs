@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::atomic;
 use crate::error::{Error, Result};
-use crate::eval::rank_ic::{mean_std, spearman};
+use crate::stats::rank_ic::{mean_std, spearman};
 
 pub const SIGNAL_PERSISTENCE: f64 = 0.9;
 pub const SIGNAL_LOADING: f64 = 0.012;

@@ -1,6 +1,4 @@
-//! Evaluation metrics shared by every model and task.
+//! Evaluation of a model over the windows of a split (predictions per day and their RankIC summary).
 
-pub mod financial;
 pub mod predictions;
-pub mod rank_ic;
 pub mod run_eval;

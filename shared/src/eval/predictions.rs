@@ -6,7 +6,7 @@ use tch::Tensor;
 use crate::data::windows::WindowTensors;
 use crate::data::Panel;
 use crate::error::Result;
-use crate::eval::rank_ic::{summarize, IcSummary};
+use crate::stats::rank_ic::{summarize, IcSummary};
 
 /// Scores of all stocks on one day (the last day of a window).
 pub struct DayPredictions {

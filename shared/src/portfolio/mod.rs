@@ -21,7 +21,7 @@ pub mod topk_drop;
 mod tests;
 
 use crate::error::Result;
-use crate::eval::financial::FinancialMetrics;
+use crate::stats::financial::FinancialMetrics;
 
 pub use market::Market;
 
@@ -50,6 +50,6 @@ impl WealthSeries {
 
     /// Daily returns V_t / V_{t−1} − 1, t = 1..T.
     pub fn returns(&self) -> Vec<f64> {
-        crate::eval::financial::daily_returns(&self.wealth)
+        crate::stats::financial::daily_returns(&self.wealth)
     }
 }

@@ -14,7 +14,7 @@ use super::{Market, WealthSeries};
 use crate::atomic::Staging;
 use crate::config::Split;
 use crate::error::{Error, Result};
-use crate::eval::financial::FinancialMetrics;
+use crate::stats::financial::FinancialMetrics;
 use crate::eval::run_eval::predictions_file;
 
 /// Parses `--index`: `builtin:dji`, `none` (no index benchmark), or a path to a CSV/CSV.gz/Parquet file.

@@ -14,7 +14,7 @@ use prometheus::{
 };
 
 use crate::error::{Error, Result};
-use crate::eval::financial::FinancialMetrics;
+use crate::stats::financial::FinancialMetrics;
 
 /// Buckets of `storm_train_step_seconds`: 1 ms · 2^k up to ~131 s (CPU paper config steps take ~5 s,
 /// GPU steps tens of ms).

@@ -22,7 +22,7 @@ pub use metrics::Metrics;
 pub use server::{parse_metrics_addr, MetricsServer};
 
 use crate::error::{Error, Result};
-use crate::eval::financial::FinancialMetrics;
+use crate::stats::financial::FinancialMetrics;
 
 static GLOBAL: OnceLock<Metrics> = OnceLock::new();
 

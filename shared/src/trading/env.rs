@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::eval::financial::FinancialMetrics;
+use crate::stats::financial::FinancialMetrics;
 use crate::portfolio::WealthSeries;
 
 /// Default proportional transaction cost (1 bp of the traded value).

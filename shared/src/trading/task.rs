@@ -23,7 +23,7 @@ use super::vec_env::VecEnv;
 use crate::atomic::Staging;
 use crate::data::Panel;
 use crate::error::{Error, Result};
-use crate::eval::financial::FinancialMetrics;
+use crate::stats::financial::FinancialMetrics;
 use crate::train::run_dir::{RunInfo, RUN_FILE};
 
 /// The exported factor embeddings of a run.

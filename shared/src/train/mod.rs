@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod optimizer;
+pub mod progress;
 pub mod run_dir;
 pub mod schedule;
 pub mod trainer;

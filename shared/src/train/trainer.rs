@@ -36,7 +36,7 @@ use crate::distributed::{
 };
 use crate::error::{Error, Result};
 use crate::eval::predictions::{ic_summary, predict_days};
-use crate::eval::rank_ic::IcSummary;
+use crate::stats::rank_ic::IcSummary;
 use crate::model::{build_model, FactorModel, ModelOutput};
 use crate::telemetry;
 

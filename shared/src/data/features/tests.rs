@@ -68,7 +68,7 @@ fn sample_std(x: &[f64]) -> f64 {
     (x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (x.len() as f64 - 1.0)).sqrt()
 }
 fn corr(a: &[f64], b: &[f64]) -> f64 {
-    crate::eval::rank_ic::pearson(a, b).unwrap_or(0.0)
+    crate::stats::rank_ic::pearson(a, b).unwrap_or(0.0)
 }
 fn quantile(x: &[f64], q: f64) -> f64 {
     let mut s = x.to_vec();
