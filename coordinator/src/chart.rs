@@ -23,7 +23,7 @@ fn color(i: usize) -> RGBColor {
 }
 
 fn draw_err(e: impl std::fmt::Display) -> Error {
-    Error::Data(format!("drawing chart: {e}"))
+    Error::Chart(format!("drawing chart: {e}"))
 }
 
 /// Mean with the observed min and max over seeds.
@@ -222,7 +222,7 @@ pub fn wealth_lines(
             .iter()
             .any(|(_, w)| w.len() != dates.len() || w[0] == 0.0)
     {
-        return Err(Error::Data(format!(
+        return Err(Error::Chart(format!(
             "wealth chart needs at least 2 dates and one value per date ({} dates)",
             dates.len()
         )));

@@ -51,7 +51,7 @@ fn write_new_cookie(path: &Path) -> Result<String> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| Error::Data(format!("reading /dev/urandom for a cluster cookie: {e}")))?;
+        .map_err(|e| Error::Cluster(format!("reading /dev/urandom for a cluster cookie: {e}")))?;
     let cookie: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
@@ -59,9 +59,9 @@ fn write_new_cookie(path: &Path) -> Result<String> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| Error::Data(format!("writing {}: {e}", path.display())))?;
+        .map_err(|e| Error::Cluster(format!("writing {}: {e}", path.display())))?;
     std::io::Write::write_all(&mut f, cookie.as_bytes())
-        .map_err(|e| Error::Data(format!("writing {}: {e}", path.display())))?;
+        .map_err(|e| Error::Cluster(format!("writing {}: {e}", path.display())))?;
     Ok(cookie)
 }
 
@@ -78,7 +78,7 @@ pub async fn start_node(opts: &ClusterOptions) -> Result<ActorRef<NodeServerMess
     )
     .with_listen_addr(opts.listen.ip());
     let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| {
-        Error::Data(format!(
+        Error::Cluster(format!(
             "cannot listen for workers on {}: {e} (is the port in use?)",
             opts.listen
         ))

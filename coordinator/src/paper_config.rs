@@ -100,7 +100,7 @@ pub fn data_source(data: &str) -> Result<String> {
     }
     let p = Path::new(data);
     if !p.is_file() {
-        return Err(Error::Data(format!(
+        return Err(Error::Sweep(format!(
             "--data {data}: no such file; pass dj30 (the bundled DJ30 prices) or a price file \
              (CSV, CSV.gz or Parquet)"
         )));
@@ -155,7 +155,7 @@ impl PaperConfig {
         let base = resolve_base(&self.base, path);
         let seeds = o.seeds.unwrap_or(self.seeds);
         if seeds == 0 {
-            return Err(Error::Data("--seeds must be at least 1".into()));
+            return Err(Error::Sweep("--seeds must be at least 1".into()));
         }
         let source = o.data.as_deref().map(data_source).transpose()?;
         let max_steps = o.max_steps.or(self.max_steps);

@@ -57,7 +57,7 @@ impl SweepOutcome {
 /// Runs (or resumes) a sweep and writes its tables.
 pub fn run_sweep(plan: &Plan, opts: SweepOptions) -> Result<SweepOutcome> {
     if opts.devices.is_empty() && opts.cluster.is_none() {
-        return Err(Error::Data("a sweep needs at least one worker".into()));
+        return Err(Error::Sweep("a sweep needs at least one worker".into()));
     }
     let source = opts.source.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
     let dir = sweep_dir::open(&opts.out, plan, opts.resume, source)?;
@@ -100,7 +100,7 @@ pub fn run_sweep(plan: &Plan, opts: SweepOptions) -> Result<SweepOutcome> {
         cluster,
     })?;
     if let Some(e) = &end.error {
-        return Err(Error::Data(format!("the sweep stopped: {e}")));
+        return Err(Error::Sweep(format!("the sweep stopped: {e}")));
     }
     let rows = job_rows(plan, &end, &specs);
     let stats = aggregate(&rows)?;
@@ -132,7 +132,7 @@ fn run_session(p: CoordinatorArgsParts) -> Result<SessionEnd> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Data(format!("cannot start the actor runtime: {e}")))?;
+        .map_err(|e| Error::Sweep(format!("cannot start the actor runtime: {e}")))?;
     rt.block_on(async move {
         let node = match &p.cluster {
             Some(c) => {
@@ -160,7 +160,7 @@ fn run_session(p: CoordinatorArgsParts) -> Result<SessionEnd> {
         };
         let (coordinator, handle) = Actor::spawn(None, Coordinator, args)
             .await
-            .map_err(|e| Error::Data(format!("cannot start the coordinator: {e}")))?;
+            .map_err(|e| Error::Sweep(format!("cannot start the coordinator: {e}")))?;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         let mut interrupted = false;
@@ -180,7 +180,7 @@ fn run_session(p: CoordinatorArgsParts) -> Result<SessionEnd> {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             node.stop(None);
         }
-        end.map_err(|_| Error::Data("the coordinator stopped without a report".into()))
+        end.map_err(|_| Error::Sweep("the coordinator stopped without a report".into()))
     })
 }
 

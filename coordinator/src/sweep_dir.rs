@@ -39,7 +39,7 @@ pub fn open(
     if resume {
         let text = std::fs::read_to_string(&plan_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Data(format!(
+                Error::Sweep(format!(
                     "{} holds no sweep to resume (no {PLAN_FILE}); run without --resume to start one",
                     out.display()
                 ))
@@ -50,7 +50,7 @@ pub fn open(
         let stored: PlanRecord = serde_json::from_str(&text)
             .map_err(|e| Error::input(&plan_path, format!("invalid plan record: {e}")))?;
         if let Some(diff) = stored.difference(&record) {
-            return Err(Error::Data(format!(
+            return Err(Error::Sweep(format!(
                 "{} was started with a different config ({diff}); resume it with the config it was \
                  started with, or pick a new --out",
                 out.display()
@@ -59,7 +59,7 @@ pub fn open(
     } else {
         let non_empty = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
         if non_empty {
-            return Err(Error::Data(format!(
+            return Err(Error::Sweep(format!(
                 "{} already exists and is not empty; pass --resume to continue the sweep in it, or pick \
                  a new --out",
                 out.display()
@@ -140,7 +140,7 @@ pub fn job_specs(
         let job_dir = dir.join(JOBS_DIR).join(&job.id);
         std::fs::create_dir_all(&job_dir).map_err(|e| Error::io(&job_dir, e))?;
         let toml = toml::to_string_pretty(&job.config)
-            .map_err(|e| Error::Data(format!("cannot serialise the config of {}: {e}", job.id)))?;
+            .map_err(|e| Error::Sweep(format!("cannot serialise the config of {}: {e}", job.id)))?;
         let spec = JobSpec {
             id: job.id.clone(),
             attempt: 0,
@@ -150,7 +150,7 @@ pub fn job_specs(
             data: data
                 .get(&job.id)
                 .cloned()
-                .ok_or_else(|| Error::Data(format!("no data store for job {}", job.id)))?,
+                .ok_or_else(|| Error::Sweep(format!("no data store for job {}", job.id)))?,
             max_steps: plan.max_steps,
             batch_size: job.config.train.batch_size,
             steps: job.steps.clone(),

@@ -26,6 +26,46 @@ pub enum Error {
     /// The data is valid but cannot serve the request (e.g. a split with no complete window).
     #[error("{0}")]
     Data(String),
+    /// A run directory cannot serve the request (not a run, written with another config, no checkpoint).
+    #[error("{0}")]
+    Run(String),
+    /// A model cannot be built for the data, or its input has the wrong shape.
+    #[error("{0}")]
+    Model(String),
+    /// Training cannot go on (non-finite losses in a row, a batch that does not split over the ranks,
+    /// diverged replicas).
+    #[error("{0}")]
+    Training(String),
+    /// A financial metric was asked of an inconsistent series (lengths, non-positive wealth).
+    #[error("{0}")]
+    Metrics(String),
+    /// A portfolio backtest cannot run with these parameters or predictions.
+    #[error("{0}")]
+    Backtest(String),
+    /// The trading task cannot run with these parameters or data.
+    #[error("{0}")]
+    Trading(String),
+    /// The distributed environment (RANK, WORLD_SIZE, MASTER_*, Slurm) is missing or inconsistent.
+    #[error("{0}")]
+    DistEnv(String),
+    /// The TCP rendezvous or collective failed: a connection, a peer, or the protocol.
+    #[error("{0}")]
+    Network(String),
+    /// NCCL or the CUDA driver failed or is unavailable.
+    #[error("{0}")]
+    Nccl(String),
+    /// The metrics registry or its HTTP endpoint failed.
+    #[error("{0}")]
+    Telemetry(String),
+    /// A PNG chart could not be drawn.
+    #[error("{0}")]
+    Chart(String),
+    /// A sweep cannot be planned, resumed or run (sweep directory, plan, actor runtime).
+    #[error("{0}")]
+    Sweep(String),
+    /// The cluster of remote workers (cookie, listener, connection).
+    #[error("{0}")]
+    Cluster(String),
     #[error("polars: {0}")]
     Polars(#[from] polars::error::PolarsError),
     #[error("torch: {0}")]

@@ -36,14 +36,14 @@ pub fn ensure_font() -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Data(
+        Err(Error::Chart(
             "no TrueType font found for charts: install fonts-dejavu-core or set STORM_FONT".into(),
         ))
     }
 }
 
 fn draw_err(e: impl std::fmt::Display) -> Error {
-    Error::Data(format!("drawing chart: {e}"))
+    Error::Chart(format!("drawing chart: {e}"))
 }
 
 /// Bar chart of counts per code index (paper Fig. 3a), one panel per codebook.
@@ -99,7 +99,7 @@ pub fn wealth_curves(
 ) -> Result<()> {
     ensure_font()?;
     if dates.len() < 2 || series.iter().any(|(_, w)| w.len() != dates.len()) {
-        return Err(Error::Data(format!(
+        return Err(Error::Chart(format!(
             "wealth chart needs at least 2 dates and one value per date ({} dates)",
             dates.len()
         )));
@@ -203,7 +203,7 @@ pub fn downsample(xs: &[f64], ys: &[f64], max: usize) -> Vec<(f64, f64)> {
 pub fn loss_curves(path: &Path, steps: &[f64], panels: &[(&str, &[f64])]) -> Result<()> {
     ensure_font()?;
     if steps.is_empty() || panels.is_empty() {
-        return Err(Error::Data(
+        return Err(Error::Chart(
             "loss chart needs at least one step and one series".into(),
         ));
     }

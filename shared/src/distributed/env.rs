@@ -55,7 +55,7 @@ impl DistEnv {
                     let list = get("SLURM_NODELIST")
                         .or_else(|| get("SLURM_JOB_NODELIST"))
                         .ok_or_else(|| {
-                            Error::Data(
+                            Error::DistEnv(
                                 "SLURM_PROCID is set but SLURM_NODELIST is not (and no MASTER_ADDR)".into(),
                             )
                         })?;
@@ -79,16 +79,16 @@ impl DistEnv {
 
     fn check(&self) -> Result<()> {
         if self.world_size == 0 {
-            return Err(Error::Data("WORLD_SIZE must be at least 1".into()));
+            return Err(Error::DistEnv("WORLD_SIZE must be at least 1".into()));
         }
         if self.rank >= self.world_size {
-            return Err(Error::Data(format!(
+            return Err(Error::DistEnv(format!(
                 "RANK {} is out of range for WORLD_SIZE {}",
                 self.rank, self.world_size
             )));
         }
         if self.local_rank >= self.local_world_size.max(1) && self.local_world_size > 0 {
-            return Err(Error::Data(format!(
+            return Err(Error::DistEnv(format!(
                 "LOCAL_RANK {} is out of range for LOCAL_WORLD_SIZE {}",
                 self.local_rank, self.local_world_size
             )));
@@ -102,7 +102,7 @@ impl DistEnv {
 }
 
 fn num(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<usize> {
-    opt_num(get, key)?.ok_or_else(|| Error::Data(format!("{key} is not set")))
+    opt_num(get, key)?.ok_or_else(|| Error::DistEnv(format!("{key} is not set")))
 }
 
 fn opt_num(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<Option<usize>> {
@@ -110,7 +110,7 @@ fn opt_num(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<Option<us
         .map(|v| {
             v.trim()
                 .parse::<usize>()
-                .map_err(|_| Error::Data(format!("{key}={v:?} is not a non-negative integer")))
+                .map_err(|_| Error::DistEnv(format!("{key}={v:?} is not a non-negative integer")))
         })
         .transpose()
 }
@@ -123,7 +123,7 @@ fn port(get: &impl Fn(&str) -> Option<String>) -> Result<u16> {
             .parse::<u16>()
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| Error::Data(format!("MASTER_PORT={v:?} is not a port number"))),
+            .ok_or_else(|| Error::DistEnv(format!("MASTER_PORT={v:?} is not a port number"))),
     }
 }
 
@@ -136,7 +136,7 @@ fn leading_number(v: &str) -> Option<usize> {
 /// First host of a Slurm node list: `host`, `a,b`, `node[01-04]`, `node[3,5-7],gpu1`.
 pub fn first_host(list: &str) -> Result<String> {
     let list = list.trim();
-    let bad = || Error::Data(format!("cannot read the Slurm node list {list:?}"));
+    let bad = || Error::DistEnv(format!("cannot read the Slurm node list {list:?}"));
     // the first entry ends at the first comma outside brackets
     let mut depth = 0usize;
     let mut end = list.len();

@@ -115,7 +115,7 @@ pub fn connect(env: Option<&DistEnv>, device: Device) -> Result<Box<dyn Collecti
         Some("tcp") => "tcp",
         Some("nccl") => "nccl",
         Some(other) => {
-            return Err(Error::Data(format!(
+            return Err(Error::DistEnv(format!(
                 "STORM_DIST_BACKEND={other:?}: expected tcp or nccl"
             )))
         }
@@ -129,7 +129,7 @@ pub fn connect(env: Option<&DistEnv>, device: Device) -> Result<Box<dyn Collecti
     );
     match (backend, device) {
         ("nccl", Device::Cuda(i)) => Ok(Box::new(NcclCollective::new(tcp, i)?)),
-        ("nccl", _) => Err(Error::Data(
+        ("nccl", _) => Err(Error::DistEnv(
             "the NCCL backend needs a CUDA device (--device cuda); use STORM_DIST_BACKEND=tcp on the CPU"
                 .into(),
         )),

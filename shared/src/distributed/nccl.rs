@@ -33,7 +33,7 @@ fn nccl_error(what: &str, e: cudarc::nccl::result::NcclError) -> Error {
             CStr::from_ptr(p).to_string_lossy().into_owned()
         }
     };
-    Error::Data(format!("NCCL {what} failed: {text}"))
+    Error::Nccl(format!("NCCL {what} failed: {text}"))
 }
 
 /// Whether the NCCL and CUDA driver libraries can be opened (checked before any call: cudarc panics on a
@@ -47,7 +47,7 @@ impl NcclCollective {
     /// Creates the communicator of this rank on CUDA device `device`; `tcp` is the joined rendezvous.
     pub fn new(mut tcp: TcpCollective, device: usize) -> Result<Self> {
         if !libraries_present() {
-            return Err(Error::Data(
+            return Err(Error::Nccl(
                 "the NCCL backend needs libcuda and libnccl (libnccl.so on the library path, e.g. from the \
                  nvidia-nccl wheel); none was found. Use STORM_DIST_BACKEND=tcp to all-reduce over TCP instead"
                     .into(),
@@ -64,7 +64,7 @@ impl NcclCollective {
         let id_bytes = tcp.broadcast_bytes(id_bytes)?;
         let mut id = nccl::ncclUniqueId { internal: [0; 128] };
         if id_bytes.len() != id.internal.len() {
-            return Err(Error::Data(format!(
+            return Err(Error::Nccl(format!(
                 "NCCL unique id from rank 0 has {} bytes, expected {}",
                 id_bytes.len(),
                 id.internal.len()
@@ -90,7 +90,7 @@ impl NcclCollective {
     fn check(&self, t: &Tensor) -> Result<()> {
         if t.device() != Device::Cuda(self.device) || t.kind() != Kind::Float || !t.is_contiguous()
         {
-            return Err(Error::Data(format!(
+            return Err(Error::Nccl(format!(
                 "NCCL collectives take contiguous f32 tensors on cuda:{}; got {:?} {:?}",
                 self.device,
                 t.kind(),
@@ -107,7 +107,7 @@ impl NcclCollective {
         call: impl FnOnce(*mut std::ffi::c_void, usize, nccl::ncclComm_t) -> nccl::ncclResult_t,
     ) -> Result<()> {
         if t.device() == Device::Cpu {
-            return Err(Error::Data(format!("NCCL {what} of a CPU tensor")));
+            return Err(Error::Nccl(format!("NCCL {what} of a CPU tensor")));
         }
         self.check(t)?;
         tch::Cuda::synchronize(self.device as i64);
@@ -121,7 +121,7 @@ impl NcclCollective {
 /// Makes device `i`'s primary context current on this thread (the runtime and NCCL use it).
 fn bind_device(i: usize) -> Result<()> {
     use cudarc::driver::result as cu;
-    let err = |what: &str, e: cu::DriverError| Error::Data(format!("CUDA {what} failed: {e}"));
+    let err = |what: &str, e: cu::DriverError| Error::Nccl(format!("CUDA {what} failed: {e}"));
     cu::init().map_err(|e| err("init", e))?;
     let dev = cu::device::get(i as i32).map_err(|e| err("device_get", e))?;
     // SAFETY: dev is a valid device handle; the primary context stays retained for the process.

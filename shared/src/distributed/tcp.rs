@@ -115,7 +115,7 @@ impl TcpCollective {
             .map_err(|e| link_error(peer, "receiving from", e))?;
         let got = u64::from_le_bytes(header[1..].try_into().expect("8 bytes")) as usize;
         if header[0] != op as u8 || len.is_some_and(|l| l != got) {
-            return Err(Error::Data(format!(
+            return Err(Error::Network(format!(
                 "collective mismatch: rank {} called {} ({} bytes) while rank {} called {} ({got} bytes); \
                  the ranks run different code or configs",
                 self.rank,
@@ -219,12 +219,12 @@ fn link_error(peer: usize, what: &str, e: std::io::Error) -> Error {
         }
         _ => "",
     };
-    Error::Data(format!("{what} rank {peer} failed: {e}{hint}"))
+    Error::Network(format!("{what} rank {peer} failed: {e}{hint}"))
 }
 
 fn accept_all(env: &DistEnv, timeout: Duration) -> Result<Vec<TcpStream>> {
     let listener = TcpListener::bind(("0.0.0.0", env.master_port)).map_err(|e| {
-        Error::Data(format!(
+        Error::Network(format!(
             "rank 0 cannot listen on port {} for the rendezvous: {e} (is another job using it? set \
              MASTER_PORT)",
             env.master_port
@@ -232,7 +232,7 @@ fn accept_all(env: &DistEnv, timeout: Duration) -> Result<Vec<TcpStream>> {
     })?;
     listener
         .set_nonblocking(true)
-        .map_err(|e| Error::Data(format!("rendezvous socket: {e}")))?;
+        .map_err(|e| Error::Network(format!("rendezvous socket: {e}")))?;
     let deadline = Instant::now() + timeout;
     let mut slots: Vec<Option<TcpStream>> = (1..env.world_size).map(|_| None).collect();
     while slots.iter().any(Option::is_none) {
@@ -240,7 +240,7 @@ fn accept_all(env: &DistEnv, timeout: Duration) -> Result<Vec<TcpStream>> {
             Ok((stream, from)) => {
                 let (rank, stream) = greet_worker(stream, from, env)?;
                 if slots[rank - 1].is_some() {
-                    return Err(Error::Data(format!(
+                    return Err(Error::Network(format!(
                         "two processes joined the rendezvous as rank {rank} (the second from {from})"
                     )));
                 }
@@ -254,7 +254,7 @@ fn accept_all(env: &DistEnv, timeout: Duration) -> Result<Vec<TcpStream>> {
                         .filter(|(_, s)| s.is_none())
                         .map(|(i, _)| (i + 1).to_string())
                         .collect();
-                    return Err(Error::Data(format!(
+                    return Err(Error::Network(format!(
                         "rendezvous timed out after {}s on port {}: rank(s) {} never joined",
                         timeout.as_secs(),
                         env.master_port,
@@ -263,7 +263,7 @@ fn accept_all(env: &DistEnv, timeout: Duration) -> Result<Vec<TcpStream>> {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(e) => return Err(Error::Data(format!("rendezvous accept failed: {e}"))),
+            Err(e) => return Err(Error::Network(format!("rendezvous accept failed: {e}"))),
         }
     }
     let mut peers: Vec<TcpStream> = slots.into_iter().flatten().collect();
@@ -286,28 +286,28 @@ fn greet_worker(stream: TcpStream, from: SocketAddr, env: &DistEnv) -> Result<(u
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(30)))
     };
-    setup(&stream).map_err(|e| Error::Data(format!("rendezvous with {from}: {e}")))?;
+    setup(&stream).map_err(|e| Error::Network(format!("rendezvous with {from}: {e}")))?;
     let mut hello = [0u8; 16];
     stream
         .read_exact(&mut hello)
-        .map_err(|e| Error::Data(format!("rendezvous with {from}: no introduction: {e}")))?;
+        .map_err(|e| Error::Network(format!("rendezvous with {from}: no introduction: {e}")))?;
     let word = |i: usize| u32::from_le_bytes(hello[i..i + 4].try_into().expect("4 bytes"));
     if &hello[..4] != MAGIC || word(4) != VERSION {
-        return Err(Error::Data(format!(
+        return Err(Error::Network(format!(
             "rendezvous: {from} is not a storm rank of this version (port {} in use by something else?)",
             env.master_port
         )));
     }
     let (rank, world) = (word(8) as usize, word(12) as usize);
     if world != env.world_size || rank == 0 || rank >= world {
-        return Err(Error::Data(format!(
+        return Err(Error::Network(format!(
             "rendezvous: {from} joined as rank {rank} of {world}, but this job has WORLD_SIZE {}",
             env.world_size
         )));
     }
     stream
         .set_read_timeout(None)
-        .map_err(|e| Error::Data(format!("rendezvous with {from}: {e}")))?;
+        .map_err(|e| Error::Network(format!("rendezvous with {from}: {e}")))?;
     Ok((rank, stream))
 }
 
@@ -332,7 +332,7 @@ fn connect_to_master(env: &DistEnv, timeout: Duration) -> Result<TcpStream> {
             break s;
         }
         if Instant::now() >= deadline {
-            return Err(Error::Data(format!(
+            return Err(Error::Network(format!(
                 "rank {} could not reach rank 0 at {target} within {}s: {last_error}",
                 env.rank,
                 timeout.as_secs()
@@ -340,7 +340,7 @@ fn connect_to_master(env: &DistEnv, timeout: Duration) -> Result<TcpStream> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let io = |e: std::io::Error| Error::Data(format!("rendezvous with rank 0 at {target}: {e}"));
+    let io = |e: std::io::Error| Error::Network(format!("rendezvous with rank 0 at {target}: {e}"));
     stream.set_nodelay(true).map_err(io)?;
     let mut hello = Vec::with_capacity(16);
     hello.extend_from_slice(MAGIC);
@@ -354,13 +354,13 @@ fn connect_to_master(env: &DistEnv, timeout: Duration) -> Result<TcpStream> {
     stream.set_read_timeout(Some(wait)).map_err(io)?;
     let mut ack = [0u8; 12];
     stream.read_exact(&mut ack).map_err(|e| {
-        Error::Data(format!(
+        Error::Network(format!(
             "rank {} joined {target} but rank 0 never confirmed the group: {e}",
             env.rank
         ))
     })?;
     if &ack[..4] != MAGIC {
-        return Err(Error::Data(format!("{target} is not a storm rendezvous")));
+        return Err(Error::Network(format!("{target} is not a storm rendezvous")));
     }
     stream.set_read_timeout(None).map_err(io)?;
     Ok(stream)

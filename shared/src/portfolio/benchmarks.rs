@@ -25,7 +25,7 @@ pub fn equal_weight(market: &Market, cost_rate: f64, cash: f64) -> Result<Wealth
         .filter(|&j| market.label(0, j).is_some())
         .collect();
     if bought.is_empty() {
-        return Err(Error::Data(format!(
+        return Err(Error::Backtest(format!(
             "no stock has a label on the first date {}: nothing to buy",
             market.dates[0]
         )));
@@ -234,7 +234,7 @@ pub fn index_wealth(index: &IndexPrices, dates: &[NaiveDate], cash: f64) -> Resu
         if missing.len() > LIST_AT_MOST {
             listed.push(format!("and {} more", missing.len() - LIST_AT_MOST));
         }
-        return Err(Error::Data(format!(
+        return Err(Error::Backtest(format!(
             "index {} has no close on {} of the {} backtest dates: {} (use --index <file> with these \
              dates, or --index none)",
             index.name,

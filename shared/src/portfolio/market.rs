@@ -61,7 +61,7 @@ impl Market {
             .into_iter()
             .collect();
         if dates.len() < 2 {
-            return Err(Error::Data(format!(
+            return Err(Error::Backtest(format!(
                 "a backtest needs predictions on at least 2 dates, found {}",
                 dates.len()
             )));
@@ -80,7 +80,7 @@ impl Market {
         for (date, ticker, score, label) in &rows {
             let cell = day_index[date] * n + ticker_index[ticker.as_str()];
             if seen[cell] {
-                return Err(Error::Data(format!(
+                return Err(Error::Backtest(format!(
                     "predictions have more than one row for {ticker} on {date}"
                 )));
             }

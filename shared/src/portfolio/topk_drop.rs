@@ -37,13 +37,13 @@ pub struct TopkDropParams {
 impl TopkDropParams {
     pub fn validate(&self) -> Result<()> {
         if self.k < 1 {
-            return Err(Error::Data(format!(
+            return Err(Error::Backtest(format!(
                 "k must be at least 1 (got {})",
                 self.k
             )));
         }
         if self.drop > self.k {
-            return Err(Error::Data(format!(
+            return Err(Error::Backtest(format!(
                 "drop must be between 0 and k = {} (got {})",
                 self.k, self.drop
             )));
@@ -55,12 +55,12 @@ impl TopkDropParams {
 /// Shared by every strategy: a finite non-negative cost rate and finite positive starting cash.
 pub fn validate_cost_and_cash(cost_rate: f64, cash: f64) -> Result<()> {
     if !(cost_rate.is_finite() && cost_rate >= 0.0) {
-        return Err(Error::Data(format!(
+        return Err(Error::Backtest(format!(
             "cost must be a finite rate ≥ 0 (got {cost_rate})"
         )));
     }
     if !(cash.is_finite() && cash > 0.0) {
-        return Err(Error::Data(format!(
+        return Err(Error::Backtest(format!(
             "cash must be finite and > 0 (got {cash})"
         )));
     }

@@ -78,14 +78,14 @@ impl FinancialMetrics {
 
 fn check_series(wealth: &[f64], traded_value: &[f64], cost: &[f64]) -> Result<()> {
     if wealth.len() < 2 {
-        return Err(Error::Data(format!(
+        return Err(Error::Metrics(format!(
             "financial metrics need at least one trading day (2 wealth values), got {}",
             wealth.len()
         )));
     }
     let days = wealth.len() - 1;
     if traded_value.len() != days || cost.len() != days {
-        return Err(Error::Data(format!(
+        return Err(Error::Metrics(format!(
             "{} wealth values need {days} traded values and costs, got {} and {}",
             wealth.len(),
             traded_value.len(),
@@ -93,7 +93,7 @@ fn check_series(wealth: &[f64], traded_value: &[f64], cost: &[f64]) -> Result<()
         )));
     }
     if let Some(i) = wealth.iter().position(|v| !(v.is_finite() && *v > 0.0)) {
-        return Err(Error::Data(format!(
+        return Err(Error::Metrics(format!(
             "wealth must be finite and positive; day {i} has {}",
             wealth[i]
         )));

@@ -111,7 +111,7 @@ impl Metrics {
             ("rank".to_string(), rank.to_string()),
         ]);
         let registry = Registry::new_custom(None, Some(labels))
-            .map_err(|e| Error::Data(format!("metrics registry: {e}")))?;
+            .map_err(|e| Error::Telemetry(format!("metrics registry: {e}")))?;
         let run_info = gauge_vec(
             &registry,
             "storm_run_info",

@@ -41,7 +41,7 @@ fn ranks(rank: Option<&str>, local_rank: Option<&str>) -> Result<(String, u16)> 
     let read = |name: &str, v: Option<&str>| -> Result<Option<u16>> {
         v.map(|v| {
             v.trim().parse::<u16>().map_err(|_| {
-                Error::Data(format!(
+                Error::Telemetry(format!(
                     "environment variable {name}=`{v}` is not a rank (0..65535)"
                 ))
             })
@@ -59,14 +59,14 @@ pub fn start(addr: &str, run_id: &str) -> Result<MetricsServer> {
     let (rank, local_rank) = rank_from_env()?;
     let sock = parse_metrics_addr(addr, local_rank)?;
     if GLOBAL.get().is_some() {
-        return Err(Error::Data("telemetry was already started".into()));
+        return Err(Error::Telemetry("telemetry was already started".into()));
     }
     let server = MetricsServer::start(sock, || {
         GLOBAL.get().map(Metrics::render).unwrap_or_default()
     })?;
     GLOBAL
         .set(Metrics::new(run_id, &rank)?)
-        .map_err(|_| Error::Data("telemetry was already started".into()))?;
+        .map_err(|_| Error::Telemetry("telemetry was already started".into()))?;
     Ok(server)
 }
 

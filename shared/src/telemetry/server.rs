@@ -20,7 +20,7 @@ const MAX_REQUEST: usize = 16 * 1024;
 /// `port_offset` (the local rank) to the port. Port 0 asks the OS for a free port and stays 0.
 pub fn parse_metrics_addr(s: &str, port_offset: u16) -> Result<SocketAddr> {
     let bad = |why: &str| {
-        Error::Data(format!(
+        Error::Telemetry(format!(
             "--metrics-addr `{s}`: {why}; expected HOST:PORT, :PORT or PORT (e.g. 127.0.0.1:9400 or 9400)"
         ))
     };
@@ -60,13 +60,13 @@ impl MetricsServer {
         F: Fn() -> String + Send + 'static,
     {
         let listener = TcpListener::bind(addr).map_err(|e| {
-            Error::Data(format!(
+            Error::Telemetry(format!(
                 "cannot serve metrics on {addr}: {e} (is the port in use? choose another --metrics-addr)"
             ))
         })?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::Data(format!("metrics listener address: {e}")))?;
+            .map_err(|e| Error::Telemetry(format!("metrics listener address: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -83,7 +83,7 @@ impl MetricsServer {
                     }
                 }
             })
-            .map_err(|e| Error::Data(format!("starting the metrics thread: {e}")))?;
+            .map_err(|e| Error::Telemetry(format!("starting the metrics thread: {e}")))?;
         Ok(MetricsServer {
             addr,
             stop,

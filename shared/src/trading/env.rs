@@ -32,7 +32,7 @@ impl Action {
             0 => Ok(Action::Sell),
             1 => Ok(Action::Hold),
             2 => Ok(Action::Buy),
-            _ => Err(Error::Data(format!(
+            _ => Err(Error::Trading(format!(
                 "action index {index} is not one of 0 (sell), 1 (hold), 2 (buy)"
             ))),
         }
@@ -53,13 +53,13 @@ impl Series {
     /// least 2 days (one step).
     pub fn new(prices: Vec<f64>, features: Vec<f32>, n_features: usize) -> Result<Self> {
         if prices.len() < 2 {
-            return Err(Error::Data(format!(
+            return Err(Error::Trading(format!(
                 "a trading series needs at least 2 days, got {}",
                 prices.len()
             )));
         }
         if features.len() != prices.len() * n_features {
-            return Err(Error::Data(format!(
+            return Err(Error::Trading(format!(
                 "{} days × {n_features} features need {} feature values, got {}",
                 prices.len(),
                 prices.len() * n_features,
@@ -67,13 +67,13 @@ impl Series {
             )));
         }
         if let Some(t) = prices.iter().position(|p| !(p.is_finite() && *p > 0.0)) {
-            return Err(Error::Data(format!(
+            return Err(Error::Trading(format!(
                 "prices must be finite and positive; day {t} has {}",
                 prices[t]
             )));
         }
         if let Some(i) = features.iter().position(|f| !f.is_finite()) {
-            return Err(Error::Data(format!(
+            return Err(Error::Trading(format!(
                 "features must be finite; day {} feature {} is {}",
                 i / n_features.max(1),
                 i % n_features.max(1),
@@ -130,13 +130,13 @@ impl Default for EnvConfig {
 impl EnvConfig {
     pub fn validate(&self) -> Result<()> {
         if !(self.cost_rate.is_finite() && (0.0..1.0).contains(&self.cost_rate)) {
-            return Err(Error::Data(format!(
+            return Err(Error::Trading(format!(
                 "cost rate must be in [0, 1), got {}",
                 self.cost_rate
             )));
         }
         if !(self.initial_cash.is_finite() && self.initial_cash > 0.0) {
-            return Err(Error::Data(format!(
+            return Err(Error::Trading(format!(
                 "initial cash must be finite and positive, got {}",
                 self.initial_cash
             )));
@@ -209,7 +209,7 @@ impl TradingEnv {
     ) -> Result<Self> {
         config.validate()?;
         if start >= end || end >= series.len() {
-            return Err(Error::Data(format!(
+            return Err(Error::Trading(format!(
                 "episode days {start}..={end} must hold at least 2 days of the series' {}",
                 series.len()
             )));
@@ -258,7 +258,7 @@ impl TradingEnv {
     pub fn step(&mut self, action: usize) -> Result<Step> {
         let action = Action::from_index(action)?;
         if self.is_done() {
-            return Err(Error::Data(format!(
+            return Err(Error::Trading(format!(
                 "episode ended on day {}: reset before stepping",
                 self.day
             )));

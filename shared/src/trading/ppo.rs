@@ -120,7 +120,7 @@ pub fn gae(
     let n_envs = last_values.len();
     let n = rewards.len();
     if n_envs == 0 || values.len() != n || dones.len() != n || !n.is_multiple_of(n_envs) {
-        return Err(Error::Data(format!(
+        return Err(Error::Trading(format!(
             "GAE needs whole steps of {n_envs} environments: {n} rewards, {} values, {} dones",
             values.len(),
             dones.len()

@@ -30,13 +30,13 @@ pub struct VecEnv {
 impl VecEnv {
     pub fn new(envs: Vec<TradingEnv>) -> Result<Self> {
         let Some(first) = envs.first() else {
-            return Err(Error::Data(
+            return Err(Error::Trading(
                 "a VecEnv needs at least one environment".into(),
             ));
         };
         let obs_dim = first.obs_dim();
         if let Some(i) = envs.iter().position(|e| e.obs_dim() != obs_dim) {
-            return Err(Error::Data(format!(
+            return Err(Error::Trading(format!(
                 "environment {i} has observations of size {}, environment 0 of size {obs_dim}",
                 envs[i].obs_dim()
             )));
@@ -73,7 +73,7 @@ impl VecEnv {
     /// Steps environment i with `actions[i]`; an environment whose episode ends is reset.
     pub fn step(&mut self, actions: &[usize]) -> Result<VecStep> {
         if actions.len() != self.n_envs() {
-            return Err(Error::Data(format!(
+            return Err(Error::Trading(format!(
                 "{} actions for {} environments",
                 actions.len(),
                 self.n_envs()
