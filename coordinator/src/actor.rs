@@ -29,8 +29,8 @@ use crate::cluster::ClusterOptions;
 use crate::ledger::Ledger;
 use crate::progress::ProgressUi;
 use crate::scheduler::{SchedJob, Scheduler};
-use session::Ending;
 pub use session::CoordinatorState;
+use session::Ending;
 
 /// How many times a join is tried again while the process groups of its workers have not reached this node
 /// yet (ractor_cluster synchronises them shortly after the host connects).
@@ -206,13 +206,13 @@ impl Actor for Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::Change;
-    use storm_worker::JobOutcome;
     use crate::ledger::fold;
+    use crate::ledger::Change;
     use crate::progress::Display;
     use crate::scheduler::SchedState;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+    use storm_worker::JobOutcome;
     use storm_worker::{FnRunner, JobResult, RunContext};
 
     fn specs(dir: &std::path::Path, ids: &[&str]) -> BTreeMap<String, JobSpec> {

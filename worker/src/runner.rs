@@ -432,13 +432,21 @@ echo '{"job":"j","attempt":1,"seconds":0.5,"metrics":{"test_rank_ic":0.25,"pm_cr
             r#"{"storm_train_step":8,"total":40,"loss":null}"#,
         ]));
         let p = t.report(Duration::ZERO).expect("a report");
-        assert_eq!((p.step, p.total, p.phase.as_str()), (8, Some(40), "starting"));
+        assert_eq!(
+            (p.step, p.total, p.phase.as_str()),
+            (8, Some(40), "starting")
+        );
         assert!(p.loss.is_nan());
         assert!(t.report(Duration::ZERO).is_none(), "nothing new");
         t.stdout_lines(&lines(&[r#"{"storm_job_step":"eval_test"}"#]));
         let p = t.report(Duration::ZERO).expect("a report");
-        assert_eq!((p.step, p.total, p.phase.as_str()), (8, Some(40), "eval_test"));
-        t.stdout_lines(&lines(&[r#"{"storm_train_step":9,"total":40,"loss":0.25}"#]));
+        assert_eq!(
+            (p.step, p.total, p.phase.as_str()),
+            (8, Some(40), "eval_test")
+        );
+        t.stdout_lines(&lines(&[
+            r#"{"storm_train_step":9,"total":40,"loss":0.25}"#,
+        ]));
         assert!(t.report(Duration::from_secs(60)).is_none(), "throttled");
     }
 

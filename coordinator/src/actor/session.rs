@@ -337,7 +337,12 @@ impl CoordinatorState {
     }
 
     /// A linked local worker ended.
-    pub fn on_worker_down(&mut self, myself: &ActorRef<CoordinatorMsg>, cell: &ActorCell, why: &str) {
+    pub fn on_worker_down(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        cell: &ActorCell,
+        why: &str,
+    ) {
         if !self.running() {
             return;
         }

@@ -11,7 +11,12 @@ use crate::actor::{CoordinatorMsg, JOIN_RETRY_DELAY};
 
 impl CoordinatorState {
     /// Registers the workers of a remote host once their process groups are visible here.
-    pub fn join(&mut self, myself: &ActorRef<CoordinatorMsg>, request: JoinRequest, tries_left: u32) {
+    pub fn join(
+        &mut self,
+        myself: &ActorRef<CoordinatorMsg>,
+        request: JoinRequest,
+        tries_left: u32,
+    ) {
         if !self.running() {
             return;
         }
@@ -42,12 +47,12 @@ impl CoordinatorState {
                 None if tries_left > 0 => {
                     let request = request.clone();
                     // the timer task runs detached; its handle is not needed
-                    drop(myself.send_after(JOIN_RETRY_DELAY, move || {
-                        CoordinatorMsg::JoinRetry {
+                    drop(
+                        myself.send_after(JOIN_RETRY_DELAY, move || CoordinatorMsg::JoinRetry {
                             request,
                             tries_left: tries_left - 1,
-                        }
-                    }));
+                        }),
+                    );
                     return None;
                 }
                 None => self.ui.line(&format!(
@@ -103,7 +108,11 @@ impl CoordinatorState {
         let timeout_ms = timeout.as_millis() as u64;
         let mut unreachable = Vec::new();
         for (worker, slot) in self.slots.remote() {
-            if slot.actor.send_message(WorkerMsg::Ping { timeout_ms }).is_err() {
+            if slot
+                .actor
+                .send_message(WorkerMsg::Ping { timeout_ms })
+                .is_err()
+            {
                 unreachable.push(worker.clone());
             }
         }
