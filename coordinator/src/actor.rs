@@ -7,25 +7,42 @@
 //! [`JoinRequest`], are pinged every heartbeat interval, and are declared lost — their job rescheduled —
 //! when they stop answering for the heartbeat timeout. Local workers are linked instead: their death is a
 //! supervision event.
+//!
+//! This file holds the messages and the actor; `slots` the one record of every worker, `session` what each
+//! message does and the settle step run after each.
 
-use std::collections::{BTreeMap, HashMap};
+mod session;
+mod slots;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use storm_worker::protocol::{COORDINATOR_GROUP, PROTOCOL_VERSION};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use storm_worker::protocol::COORDINATOR_GROUP;
 use storm_worker::wire::{from_wire, to_wire};
-use storm_worker::{
-    JobOutcome, JobRunner, JobSpec, JoinRequest, ToCoordinator, Worker, WorkerArgs, WorkerEvent,
-    WorkerMsg,
-};
+use storm_worker::{JobRunner, JobSpec, JoinRequest, ToCoordinator, WorkerEvent};
 use tokio::sync::oneshot;
 
 use crate::cluster::ClusterOptions;
-use crate::ledger::{Change, Ledger};
+use crate::ledger::Ledger;
 use crate::progress::ProgressUi;
-use crate::scheduler::{SchedJob, Scheduler, Verdict};
+use crate::scheduler::{SchedJob, Scheduler};
+pub use session::CoordinatorState;
+use session::Ending;
+
+/// How many times a join is tried again while the process groups of its workers have not reached this node
+/// yet (ractor_cluster synchronises them shortly after the host connects).
+pub const JOIN_TRIES: u32 = 20;
+
+/// The wait between two tries of a join: a host's workers have `JOIN_TRIES × JOIN_RETRY_DELAY` (2 s) to
+/// become visible before they are ignored.
+pub const JOIN_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Replacement workers a session may start per local device; after that, dead workers are not replaced
+/// (a worker that keeps dying must not loop forever).
+pub const RESPAWNS_PER_DEVICE: usize = 2;
 
 pub enum CoordinatorMsg {
     Worker(WorkerEvent),
@@ -105,385 +122,7 @@ pub struct CoordinatorArgs {
     pub cluster: Option<ClusterOptions>,
 }
 
-pub struct CoordinatorState {
-    specs: BTreeMap<String, JobSpec>,
-    sched: Scheduler,
-    ledger: Ledger,
-    threads: Option<usize>,
-    runner: Arc<dyn JobRunner>,
-    ui: ProgressUi,
-    done: Option<oneshot::Sender<SessionEnd>>,
-    workers: BTreeMap<String, (ActorRef<WorkerMsg>, String)>,
-    by_actor: HashMap<ActorId, String>,
-    next_worker: usize,
-    /// Replacement workers still allowed (a worker that keeps dying must not loop forever).
-    respawns_left: usize,
-    respawns_pending: usize,
-    finishing: bool,
-    cluster: Option<ClusterOptions>,
-    /// Remote workers: when each last answered.
-    remote: BTreeMap<String, Instant>,
-    /// "Waiting for workers" was said since the pool last became empty.
-    said_waiting: bool,
-}
-
 pub struct Coordinator;
-
-impl CoordinatorState {
-    async fn spawn_worker(
-        &mut self,
-        myself: &ActorRef<CoordinatorMsg>,
-        device: &str,
-    ) -> Result<(), ActorProcessingErr> {
-        let id = format!("w{}", self.next_worker);
-        self.next_worker += 1;
-        let (actor, _) = Actor::spawn_linked(
-            None,
-            Worker,
-            WorkerArgs {
-                id: id.clone(),
-                device: device.to_string(),
-                threads: self.threads,
-                runner: self.runner.clone(),
-                events: myself.get_derived(),
-                host: None,
-            },
-            myself.get_cell(),
-        )
-        .await
-        .map_err(|e| format!("starting worker {id} on {device}: {e}"))?;
-        self.by_actor.insert(actor.get_id(), id.clone());
-        self.workers.insert(id.clone(), (actor, device.to_string()));
-        self.ui.add_worker(&id, device);
-        self.sched.add_worker(&id);
-        Ok(())
-    }
-
-    /// Starts every assignment the scheduler makes; the ledger hears of it first.
-    fn dispatch(&mut self, myself: &ActorRef<CoordinatorMsg>) {
-        if self.finishing {
-            return;
-        }
-        for a in self.sched.assign() {
-            let Some((actor, device)) = self.workers.get(&a.worker).cloned() else {
-                continue;
-            };
-            let Some(mut spec) = self.specs.get(&a.job).cloned() else {
-                continue;
-            };
-            if let Err(e) = self.ledger.append(
-                &a.job,
-                Change::Running {
-                    attempt: a.attempt,
-                    worker: a.worker.clone(),
-                    device: device.clone(),
-                },
-            ) {
-                return self.finish(myself, false, Some(format!("cannot write the ledger: {e}")));
-            }
-            self.ui.line(&format!(
-                "{} attempt {} → {} ({device})",
-                a.job, a.attempt, a.worker
-            ));
-            spec.attempt = a.attempt;
-            if let Err(e) = actor.send_message(WorkerMsg::Run(spec)) {
-                self.lose_worker(myself, &a.worker, &format!("unreachable: {e}"));
-            }
-        }
-    }
-
-    fn on_event(&mut self, myself: &ActorRef<CoordinatorMsg>, ev: WorkerEvent) {
-        if let Some(seen) = self.remote.get_mut(ev.worker()) {
-            *seen = Instant::now();
-        }
-        match ev {
-            WorkerEvent::Alive { .. } => {}
-            WorkerEvent::Started {
-                worker,
-                job,
-                attempt,
-            } => {
-                if self.sched.is_current(&job, &worker, attempt) {
-                    self.ui.started(&worker, &job, attempt);
-                }
-            }
-            WorkerEvent::Progress {
-                worker,
-                job,
-                attempt,
-                progress,
-            } => {
-                if self.sched.is_current(&job, &worker, attempt) {
-                    self.ui.progress(&worker, &job, &progress);
-                }
-            }
-            WorkerEvent::Finished {
-                worker,
-                job,
-                attempt,
-                outcome,
-            } => {
-                if !self.sched.is_current(&job, &worker, attempt) {
-                    tracing::debug!(job, worker, attempt, "stale outcome ignored");
-                    return;
-                }
-                self.ui.idle(&worker);
-                match outcome {
-                    JobOutcome::Done(result) => {
-                        let change = Change::Done {
-                            attempt,
-                            seconds: result.seconds,
-                        };
-                        if let Err(e) = self.ledger.append(&job, change) {
-                            return self.finish(
-                                myself,
-                                false,
-                                Some(format!("cannot write the ledger: {e}")),
-                            );
-                        }
-                        self.sched.succeeded(&worker);
-                        self.ui.line(&format!(
-                            "{job} attempt {attempt} done in {:.1}s ({worker})",
-                            result.seconds
-                        ));
-                        self.ui.job_finished(self.sched.counts());
-                    }
-                    JobOutcome::Failed { error } => {
-                        let verdict = self.sched.failed(&worker, &error);
-                        self.record_failure(myself, &job, attempt, &worker, &error, verdict);
-                    }
-                    JobOutcome::Cancelled => self.sched.cancelled(&worker),
-                }
-                self.dispatch(myself);
-                self.check_complete(myself);
-            }
-        }
-    }
-
-    fn record_failure(
-        &mut self,
-        myself: &ActorRef<CoordinatorMsg>,
-        job: &str,
-        attempt: u32,
-        worker: &str,
-        error: &str,
-        verdict: Option<Verdict>,
-    ) {
-        let error = error.to_string();
-        let change = match verdict {
-            Some(Verdict::Retry) => Change::Retry { attempt, error },
-            Some(Verdict::Failed) => Change::Failed { attempt, error },
-            None => return,
-        };
-        if let Err(e) = self.ledger.append(job, change.clone()) {
-            return self.finish(myself, false, Some(format!("cannot write the ledger: {e}")));
-        }
-        match change {
-            Change::Retry { error, .. } => self.ui.line(&format!(
-                "{job} attempt {attempt} failed on {worker}, will retry: {}",
-                storm_worker::headline(&error)
-            )),
-            Change::Failed { error, .. } => {
-                self.ui.line(&format!(
-                    "{job} FAILED after attempt {attempt} on {worker}: {}",
-                    storm_worker::headline(&error)
-                ));
-                self.ui.job_finished(self.sched.counts());
-            }
-            _ => {}
-        }
-    }
-
-    /// A worker stopped or became unreachable: its attempt fails; a local worker's device gets a
-    /// replacement, a remote one is told to stop (in case it is only cut off) and is not replaced.
-    fn lose_worker(&mut self, myself: &ActorRef<CoordinatorMsg>, worker: &str, why: &str) {
-        let Some((actor, device)) = self.workers.remove(worker) else {
-            return;
-        };
-        self.by_actor.remove(&actor.get_id());
-        self.ui.remove_worker(worker);
-        let remote = self.remote.remove(worker).is_some();
-        if remote {
-            let _ = actor.send_message(WorkerMsg::Shutdown {
-                reason: Some(format!("the coordinator gave up on it: {why}")),
-            });
-        } else {
-            actor.stop(None);
-        }
-        let error = format!("worker {worker} ({device}) {why}");
-        self.ui.line(&error);
-        if let Some((job, attempt, verdict)) = self.sched.remove_worker(worker, &error) {
-            self.record_failure(myself, &job, attempt, worker, &error, Some(verdict));
-        }
-        if !remote && self.respawns_left > 0 {
-            self.respawns_left -= 1;
-            self.respawns_pending += 1;
-            let _ = myself.send_message(CoordinatorMsg::Respawn(device));
-        }
-    }
-
-    fn check_complete(&mut self, myself: &ActorRef<CoordinatorMsg>) {
-        if self.finishing {
-            return;
-        }
-        if self.sched.is_complete() {
-            return self.finish(myself, false, None);
-        }
-        if self.sched.workers() == 0 && self.respawns_pending == 0 {
-            match &self.cluster {
-                Some(c) if !self.said_waiting => {
-                    self.said_waiting = true;
-                    self.ui.line(&format!(
-                        "waiting for workers: start them with `storm worker --connect {}` (and the \
-                         session's cookie)",
-                        c.listen
-                    ));
-                }
-                Some(_) => {}
-                None => self.finish(
-                    myself,
-                    false,
-                    Some("every worker died and no replacement is left".into()),
-                ),
-            }
-        }
-    }
-
-    /// Registers the workers of a remote host once their process groups are visible here.
-    fn join(&mut self, myself: &ActorRef<CoordinatorMsg>, request: JoinRequest, tries_left: u32) {
-        if self.finishing {
-            return;
-        }
-        let refuse = |st: &Self, cell: ractor::ActorCell, why: &str| {
-            let actor: ActorRef<WorkerMsg> = cell.into();
-            let _ = actor.send_message(WorkerMsg::Shutdown {
-                reason: Some(why.to_string()),
-            });
-            st.ui
-                .line(&format!("refused worker host {}: {why}", request.node));
-        };
-        let mut found = Vec::new();
-        for w in &request.workers {
-            let cell = ractor::pg::get_members(&w.group)
-                .into_iter()
-                .find(|c| !c.get_id().is_local());
-            match cell {
-                Some(c) => found.push((w.clone(), c)),
-                None if tries_left > 0 => {
-                    // the timer task runs detached; its handle is not needed
-                    drop(myself.send_after(Duration::from_millis(100), move || {
-                        CoordinatorMsg::JoinRetry {
-                            request,
-                            tries_left: tries_left - 1,
-                        }
-                    }));
-                    return;
-                }
-                None => {
-                    self.ui.line(&format!(
-                        "worker {} of host {} never became reachable; ignored",
-                        w.id, request.node
-                    ));
-                }
-            }
-        }
-        for (w, cell) in found {
-            if request.version != PROTOCOL_VERSION {
-                refuse(
-                    self,
-                    cell,
-                    &format!(
-                        "it speaks protocol {} and this coordinator {PROTOCOL_VERSION}: run the \
-                         same storm build on every host",
-                        request.version
-                    ),
-                );
-                continue;
-            }
-            if self.workers.contains_key(&w.id) {
-                refuse(self, cell, &format!("worker id {} is already taken", w.id));
-                continue;
-            }
-            let actor: ActorRef<WorkerMsg> = cell.into();
-            self.by_actor.insert(actor.get_id(), w.id.clone());
-            self.workers.insert(w.id.clone(), (actor, w.device.clone()));
-            self.remote.insert(w.id.clone(), Instant::now());
-            self.ui.add_worker(&w.id, &w.device);
-            self.sched.add_worker(&w.id);
-            self.said_waiting = false;
-            self.ui.line(&format!(
-                "worker {} ({}) joined from {}",
-                w.id, w.device, request.node
-            ));
-        }
-        self.ping(myself);
-        self.dispatch(myself);
-    }
-
-    /// Pings every remote worker; one silent for longer than the timeout is lost.
-    fn ping(&mut self, myself: &ActorRef<CoordinatorMsg>) {
-        let Some(timeout) = self.cluster.as_ref().map(|c| c.heartbeat_timeout) else {
-            return;
-        };
-        let silent: Vec<(String, Duration)> = self
-            .remote
-            .iter()
-            .filter(|(_, seen)| seen.elapsed() > timeout)
-            .map(|(w, seen)| (w.clone(), seen.elapsed()))
-            .collect();
-        for (worker, silence) in silent {
-            let why = format!(
-                "stopped answering (no heartbeat for {:.1}s, timeout {:.1}s)",
-                silence.as_secs_f64(),
-                timeout.as_secs_f64()
-            );
-            self.lose_worker(myself, &worker, &why);
-        }
-        let timeout_ms = timeout.as_millis() as u64;
-        let mut unreachable = Vec::new();
-        for worker in self.remote.keys() {
-            if let Some((actor, _)) = self.workers.get(worker) {
-                if actor.send_message(WorkerMsg::Ping { timeout_ms }).is_err() {
-                    unreachable.push(worker.clone());
-                }
-            }
-        }
-        for worker in unreachable {
-            self.lose_worker(myself, &worker, "is unreachable (its node disconnected)");
-        }
-    }
-
-    fn finish(
-        &mut self,
-        myself: &ActorRef<CoordinatorMsg>,
-        interrupted: bool,
-        error: Option<String>,
-    ) {
-        if self.finishing {
-            return;
-        }
-        self.finishing = true;
-        for (id, (actor, _)) in &self.workers {
-            if interrupted {
-                let _ = actor.send_message(WorkerMsg::Cancel);
-            }
-            if self.remote.contains_key(id) {
-                let _ = actor.send_message(WorkerMsg::Shutdown { reason: None });
-            } else {
-                actor.stop(None);
-            }
-        }
-        self.ui.finish();
-        if let Some(tx) = self.done.take() {
-            let _ = tx.send(SessionEnd {
-                jobs: self.sched.jobs().to_vec(),
-                interrupted,
-                error,
-            });
-        }
-        myself.stop(None);
-    }
-}
 
 impl Actor for Coordinator {
     type Msg = CoordinatorMsg;
@@ -495,30 +134,13 @@ impl Actor for Coordinator {
         myself: ActorRef<CoordinatorMsg>,
         args: CoordinatorArgs,
     ) -> Result<CoordinatorState, ActorProcessingErr> {
-        let n = args.devices.len();
-        let mut st = CoordinatorState {
-            specs: args.specs,
-            sched: args.scheduler,
-            ledger: args.ledger,
-            threads: args.threads,
-            runner: args.runner,
-            ui: args.ui,
-            done: Some(args.done),
-            workers: BTreeMap::new(),
-            by_actor: HashMap::new(),
-            next_worker: 0,
-            respawns_left: 2 * n.max(1),
-            respawns_pending: 0,
-            finishing: false,
-            cluster: args.cluster,
-            remote: BTreeMap::new(),
-            said_waiting: false,
-        };
-        if let Some(c) = &st.cluster {
+        let devices = args.devices.clone();
+        if let Some(c) = &args.cluster {
             ractor::pg::join(COORDINATOR_GROUP.to_string(), vec![myself.get_cell()]);
             myself.send_interval(c.heartbeat_interval(), || CoordinatorMsg::Heartbeat);
         }
-        for device in &args.devices {
+        let mut st = CoordinatorState::new(args);
+        for device in &devices {
             st.spawn_worker(&myself, device).await?;
         }
         Ok(st)
@@ -529,8 +151,7 @@ impl Actor for Coordinator {
         myself: ActorRef<CoordinatorMsg>,
         st: &mut CoordinatorState,
     ) -> Result<(), ActorProcessingErr> {
-        st.dispatch(&myself);
-        st.check_complete(&myself);
+        st.settle(&myself);
         Ok(())
     }
 
@@ -541,38 +162,21 @@ impl Actor for Coordinator {
         st: &mut CoordinatorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            CoordinatorMsg::Respawn(device) => {
-                st.respawns_pending -= 1;
-                if !st.finishing {
-                    if let Err(e) = st.spawn_worker(&myself, &device).await {
-                        st.ui
-                            .line(&format!("could not replace a worker on {device}: {e}"));
-                    }
-                    st.dispatch(&myself);
-                    st.check_complete(&myself);
-                }
-            }
-            CoordinatorMsg::Worker(ev) => st.on_event(&myself, ev),
-            CoordinatorMsg::Join(request) => {
-                st.join(&myself, request, 20);
-                st.check_complete(&myself);
-            }
+            CoordinatorMsg::Respawn(device) => st.respawn(&myself, &device).await,
+            CoordinatorMsg::Worker(ev) => st.on_event(ev),
+            CoordinatorMsg::Join(request) => st.join(&myself, request, JOIN_TRIES),
             CoordinatorMsg::JoinRetry {
                 request,
                 tries_left,
-            } => {
-                st.join(&myself, request, tries_left);
-                st.check_complete(&myself);
-            }
+            } => st.join(&myself, request, tries_left),
             CoordinatorMsg::Heartbeat => {
-                if !st.finishing {
+                if st.running() {
                     st.ping(&myself);
-                    st.dispatch(&myself);
-                    st.check_complete(&myself);
                 }
             }
-            CoordinatorMsg::Interrupt => st.finish(&myself, true, None),
+            CoordinatorMsg::Interrupt => st.end(Ending::interrupted()),
         }
+        st.settle(&myself);
         Ok(())
     }
 
@@ -582,9 +186,6 @@ impl Actor for Coordinator {
         evt: SupervisionEvent,
         st: &mut CoordinatorState,
     ) -> Result<(), ActorProcessingErr> {
-        if st.finishing {
-            return Ok(());
-        }
         let (cell, why) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
             SupervisionEvent::ActorTerminated(cell, _, reason) => (
@@ -596,11 +197,8 @@ impl Actor for Coordinator {
             ),
             _ => return Ok(()),
         };
-        if let Some(worker) = st.by_actor.get(&cell.get_id()).cloned() {
-            st.lose_worker(&myself, &worker, &why);
-            st.dispatch(&myself);
-            st.check_complete(&myself);
-        }
+        st.on_worker_down(&myself, &cell, &why);
+        st.settle(&myself);
         Ok(())
     }
 }
@@ -609,10 +207,12 @@ impl Actor for Coordinator {
 mod tests {
     use super::*;
     use crate::ledger::fold;
+    use crate::ledger::Change;
     use crate::progress::Display;
     use crate::scheduler::SchedState;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+    use storm_worker::JobOutcome;
     use storm_worker::{FnRunner, JobResult, RunContext};
 
     fn specs(dir: &std::path::Path, ids: &[&str]) -> BTreeMap<String, JobSpec> {
@@ -655,17 +255,37 @@ mod tests {
         }))
     }
 
+    /// Every attempt blocks until cancelled.
+    fn blocking_attempts() -> Arc<dyn JobRunner> {
+        Arc::new(FnRunner(|_: &JobSpec, ctx: &RunContext| {
+            while !ctx.cancel.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            JobOutcome::Cancelled
+        }))
+    }
+
     async fn start(
         dir: &std::path::Path,
         ids: &[&str],
         runner: Arc<dyn JobRunner>,
+    ) -> (ActorRef<CoordinatorMsg>, oneshot::Receiver<SessionEnd>) {
+        start_with_retries(dir, ids, runner, 2).await
+    }
+
+    /// Two cpu workers.
+    async fn start_with_retries(
+        dir: &std::path::Path,
+        ids: &[&str],
+        runner: Arc<dyn JobRunner>,
+        max_retries: u32,
     ) -> (ActorRef<CoordinatorMsg>, oneshot::Receiver<SessionEnd>) {
         let (ledger, _) = Ledger::open(dir).unwrap();
         let names: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
         let (tx, rx) = oneshot::channel();
         let args = CoordinatorArgs {
             specs: specs(dir, ids),
-            scheduler: Scheduler::new(&names, &BTreeMap::new(), |_| true, 2),
+            scheduler: Scheduler::new(&names, &BTreeMap::new(), |_| true, max_retries),
             ledger,
             devices: vec!["cpu".into(), "cpu".into()],
             threads: None,
@@ -753,5 +373,40 @@ mod tests {
         assert!(jobs
             .values()
             .all(|r| r.state == crate::ledger::JobState::Running));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workers_that_keep_dying_end_the_session_once_no_replacement_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let (coordinator, mut rx) =
+            start_with_retries(dir.path(), &["a"], blocking_attempts(), 100).await;
+        let mut end = None;
+        for _ in 0..1000 {
+            for worker in coordinator.get_children() {
+                worker.kill();
+            }
+            if let Ok(e) = tokio::time::timeout(Duration::from_millis(10), &mut rx).await {
+                end = Some(e.unwrap());
+                break;
+            }
+        }
+        let end = end.expect("the session ended");
+        assert!(!end.interrupted);
+        assert_eq!(
+            end.error.as_deref(),
+            Some("every worker died and no replacement is left")
+        );
+        let (_, events) = Ledger::open(dir.path()).unwrap();
+        let max_worker = events
+            .iter()
+            .filter_map(|e| match &e.change {
+                Change::Running { worker, .. } => worker[1..].parse::<usize>().ok(),
+                _ => None,
+            })
+            .max();
+        assert!(
+            max_worker.is_some_and(|w| w < 2 + 2 * RESPAWNS_PER_DEVICE),
+            "two workers and two replacements per device at most: {events:?}"
+        );
     }
 }

@@ -23,10 +23,21 @@ pub struct ClusterOptions {
     pub heartbeat_timeout: Duration,
 }
 
+/// Pings per heartbeat timeout: several fall within half the timeout, the worker side's own deadline, so
+/// one lost or late ping is never mistaken for a lost coordinator.
+pub const PINGS_PER_TIMEOUT: u32 = 8;
+
+/// The shortest heartbeat interval, however short the timeout (pings are messages over the network).
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The longest heartbeat interval, however long the timeout.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
 impl ClusterOptions {
-    /// How often workers are pinged: several pings per half timeout (the worker side's own deadline).
+    /// How often workers are pinged: [`PINGS_PER_TIMEOUT`] per timeout, within the bounds above.
     pub fn heartbeat_interval(&self) -> Duration {
-        (self.heartbeat_timeout / 8).clamp(Duration::from_millis(100), Duration::from_secs(5))
+        (self.heartbeat_timeout / PINGS_PER_TIMEOUT)
+            .clamp(MIN_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL)
     }
 }
 

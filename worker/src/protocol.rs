@@ -135,11 +135,13 @@ impl JobResult {
     }
 }
 
-/// Training progress of a running job, read from the child's `losses.csv`.
+/// Progress of a running job, from the JSON lines on the child's stdout (step announcements and the
+/// trainer's `storm_shared::train::progress::TrainProgress`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub step: u64,
-    /// Total optimizer steps of this run (as announced by the child), when known.
+    /// Total optimizer steps of this run (from the trainer's progress line or the step announcement), when
+    /// known.
     pub total: Option<u64>,
     /// NaN before the first finite loss (JSON carries it as null).
     #[serde(deserialize_with = "null_as_nan")]

@@ -6,8 +6,9 @@
 //!   no orphan writing into run directories;
 //! - runs in its own process group, so a terminal's Ctrl-C reaches only the coordinator, which then kills
 //!   each child's group deliberately;
-//! - writes stdout/stderr to `attempt-N.out/.err` in the job directory; the runner tails the run's
-//!   `losses.csv` and the step announcements on stdout to report progress.
+//! - writes stdout/stderr to `attempt-N.out/.err` in the job directory; the runner follows stdout and
+//!   reports progress from its JSON lines alone (step announcements, [`TrainProgress`] once per optimizer
+//!   step); it never reads the run's files.
 
 use std::fs::File;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -16,11 +17,23 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use storm_shared::train::progress::TrainProgress;
+
 use crate::protocol::{JobOutcome, JobResult, JobSpec, Progress, StepAnnouncement};
 use crate::tail::{last_lines, Tail};
 
 /// Lines of the child's stderr quoted in a failure.
 pub const ERROR_TAIL_LINES: usize = 12;
+
+/// Lines read from the end of the child's stderr before backtrace frames are dropped (a backtrace is
+/// dozens of lines, so more are read than quoted).
+const STDERR_LINES_READ: usize = 200;
+
+/// The most often a running job's progress is reported to the coordinator.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// How often [`ProcessRunner::current_exe`] polls its child for exit, cancellation and progress.
+pub const DEFAULT_POLL: Duration = Duration::from_millis(100);
 
 /// What a runner may use while it runs a job.
 pub struct RunContext<'a> {
@@ -60,7 +73,7 @@ impl ProcessRunner {
     pub fn current_exe() -> std::io::Result<Self> {
         Ok(ProcessRunner {
             exe: std::env::current_exe()?,
-            poll: Duration::from_millis(100),
+            poll: DEFAULT_POLL,
         })
     }
 
@@ -191,7 +204,8 @@ pub fn headline(error: &str) -> &str {
         .unwrap_or("")
 }
 
-/// Turns `losses.csv` rows and step announcements into throttled [`Progress`] reports.
+/// Turns the child's stdout lines (step announcements and the trainer's [`TrainProgress`] lines) into
+/// throttled [`Progress`] reports.
 struct ProgressTracker {
     batch_size: usize,
     phase: String,
@@ -204,6 +218,34 @@ struct ProgressTracker {
 }
 
 impl ProgressTracker {
+    fn new(batch_size: usize) -> Self {
+        ProgressTracker {
+            batch_size,
+            phase: "starting".into(),
+            total: None,
+            last: None,
+            rate_from: None,
+            rate: 0.0,
+            sent: None,
+            dirty: false,
+        }
+    }
+
+    /// Takes one poll's new stdout lines; other output is ignored.
+    fn stdout_lines(&mut self, lines: &[String]) {
+        let mut newest = None;
+        for line in lines {
+            if let Some(a) = StepAnnouncement::parse(line) {
+                self.announce(a);
+            } else if let Some(p) = TrainProgress::parse(line) {
+                newest = Some(p);
+            }
+        }
+        if let Some(p) = newest {
+            self.trained(p);
+        }
+    }
+
     fn announce(&mut self, a: StepAnnouncement) {
         if a.total_steps.is_some() {
             self.total = a.total_steps;
@@ -212,17 +254,9 @@ impl ProgressTracker {
         self.dirty = true;
     }
 
-    fn loss_rows(&mut self, lines: &[String]) {
-        let mut newest = None;
-        for line in lines {
-            let mut cols = line.split(',');
-            let step = cols.next().and_then(|s| s.parse::<u64>().ok());
-            let loss = cols.nth(2).and_then(|s| s.parse::<f64>().ok());
-            if let (Some(step), Some(loss)) = (step, loss) {
-                newest = Some((step, loss));
-            }
-        }
-        let Some((step, loss)) = newest else { return };
+    /// The newest training step of a poll (the rate is measured over at least a second of steps).
+    fn trained(&mut self, p: TrainProgress) {
+        let step = p.storm_train_step;
         let now = Instant::now();
         match self.rate_from {
             Some((t0, s0)) if step >= s0 => {
@@ -234,7 +268,8 @@ impl ProgressTracker {
             }
             _ => self.rate_from = Some((now, step)),
         }
-        self.last = Some((step, loss));
+        self.total = Some(p.total);
+        self.last = Some((step, p.loss.unwrap_or(f64::NAN)));
         self.dirty = true;
     }
 
@@ -264,18 +299,8 @@ impl JobRunner for ProcessRunner {
             Err(error) => return JobOutcome::Failed { error },
         };
         let pid = child.id();
-        let mut losses = Tail::new(&spec.run_dir().join("losses.csv"));
         let mut stdout = Tail::new(&spec.stdout_path());
-        let mut tracker = ProgressTracker {
-            batch_size: spec.batch_size,
-            phase: "starting".into(),
-            total: None,
-            last: None,
-            rate_from: None,
-            rate: 0.0,
-            sent: None,
-            dirty: false,
-        };
+        let mut tracker = ProgressTracker::new(spec.batch_size);
         let status = loop {
             if ctx.cancel.load(Ordering::SeqCst) {
                 kill_group(pid);
@@ -293,13 +318,8 @@ impl JobRunner for ProcessRunner {
                     };
                 }
             }
-            for line in stdout.new_lines() {
-                if let Some(a) = StepAnnouncement::parse(&line) {
-                    tracker.announce(a);
-                }
-            }
-            tracker.loss_rows(&losses.new_lines());
-            if let Some(p) = tracker.report(Duration::from_millis(500)) {
+            tracker.stdout_lines(&stdout.new_lines());
+            if let Some(p) = tracker.report(PROGRESS_EVERY) {
                 (ctx.progress)(p);
             }
             std::thread::sleep(self.poll);
@@ -314,7 +334,8 @@ impl JobRunner for ProcessRunner {
                 },
             };
         }
-        let tail = without_backtrace(&last_lines(&spec.stderr_path(), 200), ERROR_TAIL_LINES);
+        let stderr = last_lines(&spec.stderr_path(), STDERR_LINES_READ);
+        let tail = without_backtrace(&stderr, ERROR_TAIL_LINES);
         JobOutcome::Failed {
             error: if tail.is_empty() {
                 format!("job process {}", describe_status(status))
@@ -377,9 +398,11 @@ mod tests {
         let runner = script(
             dir.path(),
             r#"JOB=$(dirname "$3")
-mkdir -p "$JOB/run"
 echo '{"storm_job_step":"pretrain","total_steps":3}'
-printf 'step,epoch,lr,loss\n1,0,0.1,2.5\n2,0,0.1,2.0\n3,0,0.1,1.5\n' > "$JOB/run/losses.csv"
+echo 'epoch 0'
+echo '{"storm_train_step":1,"total":3,"loss":2.5}'
+echo '{"storm_train_step":2,"total":3,"loss":2.0}'
+echo '{"storm_train_step":3,"total":3,"loss":1.5}'
 sleep 0.3
 echo '{"job":"j","attempt":1,"seconds":0.5,"metrics":{"test_rank_ic":0.25,"pm_cr":null}}' > "$JOB/result.json""#,
         );
@@ -394,6 +417,37 @@ echo '{"job":"j","attempt":1,"seconds":0.5,"metrics":{"test_rank_ic":0.25,"pm_cr
         assert_eq!((last.step, last.total, last.loss), (3, Some(3), 1.5));
         assert_eq!(last.phase, "pretrain");
         assert!(spec.job_dir.join("job.json").exists(), "spec written");
+    }
+
+    fn lines(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn progress_comes_from_the_newest_train_line_with_a_null_loss_as_nan() {
+        let mut t = ProgressTracker::new(4);
+        t.stdout_lines(&lines(&[
+            r#"{"storm_train_step":7,"total":40,"loss":0.5}"#,
+            "some other output",
+            r#"{"storm_train_step":8,"total":40,"loss":null}"#,
+        ]));
+        let p = t.report(Duration::ZERO).expect("a report");
+        assert_eq!(
+            (p.step, p.total, p.phase.as_str()),
+            (8, Some(40), "starting")
+        );
+        assert!(p.loss.is_nan());
+        assert!(t.report(Duration::ZERO).is_none(), "nothing new");
+        t.stdout_lines(&lines(&[r#"{"storm_job_step":"eval_test"}"#]));
+        let p = t.report(Duration::ZERO).expect("a report");
+        assert_eq!(
+            (p.step, p.total, p.phase.as_str()),
+            (8, Some(40), "eval_test")
+        );
+        t.stdout_lines(&lines(&[
+            r#"{"storm_train_step":9,"total":40,"loss":0.25}"#,
+        ]));
+        assert!(t.report(Duration::from_secs(60)).is_none(), "throttled");
     }
 
     #[test]

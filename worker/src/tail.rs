@@ -1,6 +1,5 @@
-//! Incremental reading of files another process appends to (the child's `losses.csv` and stdout): each call
-//! returns the complete lines added since the last one. A file that shrinks or is replaced (the trainer
-//! rewrites `losses.csv` when it resumes) is read again from the start.
+//! Incremental reading of a file another process appends to (the child's stdout): each call returns the
+//! complete lines added since the last one. A file that shrinks or is replaced is read again from the start.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
