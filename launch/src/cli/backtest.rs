@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use storm_shared::config::Split;
-use storm_shared::stats::financial::FinancialMetrics;
 use storm_shared::portfolio::report::{
     index_label, parse_index, run_backtest, strategy_label, BacktestParams,
 };
+use storm_shared::stats::financial::FinancialMetrics;
 
 #[derive(Args)]
 pub struct BacktestArgs {

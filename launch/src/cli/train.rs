@@ -146,6 +146,7 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
         max_steps: a.max_steps,
         resume: a.resume,
         progress,
+        progress_lines: false,
     };
     let world = comm.world_size();
     let mut trainer = Trainer::new(&cfg, &panel, &a.out, opts)?.with_collective(comm)?;

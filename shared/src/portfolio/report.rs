@@ -14,8 +14,8 @@ use super::{Market, WealthSeries};
 use crate::atomic::Staging;
 use crate::config::Split;
 use crate::error::{Error, Result};
-use crate::stats::financial::FinancialMetrics;
 use crate::eval::run_eval::predictions_file;
+use crate::stats::financial::FinancialMetrics;
 
 /// Parses `--index`: `builtin:dji`, `none` (no index benchmark), or a path to a CSV/CSV.gz/Parquet file.
 pub fn parse_index(s: &str) -> Result<Option<IndexSource>> {

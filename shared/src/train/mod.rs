@@ -1,9 +1,13 @@
 //! Training on one device: a saveable AdamW, the learning-rate schedule, checkpoints, and the trainer loop
-//! shared by every model.
+//! shared by every model, with its loss log, data-parallel replicas and console output.
 
 pub mod checkpoint;
+pub mod console;
+pub mod loss_log;
 pub mod optimizer;
+pub mod pending;
 pub mod progress;
+pub mod replicas;
 pub mod run_dir;
 pub mod schedule;
 pub mod trainer;
