@@ -360,7 +360,9 @@ fn connect_to_master(env: &DistEnv, timeout: Duration) -> Result<TcpStream> {
         ))
     })?;
     if &ack[..4] != MAGIC {
-        return Err(Error::Network(format!("{target} is not a storm rendezvous")));
+        return Err(Error::Network(format!(
+            "{target} is not a storm rendezvous"
+        )));
     }
     stream.set_read_timeout(None).map_err(io)?;
     Ok(stream)

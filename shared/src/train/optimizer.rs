@@ -142,13 +142,13 @@ impl AdamW {
         let mut map: HashMap<String, Tensor> = tensors.into_iter().collect();
         let steps = map
             .remove("steps")
-            .ok_or_else(|| Error::Data("optimizer state has no `steps`".into()))?;
+            .ok_or_else(|| Error::Run("optimizer state has no `steps`".into()))?;
         self.steps = steps.int64_value(&[0]);
         for s in &mut self.slots {
             for (prefix, target) in [("m", &mut s.m), ("v", &mut s.v)] {
                 let key = format!("{prefix}.{}", s.name);
                 let saved = map.remove(&key).ok_or_else(|| {
-                    Error::Data(format!(
+                    Error::Run(format!(
                         "optimizer state lacks `{key}` (was the model changed?)"
                     ))
                 })?;

@@ -54,7 +54,7 @@ impl PendingRows {
             Vec::<f64>::try_from(&Tensor::cat(&all, 0).to_device(Device::Cpu))?
         };
         if values.len() != all.len() {
-            return Err(Error::Data(format!(
+            return Err(Error::Training(format!(
                 "{} buffered loss terms came back as {} values",
                 all.len(),
                 values.len()

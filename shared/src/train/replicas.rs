@@ -140,7 +140,7 @@ impl Replicas {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let bytes = lock(&self.comm).broadcast_bytes(bytes)?;
         if bytes.len() != 40 {
-            return Err(Error::Data(format!(
+            return Err(Error::Training(format!(
                 "validation summary from rank 0 has {} bytes, expected 40",
                 bytes.len()
             )));
@@ -184,7 +184,7 @@ impl Replicas {
             })
             .collect();
         if !differs.is_empty() {
-            return Err(Error::Data(format!(
+            return Err(Error::Training(format!(
                 "data-parallel replicas diverged: the parameters of rank(s) {differs:?} differ from rank 0's \
                  (checkpoints hold rank 0's)"
             )));

@@ -170,7 +170,7 @@ impl<'a> Trainer<'a> {
     pub fn with_collective(mut self, comm: Box<dyn Collective>) -> Result<Self> {
         let world = comm.world_size();
         if !self.cfg.train.batch_size.is_multiple_of(world) {
-            return Err(Error::Data(format!(
+            return Err(Error::Training(format!(
                 "train.batch_size {} (the global batch) does not divide by the world size {world}",
                 self.cfg.train.batch_size
             )));
@@ -212,7 +212,7 @@ impl<'a> Trainer<'a> {
             (true, Some(dir)) => {
                 let state = load_checkpoint(&dir, &mut self.vs, Some(&mut self.opt))?;
                 if state.config_hash != self.cfg.hash() {
-                    return Err(Error::Data(format!(
+                    return Err(Error::Run(format!(
                         "{} was written with a different config (hash {} vs {}); resume with the run's \
                          config.toml or start a new --out",
                         dir.display(),
@@ -223,7 +223,7 @@ impl<'a> Trainer<'a> {
                 tracing::info!(step = state.step, "resumed from {}", dir.display());
                 Ok(state)
             }
-            (false, Some(dir)) => Err(Error::Data(format!(
+            (false, Some(dir)) => Err(Error::Run(format!(
                 "{} already holds checkpoints (latest {}); pass --resume to continue it or choose a new --out",
                 self.run_dir.display(),
                 dir.display()

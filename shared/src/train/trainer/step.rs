@@ -177,7 +177,7 @@ pub fn record_step(state: &mut TrainState, loss: f64, grad_norm: f64, limit: u64
         "non-finite loss or gradient: step skipped"
     );
     if state.consecutive_skipped >= limit {
-        return Err(Error::Data(format!(
+        return Err(Error::Training(format!(
             "{} consecutive steps had a non-finite loss or gradient (last at step {}); lower train.lr or \
              check the data",
             state.consecutive_skipped, state.step
@@ -189,7 +189,7 @@ pub fn record_step(state: &mut TrainState, loss: f64, grad_norm: f64, limit: u64
 /// Rank `rank`'s contiguous share of a global batch of window ends (all of it when `world` is 1).
 pub fn rank_slice(ends: &[usize], rank: usize, world: usize) -> Result<&[usize]> {
     if !ends.len().is_multiple_of(world) {
-        return Err(Error::Data(format!(
+        return Err(Error::Training(format!(
             "a batch of {} windows cannot be split evenly among {world} ranks (the training split is \
              smaller than train.batch_size; lower it to a multiple of the world size)",
             ends.len()
