@@ -4,6 +4,5 @@
 pub mod checkpoint;
 pub mod optimizer;
 pub mod progress;
-pub mod run_dir;
 pub mod schedule;
 pub mod trainer;
