@@ -1,6 +1,6 @@
 //! `storm pretrain` and `storm eval`: train a model into a run directory, evaluate a run on a split.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -11,7 +11,7 @@ use storm_shared::run::evaluate::evaluate;
 use storm_shared::run::export::export as export_run;
 use storm_shared::run::{RunDir, TrainedRun};
 use storm_shared::telemetry;
-use storm_shared::train::trainer::{TrainOptions, Trainer};
+use storm_shared::train::trainer::{TrainOptions, TrainOutcome, Trainer};
 use tch::Device;
 
 use super::data::load_config;
@@ -163,6 +163,11 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
     let summary = run.train_json();
     std::fs::write(&summary, serde_json::to_vec_pretty(&outcome)?)
         .with_context(|| format!("writing {}", summary.display()))?;
+    print_outcome(&outcome, world, run.path());
+    Ok(())
+}
+
+fn print_outcome(outcome: &TrainOutcome, world: usize, run: &Path) {
     println!(
         "trained {} / {} steps{} in {:.1}s ({:.0} samples/s); final loss {}; best valid RankIC {} at step {}; run {}",
         outcome.steps,
@@ -177,9 +182,8 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
         },
         outcome.best_valid_rank_ic.map_or("n/a".into(), |v| format!("{v:.4}")),
         outcome.best_step.map_or("n/a".into(), |v| v.to_string()),
-        a.out.display()
+        run.display()
     );
-    Ok(())
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::stats::financial::FinancialMetrics;
 use crate::portfolio::WealthSeries;
+use crate::stats::financial::FinancialMetrics;
 
 /// Default proportional transaction cost (1 bp of the traded value).
 pub const DEFAULT_COST_RATE: f64 = 1e-4;

@@ -42,7 +42,10 @@ mod tests {
             total: 40,
             loss: Some(0.5),
         };
-        assert_eq!(p.to_line(), r#"{"storm_train_step":12,"total":40,"loss":0.5}"#);
+        assert_eq!(
+            p.to_line(),
+            r#"{"storm_train_step":12,"total":40,"loss":0.5}"#
+        );
         assert_eq!(TrainProgress::parse(&p.to_line()), Some(p));
         let nan = TrainProgress {
             storm_train_step: 1,
@@ -50,7 +53,10 @@ mod tests {
             loss: None,
         };
         assert_eq!(TrainProgress::parse(&nan.to_line()), Some(nan));
-        assert_eq!(TrainProgress::parse("{\"storm_job_step\":\"eval_test\"}"), None);
+        assert_eq!(
+            TrainProgress::parse("{\"storm_job_step\":\"eval_test\"}"),
+            None
+        );
         assert_eq!(TrainProgress::parse("trained 3 steps"), None);
     }
 }

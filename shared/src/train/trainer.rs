@@ -36,8 +36,8 @@ use crate::distributed::{
 };
 use crate::error::{Error, Result};
 use crate::eval::predictions::{ic_summary, predict_days};
-use crate::stats::rank_ic::IcSummary;
 use crate::model::{build_model, FactorModel, ModelOutput};
+use crate::stats::rank_ic::IcSummary;
 use crate::telemetry;
 
 pub const LOSS_LOG: &str = "losses.csv";
