@@ -8,6 +8,7 @@ use std::path::Path;
 
 use polars::prelude::*;
 use storm_shared::error::{Error, Result};
+use storm_shared::run::metrics::MetricKey;
 
 /// One job of a sweep as the tables see it.
 #[derive(Debug, Clone)]
@@ -53,6 +54,11 @@ impl Stats {
         self.index
             .get(&(config.to_string(), metric.to_string()))
             .map(|&i| &self.rows[i])
+    }
+
+    /// The statistics of a metric by its key.
+    pub fn metric(&self, config: &str, key: &MetricKey) -> Option<&Stat> {
+        self.get(config, &key.name())
     }
 
     /// Metric names in first-seen order.

@@ -6,25 +6,31 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
+use storm_shared::config::Split;
 use storm_shared::error::Result;
+use storm_shared::run::metrics::{Financial, MetricKey, Scope};
+use storm_shared::run::RunDir;
+use storm_shared::trading::task::FeatureSource;
+use storm_worker::protocol::RUN_DIR;
 
 use crate::aggregate::{Stat, Stats};
 use crate::chart::{bars_with_ranges, wealth_lines, Band};
 use crate::plan::Plan;
-use crate::results::{cell_text, configs, counts_line, failed_section, pm};
+use crate::results::{cell_text, configs, counts_line, failed_section, pm, test_rank_ic};
 use crate::run::{job_dir, SweepOutcome};
 
 pub const REPORT_MD: &str = "report.md";
 pub const RANK_IC_PNG: &str = "rank_ic.png";
 pub const WEALTH_PNG: &str = "wealth_test.png";
 
-const FINANCIAL: [(&str, &str); 6] = [
-    ("apy", "APY ↑"),
-    ("cw", "CW ↑"),
-    ("cr", "CR ↑"),
-    ("asr", "ASR ↑"),
-    ("mdd", "MDD ↓"),
-    ("avo", "AVO ↓"),
+/// The financial columns of Tables 2 and 3, with their titles.
+const FINANCIAL: [(Financial, &str); 6] = [
+    (Financial::Apy, "APY ↑"),
+    (Financial::Cw, "CW ↑"),
+    (Financial::Cr, "CR ↑"),
+    (Financial::Asr, "ASR ↑"),
+    (Financial::Mdd, "MDD ↓"),
+    (Financial::Avo, "AVO ↓"),
 ];
 
 /// What the report says about how it was made.
@@ -43,17 +49,39 @@ pub struct PaperMeta {
 fn any_config<'a>(
     stats: &'a Stats,
     models: &[(String, Vec<String>)],
-    metric: &str,
+    metric: &MetricKey,
 ) -> Option<&'a Stat> {
-    models.iter().find_map(|(c, _)| stats.get(c, metric))
+    models.iter().find_map(|(c, _)| stats.metric(c, metric))
 }
 
-fn financial_row(name: &str, stat: impl Fn(&str) -> Option<Stat>) -> String {
+/// A financial metric of a scope.
+fn fin(scope: &Scope, f: Financial) -> MetricKey {
+    MetricKey::financial(scope.clone(), f)
+}
+
+/// One row of Tables 2 and 3: `stat` gives each financial metric's statistics.
+fn financial_row(name: &str, stat: impl Fn(Financial) -> Option<Stat>) -> String {
     let mut row = format!("| {} |", cell_text(name));
-    for (m, _) in FINANCIAL {
-        let _ = write!(row, " {} |", pm(stat(m).as_ref()));
+    for (f, _) in FINANCIAL {
+        let _ = write!(row, " {} |", pm(stat(f).as_ref()));
     }
     row
+}
+
+/// A row of a scope that every job shares (a benchmark), when some configuration has it.
+fn shared_row(
+    md: &mut String,
+    stats: &Stats,
+    models: &[(String, Vec<String>)],
+    scope: &Scope,
+    label: &str,
+) {
+    if any_config(stats, models, &fin(scope, Financial::Apy)).is_some() {
+        let row = financial_row(label, |f| {
+            any_config(stats, models, &fin(scope, f)).cloned()
+        });
+        let _ = writeln!(md, "{row}");
+    }
 }
 
 fn financial_header(first: &str) -> String {
@@ -88,14 +116,15 @@ fn markdown(plan: &Plan, out: &SweepOutcome, meta: &PaperMeta, charts: &[(&str, 
         md,
         "| Model | RankIC ↑ | RankICIR ↑ | seeds |\n|---|---|---|---|"
     );
+    let [(rank_ic, _), (rank_icir, _)] = test_rank_ic();
     for (c, labels) in &models {
-        let ic = stats.get(c, "test_rank_ic");
+        let ic = stats.metric(c, &rank_ic);
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} |",
             cell_text(&name(labels)),
             pm(ic),
-            pm(stats.get(c, "test_rank_icir")),
+            pm(stats.metric(c, &rank_icir)),
             ic.map_or(0, |s| s.n)
         );
     }
@@ -106,76 +135,27 @@ fn markdown(plan: &Plan, out: &SweepOutcome, meta: &PaperMeta, charts: &[(&str, 
         meta.k, meta.drop
     );
     let _ = writeln!(md, "{}", financial_header("Model"));
-    let bench = |prefix: &str, label: &str, md: &mut String| {
-        if any_config(stats, &models, &format!("{prefix}_apy")).is_some() {
-            let _ = writeln!(
-                md,
-                "{}",
-                financial_row(label, |m| any_config(
-                    stats,
-                    &models,
-                    &format!("{prefix}_{m}")
-                )
-                .cloned())
-            );
-        }
-    };
-    bench("ew", "Equal weight (buy and hold)", &mut md);
-    bench("index", &format!("Index ({})", meta.index), &mut md);
+    shared_row(
+        &mut md,
+        stats,
+        &models,
+        &Scope::Ew,
+        "Equal weight (buy and hold)",
+    );
+    shared_row(
+        &mut md,
+        stats,
+        &models,
+        &Scope::Index,
+        &format!("Index ({})", meta.index),
+    );
     for (c, labels) in &models {
-        let _ = writeln!(
-            md,
-            "{}",
-            financial_row(&name(labels), |m| stats.get(c, &format!("pm_{m}")).cloned())
-        );
+        let row = financial_row(&name(labels), |f| {
+            stats.metric(c, &fin(&Scope::Pm, f)).cloned()
+        });
+        let _ = writeln!(md, "{row}");
     }
-
-    let traded: Vec<&String> = meta
-        .tickers
-        .iter()
-        .filter(|t| any_config(stats, &models, &format!("bh_{t}_apy")).is_some())
-        .collect();
-    if !traded.is_empty() {
-        let _ = writeln!(
-            md,
-            "\n## Table 3: algorithmic trading (PPO, test split, first {} seeds)\n",
-            meta.trade_seeds.min(meta.seeds)
-        );
-        for t in traded {
-            let _ = writeln!(md, "### {t}\n\n{}", financial_header("Model"));
-            let _ = writeln!(
-                md,
-                "{}",
-                financial_row("Buy&Hold", |m| any_config(
-                    stats,
-                    &models,
-                    &format!("bh_{t}_{m}")
-                )
-                .cloned())
-            );
-            if any_config(stats, &models, &format!("trade_{t}_raw_apy")).is_some() {
-                let _ = writeln!(
-                    md,
-                    "{}",
-                    financial_row("PPO (raw features)", |m| {
-                        any_config(stats, &models, &format!("trade_{t}_raw_{m}")).cloned()
-                    })
-                );
-            }
-            for (c, labels) in &models {
-                if stats.get(c, &format!("trade_{t}_apy")).is_some() {
-                    let _ = writeln!(
-                        md,
-                        "{}",
-                        financial_row(&format!("PPO ({} factors)", name(labels)), |m| {
-                            stats.get(c, &format!("trade_{t}_{m}")).cloned()
-                        })
-                    );
-                }
-            }
-            md.push('\n');
-        }
-    }
+    trading_tables(&mut md, stats, &models, meta);
     if !charts.is_empty() {
         let _ = writeln!(md, "\n## Figures\n");
         for (file, alt) in charts {
@@ -184,6 +164,55 @@ fn markdown(plan: &Plan, out: &SweepOutcome, meta: &PaperMeta, charts: &[(&str, 
     }
     md.push_str(&failed_section(&out.rows));
     md
+}
+
+/// Table 3: per ticker, Buy&Hold, PPO on raw features and PPO on each model's factors.
+fn trading_tables(
+    md: &mut String,
+    stats: &Stats,
+    models: &[(String, Vec<String>)],
+    meta: &PaperMeta,
+) {
+    let bh = |t: &str| Scope::BuyHold { ticker: t.into() };
+    let ppo = |t: &str, source| Scope::Trade {
+        ticker: t.into(),
+        source,
+    };
+    let traded: Vec<&String> = meta
+        .tickers
+        .iter()
+        .filter(|t| any_config(stats, models, &fin(&bh(t), Financial::Apy)).is_some())
+        .collect();
+    if traded.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Table 3: algorithmic trading (PPO, test split, first {} seeds)\n",
+        meta.trade_seeds.min(meta.seeds)
+    );
+    for t in traded {
+        let _ = writeln!(md, "### {t}\n\n{}", financial_header("Model"));
+        shared_row(md, stats, models, &bh(t), "Buy&Hold");
+        shared_row(
+            md,
+            stats,
+            models,
+            &ppo(t, FeatureSource::Raw),
+            "PPO (raw features)",
+        );
+        let factors = ppo(t, FeatureSource::Factors);
+        for (c, labels) in models {
+            if stats.metric(c, &fin(&factors, Financial::Apy)).is_some() {
+                let name = labels.first().cloned().unwrap_or_default();
+                let row = financial_row(&format!("PPO ({name} factors)"), |f| {
+                    stats.metric(c, &fin(&factors, f)).cloned()
+                });
+                let _ = writeln!(md, "{row}");
+            }
+        }
+        md.push('\n');
+    }
 }
 
 /// A named wealth series.
@@ -202,7 +231,8 @@ fn wealth_series(plan: &Plan, out: &SweepOutcome) -> Option<(Vec<String>, Vec<Cu
             .iter()
             .filter(|r| r.config == config && r.state == "done")
         {
-            let path = job_dir(&out.dir, &row.id).join("run/portfolio_test_daily.csv");
+            let run = RunDir::new(job_dir(&out.dir, &row.id).join(RUN_DIR));
+            let path = run.portfolio_daily_csv(Split::Test, false);
             let Some(table) = read_daily(&path) else {
                 continue;
             };
@@ -272,25 +302,22 @@ pub fn write_paper_report(plan: &Plan, out: &SweepOutcome, meta: &PaperMeta) -> 
         .iter()
         .map(|(c, l)| l.first().cloned().unwrap_or_else(|| c.clone()))
         .collect();
-    let band = |c: &str, m: &str| {
-        out.stats.get(c, m).map(|s| Band {
+    let band = |c: &str, m: &MetricKey| {
+        out.stats.metric(c, m).map(|s| Band {
             mean: s.mean,
             min: s.min,
             max: s.max,
         })
     };
-    let panels: Vec<(String, Vec<Option<Band>>)> = [
-        ("test_rank_ic", "test RankIC"),
-        ("test_rank_icir", "test RankICIR"),
-    ]
-    .iter()
-    .map(|(m, t)| {
-        (
-            t.to_string(),
-            models.iter().map(|(c, _)| band(c, m)).collect(),
-        )
-    })
-    .collect();
+    let panels: Vec<(String, Vec<Option<Band>>)> = test_rank_ic()
+        .iter()
+        .map(|(m, t)| {
+            (
+                t.to_string(),
+                models.iter().map(|(c, _)| band(c, m)).collect(),
+            )
+        })
+        .collect();
     let png = out.dir.join(RANK_IC_PNG);
     if panels.iter().any(|(_, b)| b.iter().any(Option::is_some)) {
         match bars_with_ranges(

@@ -6,7 +6,9 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
+use storm_shared::config::Split;
 use storm_shared::error::Result;
+use storm_shared::run::metrics::{EvalMetric, Financial, MetricKey, Scope};
 
 use crate::aggregate::{jobs_frame, results_frame, write_csv, JobRow, Stat, Stats};
 use crate::chart::{lines_with_ranges, Band, Line};
@@ -19,18 +21,50 @@ pub const CODEBOOK_PNG: &str = "codebook_size.png";
 pub const CODEBOOK_KEY: &str = "model.codebook_size";
 
 /// Metrics shown in Markdown tables, with their column titles.
-pub const HEADLINE: [(&str, &str); 10] = [
-    ("test_rank_ic", "test RankIC"),
-    ("test_rank_icir", "test RankICIR"),
-    ("valid_rank_ic", "valid RankIC"),
-    ("valid_rank_icir", "valid RankICIR"),
-    ("pm_apy", "APY"),
-    ("pm_cw", "CW"),
-    ("pm_cr", "CR"),
-    ("pm_asr", "ASR"),
-    ("pm_mdd", "MDD"),
-    ("pm_avo", "AVO"),
-];
+pub fn headline() -> Vec<(MetricKey, &'static str)> {
+    let mut out = vec![
+        (
+            MetricKey::Eval(Split::Test, EvalMetric::RankIc),
+            "test RankIC",
+        ),
+        (
+            MetricKey::Eval(Split::Test, EvalMetric::RankIcir),
+            "test RankICIR",
+        ),
+        (
+            MetricKey::Eval(Split::Valid, EvalMetric::RankIc),
+            "valid RankIC",
+        ),
+        (
+            MetricKey::Eval(Split::Valid, EvalMetric::RankIcir),
+            "valid RankICIR",
+        ),
+    ];
+    let portfolio = [
+        (Financial::Apy, "APY"),
+        (Financial::Cw, "CW"),
+        (Financial::Cr, "CR"),
+        (Financial::Asr, "ASR"),
+        (Financial::Mdd, "MDD"),
+        (Financial::Avo, "AVO"),
+    ];
+    out.extend(portfolio.map(|(f, title)| (MetricKey::financial(Scope::Pm, f), title)));
+    out
+}
+
+/// The test RankIC and RankICIR, with their titles (the codebook and paper charts).
+pub fn test_rank_ic() -> [(MetricKey, &'static str); 2] {
+    [
+        (
+            MetricKey::Eval(Split::Test, EvalMetric::RankIc),
+            "test RankIC",
+        ),
+        (
+            MetricKey::Eval(Split::Test, EvalMetric::RankIcir),
+            "test RankICIR",
+        ),
+    ]
+}
 
 /// `mean ± range`, or `–` without a value.
 pub fn pm(stat: Option<&Stat>) -> String {
@@ -119,10 +153,9 @@ fn markdown(plan: &Plan, rows: &[JobRow], stats: &Stats) -> String {
         configs.len(),
         seeds.len()
     );
-    let shown: Vec<(&str, &str)> = HEADLINE
-        .iter()
-        .copied()
-        .filter(|(m, _)| configs.iter().any(|(c, _)| stats.get(c, m).is_some()))
+    let shown: Vec<(MetricKey, &str)> = headline()
+        .into_iter()
+        .filter(|(m, _)| configs.iter().any(|(c, _)| stats.metric(c, m).is_some()))
         .collect();
     let mut header = String::from("|");
     let mut rule = String::from("|");
@@ -151,12 +184,12 @@ fn markdown(plan: &Plan, rows: &[JobRow], stats: &Stats) -> String {
         }
         let n = shown
             .iter()
-            .filter_map(|(m, _)| stats.get(config, m).map(|s| s.n))
+            .filter_map(|(m, _)| stats.metric(config, m).map(|s| s.n))
             .max()
             .unwrap_or(0);
         let _ = write!(line, " {n} |");
         for (m, _) in &shown {
-            let _ = write!(line, " {} |", pm_std(stats.get(config, m)));
+            let _ = write!(line, " {} |", pm_std(stats.metric(config, m)));
         }
         let _ = writeln!(md, "{line}");
     }
@@ -218,10 +251,7 @@ fn codebook_chart(plan: &Plan, stats: &Stats, path: &Path) -> Result<()> {
         }
     };
     let mut panels = Vec::new();
-    for (metric, title) in [
-        ("test_rank_ic", "test RankIC"),
-        ("test_rank_icir", "test RankICIR"),
-    ] {
+    for (metric, title) in test_rank_ic() {
         let mut lines: Vec<Line> = Vec::new();
         for (config, labels) in &configs {
             let name = others(labels);
@@ -233,7 +263,7 @@ fn codebook_chart(plan: &Plan, stats: &Stats, path: &Path) -> Result<()> {
                     lines.len() - 1
                 }
             };
-            lines[i].1[x] = band(stats.get(config, metric));
+            lines[i].1[x] = band(stats.metric(config, &metric));
         }
         panels.push((title.to_string(), lines));
     }

@@ -6,10 +6,15 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use storm_shared::config::Split;
-use storm_shared::portfolio::report::{
-    index_label, parse_index, run_backtest, strategy_label, BacktestParams,
-};
+use storm_shared::portfolio::report::{index_label, parse_index, strategy_label, BacktestParams};
+use storm_shared::run::backtest::backtest;
+use storm_shared::run::RunDir;
 use storm_shared::stats::financial::FinancialMetrics;
+
+/// Defaults of the flags a sweep job does not set.
+pub const DEFAULT_CASH: f64 = 1e6;
+pub const DEFAULT_RISK_FREE: f64 = 0.0;
+pub const DEFAULT_RISK_AVERSION: f64 = 0.0;
 
 #[derive(Args)]
 pub struct BacktestArgs {
@@ -29,14 +34,14 @@ pub struct BacktestArgs {
     #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     pub cost: f64,
     /// Starting cash.
-    #[arg(long, default_value_t = 1e6, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = DEFAULT_CASH, allow_negative_numbers = true)]
     pub cash: f64,
     /// Annual risk-free rate for the Sharpe ratio.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = DEFAULT_RISK_FREE, allow_negative_numbers = true)]
     pub risk_free: f64,
     /// Risk aversion η of FactorVAE's TDrisk: rank by predicted return − η · predicted std (needs a model
     /// with a risk estimate: storm or factorvae). Results go to portfolio_<split>_tdrisk.* . 0 = TopK-Drop.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = DEFAULT_RISK_AVERSION, allow_negative_numbers = true)]
     pub risk_aversion: f64,
     /// Index benchmark: builtin:dji, a CSV/CSV.gz/Parquet file with date and close columns, or none.
     #[arg(long, default_value = "builtin:dji")]
@@ -68,13 +73,18 @@ fn row(name: &str, m: &FinancialMetrics) -> String {
 
 pub fn run(a: BacktestArgs) -> Result<()> {
     let params = params(&a)?;
-    let out = run_backtest(&a.run, a.split, &params)
-        .with_context(|| format!("backtesting {}", a.run.display()))?;
-    super::report::refresh(&a.run);
+    backtest_split(&RunDir::new(&a.run), a.split, &params)
+}
+
+/// `storm backtest` (and a job's backtest step): backtest, refresh the report, print the table.
+pub fn backtest_split(run: &RunDir, split: Split, params: &BacktestParams) -> Result<()> {
+    let out = backtest(run, split, params)
+        .with_context(|| format!("backtesting {}", run.path().display()))?;
+    super::report::refresh(run);
     let r = &out.report;
     println!(
         "{} split, {} .. {} ({} trading days, {} stocks), cost {}, cash {}",
-        a.split.name(),
+        split.name(),
         r.period.first_date,
         r.period.last_date,
         r.period.n_trading_days,
@@ -85,10 +95,10 @@ pub fn run(a: BacktestArgs) -> Result<()> {
     println!();
     println!("| strategy | APY | CW | CR | ASR | MDD | AVO | turnover |");
     println!("|---|---|---|---|---|---|---|---|");
-    println!("{}", row(&strategy_label(&params), &r.strategy));
+    println!("{}", row(&strategy_label(params), &r.strategy));
     println!("{}", row("Equal weight", &r.equal_weight));
     if let Some(m) = &r.index {
-        println!("{}", row(&index_label(&params), m));
+        println!("{}", row(&index_label(params), m));
     }
     println!();
     super::print_written(&out.json, &out.csv, out.png.as_deref());

@@ -1,9 +1,10 @@
 //! `storm job --spec <job dir>/job.json` (hidden): one attempt of a sweep job, run by a worker as a child
-//! process so that torch's process-global RNG and thread pool belong to this job alone. Each step is the
-//! corresponding `storm` subcommand (pretrain with --resume, eval, backtest, export, trade) executed in this
-//! process on its main thread; a step that completed in an earlier attempt is skipped (`done/<step>`).
-//! Every step start is announced on stdout as a JSON line for the worker's progress display; at the end
-//! all metrics go into `result.json`, written atomically.
+//! process so that torch's process-global RNG and thread pool belong to this job alone. Each step calls the
+//! function its `storm` subcommand calls (pretrain with --resume, eval, backtest, export, trade) with typed
+//! arguments ([`StepCall`]), in this process on its main thread; a step that completed in an earlier
+//! attempt is skipped (`done/<step>`). Every step start is announced on stdout as a JSON line for the
+//! worker's progress display; at the end the metrics of every step's typed result
+//! (`storm_shared::run::metrics`) go into `result.json`, written atomically.
 //!
 //! Test hook: `STORM_FAULT` (see `storm_worker::fault`) makes matching attempts stop after their first
 //! step — for pretrain, after half of its steps, so that a checkpoint exists — with a panic, an error or
@@ -14,14 +15,26 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Parser};
-use serde_json::Value;
+use clap::Args;
 use storm_shared::config::{ExperimentConfig, Split};
 use storm_shared::data::windows::{split_window_ends, BatchSampler, Labels};
 use storm_shared::data::Panel;
+use storm_shared::portfolio::report::BacktestReport;
+use storm_shared::portfolio::report::{parse_index, BacktestParams};
+use storm_shared::run::metrics::{
+    backtest_metrics, eval_metrics, trade_metrics, train_metrics, MetricKey, TrainSummary, Value,
+};
+use storm_shared::run::{EvalReport, RunDir};
+use storm_shared::trading::ppo::PpoConfig;
+use storm_shared::trading::task::{FeatureSource, TradeParams, TradeReport};
+use storm_shared::trading::EnvConfig;
 use storm_shared::train::checkpoint::{read_state, Checkpointer};
 use storm_worker::fault::{self, FaultKind, FAULT_ENV};
 use storm_worker::{JobResult, JobSpec, Step, StepAnnouncement, TradeFeatures};
+
+use super::backtest::{backtest_split, DEFAULT_CASH, DEFAULT_RISK_AVERSION, DEFAULT_RISK_FREE};
+use super::trade::trade_ticker;
+use super::train::{evaluate_split, export_factors, pretrain, PretrainArgs};
 
 #[derive(Args)]
 pub struct JobArgs {
@@ -191,55 +204,77 @@ fn latest_checkpoint_step(run: &Path) -> Option<u64> {
     read_state(&dir).ok().map(|s| s.step)
 }
 
-/// The `storm` command line of a step.
-pub fn step_args(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Vec<String> {
-    let run = spec.run_dir().display().to_string();
-    let mut args: Vec<String> = match step {
-        Step::Pretrain => {
-            let mut a = vec![
-                "pretrain".into(),
-                "--config".into(),
-                spec.config_path().display().to_string(),
-                "--data".into(),
-                spec.data.display().to_string(),
-                "--out".into(),
-                run,
-                "--resume".into(),
-            ];
-            if let Some(m) = max_steps {
-                a.extend(["--max-steps".into(), m.to_string()]);
-            }
-            a
-        }
-        Step::Eval { split } => vec![
-            "eval".into(),
-            "--run".into(),
-            run,
-            "--split".into(),
-            split.clone(),
-        ],
+/// A step as the call it makes: the function its `storm` subcommand calls, with typed arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepCall {
+    Pretrain(PretrainArgs),
+    Eval {
+        split: Split,
+        device: String,
+    },
+    Backtest {
+        split: Split,
+        params: BacktestParams,
+    },
+    Export {
+        device: String,
+    },
+    Trade {
+        ticker: String,
+        source: FeatureSource,
+        params: TradeParams,
+    },
+}
+
+fn parse_split(split: &str) -> Result<Split> {
+    split.parse().map_err(|e: String| anyhow!(e))
+}
+
+fn source(features: TradeFeatures) -> FeatureSource {
+    match features {
+        TradeFeatures::Factors => FeatureSource::Factors,
+        TradeFeatures::Raw => FeatureSource::Raw,
+    }
+}
+
+/// The call of a step: the subcommand's arguments a job sets, the subcommand's defaults for the rest.
+pub fn step_call(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<StepCall> {
+    let device = spec.device.clone();
+    Ok(match step {
+        Step::Pretrain => StepCall::Pretrain(PretrainArgs {
+            config: spec.config_path(),
+            out: spec.run_dir(),
+            data: Some(spec.data.clone()),
+            seed: None,
+            overrides: Vec::new(),
+            device,
+            max_steps,
+            resume: true,
+            in_job: true,
+        }),
+        Step::Eval { split } => StepCall::Eval {
+            split: parse_split(split)?,
+            device,
+        },
         Step::Backtest {
             split,
             k,
             drop,
             cost,
             index,
-        } => vec![
-            "backtest".into(),
-            "--run".into(),
-            run,
-            "--split".into(),
-            split.clone(),
-            "--k".into(),
-            k.to_string(),
-            "--drop".into(),
-            drop.to_string(),
-            "--cost".into(),
-            cost.to_string(),
-            "--index".into(),
-            index.clone(),
-        ],
-        Step::Export => vec!["export".into(), "--run".into(), run],
+        } => StepCall::Backtest {
+            split: parse_split(split)?,
+            params: BacktestParams {
+                k: *k,
+                drop: *drop,
+                cost: *cost,
+                cash: DEFAULT_CASH,
+                risk_free: DEFAULT_RISK_FREE,
+                index: parse_index(index)?,
+                risk_aversion: DEFAULT_RISK_AVERSION,
+            },
+        },
+        Step::Export => StepCall::Export { device },
         Step::Trade {
             ticker,
             features,
@@ -249,142 +284,75 @@ pub fn step_args(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Vec<Str
             window,
             eval_every,
             cost,
-        } => vec![
-            "trade".into(),
-            "--run".into(),
-            run,
-            "--ticker".into(),
-            ticker.clone(),
-            "--seed".into(),
-            seed.to_string(),
-            "--updates".into(),
-            updates.to_string(),
-            "--envs".into(),
-            envs.to_string(),
-            "--window".into(),
-            window.to_string(),
-            "--eval-every".into(),
-            eval_every.to_string(),
-            "--cost".into(),
-            cost.to_string(),
-            "--features".into(),
-            match features {
-                TradeFeatures::Factors => "factors".into(),
-                TradeFeatures::Raw => "raw".into(),
+        } => StepCall::Trade {
+            ticker: ticker.clone(),
+            source: source(*features),
+            params: TradeParams {
+                seed: *seed,
+                n_envs: *envs,
+                n_updates: *updates,
+                eval_every: *eval_every,
+                window: *window,
+                env: EnvConfig {
+                    cost_rate: *cost,
+                    initial_cash: DEFAULT_CASH,
+                },
+                ppo: PpoConfig::default(),
+                risk_free: DEFAULT_RISK_FREE,
             },
-        ],
-    };
-    if matches!(step, Step::Pretrain | Step::Eval { .. } | Step::Export) {
-        args.extend(["--device".into(), spec.device.clone()]);
-    }
-    args
+        },
+    })
 }
 
-/// Runs one step as its `storm` subcommand, in this process.
+/// Runs one step in this process.
 fn run_step(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<()> {
-    let args = step_args(spec, step, max_steps);
-    let cli = super::Cli::try_parse_from(std::iter::once("storm".to_string()).chain(args.clone()))
-        .map_err(|e| anyhow!("bad step command `storm {}`: {e}", args.join(" ")))?;
-    super::run(cli)
-}
-
-/// Reads a JSON report a step wrote (None if the step is not part of this job).
-fn read_json(path: &Path) -> Result<Option<Value>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            Ok(Some(serde_json::from_str(&text).with_context(|| {
-                format!("{} is not JSON", path.display())
-            })?))
+    let run = RunDir::new(spec.run_dir());
+    match step_call(spec, step, max_steps)? {
+        StepCall::Pretrain(args) => pretrain(args),
+        StepCall::Eval { split, device } => evaluate_split(&run, split, &device),
+        StepCall::Backtest { split, params } => {
+            params.validate()?;
+            backtest_split(&run, split, &params)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(anyhow!("{}: {e}", path.display())),
-    }
-}
-
-fn put(m: &mut BTreeMap<String, Option<f64>>, name: String, v: Option<&Value>) {
-    m.insert(name, v.and_then(Value::as_f64));
-}
-
-const FINANCIAL: [&str; 7] = ["apy", "cw", "cr", "asr", "mdd", "avo", "turnover"];
-
-fn put_financial(m: &mut BTreeMap<String, Option<f64>>, prefix: &str, v: Option<&Value>) {
-    if let Some(v) = v {
-        for f in FINANCIAL {
-            put(m, format!("{prefix}_{f}"), v.get(f));
+        StepCall::Export { device } => export_factors(&run, None, &device),
+        StepCall::Trade {
+            ticker,
+            source,
+            params,
+        } => {
+            params.validate()?;
+            trade_ticker(&run, &ticker, source, &params)
         }
     }
 }
 
-/// Flat metric names from the reports the steps wrote: `train_*`, `<split>_rank_ic`…, `pm_*`, `ew_*`,
-/// `index_*`, `trade_<T>_*`, `trade_<T>_raw_*`, `bh_<T>_*`.
-fn collect_metrics(spec: &JobSpec) -> Result<BTreeMap<String, Option<f64>>> {
-    let run = spec.run_dir();
+/// The metrics of one step, from the typed result it wrote.
+fn step_metrics(run: &RunDir, step: &Step) -> Result<Vec<(MetricKey, Value)>> {
+    Ok(match step {
+        Step::Pretrain => TrainSummary::load(run)?
+            .map(|s| train_metrics(&s))
+            .unwrap_or_default(),
+        Step::Eval { split } => {
+            let split = parse_split(split)?;
+            eval_metrics(split, &EvalReport::load(run, split)?)
+        }
+        Step::Backtest { split, .. } => {
+            backtest_metrics(&BacktestReport::load(run, parse_split(split)?, false)?)
+        }
+        Step::Export => Vec::new(),
+        Step::Trade {
+            ticker, features, ..
+        } => trade_metrics(&TradeReport::load(run, ticker, source(*features))?),
+    })
+}
+
+/// Every step's metrics by name (see `storm_shared::run::metrics`).
+fn collect_metrics(spec: &JobSpec) -> Result<BTreeMap<String, Value>> {
+    let run = RunDir::new(spec.run_dir());
     let mut m = BTreeMap::new();
     for step in &spec.steps {
-        match step {
-            Step::Pretrain => {
-                if let Some(t) = read_json(&run.join("train.json"))? {
-                    for (name, key) in [
-                        ("train_steps", "steps"),
-                        ("train_seconds", "seconds"),
-                        ("train_samples_per_s", "samples_per_second"),
-                        ("train_final_loss", "final_loss"),
-                        ("best_valid_rank_ic", "best_valid_rank_ic"),
-                    ] {
-                        put(&mut m, name.into(), t.get(key));
-                    }
-                }
-            }
-            Step::Eval { split } => {
-                let s: Split = split.parse().map_err(|e: String| anyhow!(e))?;
-                let path = run.join(storm_shared::eval::run_eval::eval_file(s));
-                let e =
-                    read_json(&path)?.ok_or_else(|| anyhow!("{} is missing", path.display()))?;
-                for key in [
-                    "rank_ic",
-                    "rank_icir",
-                    "ic",
-                    "icir",
-                    "codebook_usage_ts",
-                    "codebook_usage_cs",
-                    "codebook_perplexity_ts",
-                    "codebook_perplexity_cs",
-                ] {
-                    put(&mut m, format!("{split}_{key}"), e.get(key));
-                }
-            }
-            Step::Backtest { split, .. } => {
-                let s: Split = split.parse().map_err(|e: String| anyhow!(e))?;
-                let path = run.join(storm_shared::portfolio::report::report_file(s, false));
-                let r =
-                    read_json(&path)?.ok_or_else(|| anyhow!("{} is missing", path.display()))?;
-                put_financial(&mut m, "pm", r.get("strategy"));
-                put_financial(&mut m, "ew", r.get("equal_weight"));
-                put_financial(&mut m, "index", r.get("index"));
-            }
-            Step::Export => {}
-            Step::Trade {
-                ticker, features, ..
-            } => {
-                let source = match features {
-                    TradeFeatures::Factors => storm_shared::trading::task::FeatureSource::Factors,
-                    TradeFeatures::Raw => storm_shared::trading::task::FeatureSource::Raw,
-                };
-                let path = run.join(storm_shared::trading::task::report_file(ticker, source));
-                let r =
-                    read_json(&path)?.ok_or_else(|| anyhow!("{} is missing", path.display()))?;
-                let prefix = match features {
-                    TradeFeatures::Factors => format!("trade_{ticker}"),
-                    TradeFeatures::Raw => format!("trade_{ticker}_raw"),
-                };
-                put_financial(&mut m, &prefix, r.get("ppo"));
-                put(
-                    &mut m,
-                    format!("{prefix}_trades"),
-                    r.get("ppo").and_then(|p| p.get("trades")),
-                );
-                put_financial(&mut m, &format!("bh_{ticker}"), r.get("buy_and_hold"));
-            }
+        for (key, value) in step_metrics(&run, step)? {
+            m.insert(key.name(), value);
         }
     }
     Ok(m)
@@ -394,9 +362,8 @@ fn collect_metrics(spec: &JobSpec) -> Result<BTreeMap<String, Option<f64>>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_step_is_a_valid_storm_command_line() {
-        let spec = JobSpec {
+    fn spec() -> JobSpec {
+        JobSpec {
             id: "j".into(),
             attempt: 1,
             device: "cpu".into(),
@@ -406,48 +373,87 @@ mod tests {
             max_steps: Some(8),
             batch_size: 4,
             steps: vec![],
-        };
-        let steps = [
-            Step::Pretrain,
-            Step::Eval {
-                split: "valid".into(),
-            },
-            Step::Backtest {
-                split: "test".into(),
-                k: 5,
-                drop: 3,
-                cost: 1e-4,
-                index: "none".into(),
-            },
-            Step::Export,
-            Step::Trade {
-                ticker: "AAPL".into(),
-                features: TradeFeatures::Raw,
-                seed: 3,
-                updates: 2,
-                envs: 4,
-                window: 32,
-                eval_every: 1,
-                cost: 1e-4,
-            },
-        ];
-        for step in &steps {
-            let args = step_args(&spec, step, Some(4));
-            let parsed = super::super::Cli::try_parse_from(
-                std::iter::once("storm".to_string()).chain(args.clone()),
-            );
-            assert!(
-                parsed.is_ok(),
-                "storm {}: {:?}",
-                args.join(" "),
-                parsed.err()
-            );
         }
-        let pretrain = step_args(&spec, &Step::Pretrain, Some(4)).join(" ");
+    }
+
+    #[test]
+    fn each_step_maps_to_its_subcommands_call() {
+        let spec = spec();
+        let call = |step: Step| step_call(&spec, &step, Some(4)).unwrap();
+        let StepCall::Pretrain(args) = call(Step::Pretrain) else {
+            panic!("pretrain")
+        };
+        assert_eq!(args.config, PathBuf::from("/s/jobs/j/config.toml"));
+        assert_eq!(args.out, PathBuf::from("/s/jobs/j/run"));
+        assert_eq!(args.data, Some(PathBuf::from("/s/data/x")));
         assert_eq!(
-            pretrain,
-            "pretrain --config /s/jobs/j/config.toml --data /s/data/x --out /s/jobs/j/run --resume \
-             --max-steps 4 --device cpu"
+            (args.max_steps, args.resume, args.device.as_str()),
+            (Some(4), true, "cpu")
         );
+        assert_eq!(
+            call(Step::Eval {
+                split: "valid".into()
+            }),
+            StepCall::Eval {
+                split: Split::Valid,
+                device: "cpu".into()
+            }
+        );
+        let StepCall::Backtest { split, params } = call(Step::Backtest {
+            split: "test".into(),
+            k: 5,
+            drop: 3,
+            cost: 1e-4,
+            index: "none".into(),
+        }) else {
+            panic!("backtest")
+        };
+        assert_eq!(split, Split::Test);
+        assert_eq!((params.k, params.drop, params.cost), (5, 3, 1e-4));
+        assert_eq!(
+            (params.cash, params.index, params.risk_aversion),
+            (1e6, None, 0.0)
+        );
+        assert_eq!(
+            call(Step::Export),
+            StepCall::Export {
+                device: "cpu".into()
+            }
+        );
+        let StepCall::Trade {
+            ticker,
+            source,
+            params,
+        } = call(Step::Trade {
+            ticker: "AAPL".into(),
+            features: TradeFeatures::Raw,
+            seed: 3,
+            updates: 2,
+            envs: 4,
+            window: 32,
+            eval_every: 1,
+            cost: 1e-4,
+        })
+        else {
+            panic!("trade")
+        };
+        assert_eq!((ticker.as_str(), source), ("AAPL", FeatureSource::Raw));
+        assert_eq!((params.seed, params.n_envs, params.n_updates), (3, 4, 2));
+        assert_eq!((params.window, params.eval_every), (32, 1));
+        assert_eq!((params.env.cost_rate, params.env.initial_cash), (1e-4, 1e6));
+        assert!(params.validate().is_ok());
+    }
+
+    #[test]
+    fn a_bad_split_is_an_error_not_a_panic() {
+        let e = step_call(
+            &spec(),
+            &Step::Eval {
+                split: "later".into(),
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown split"), "{e}");
     }
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use storm_shared::run::RunDir;
 use storm_shared::telemetry::{self, MetricsServer};
-use storm_shared::train::run_dir::load_run;
 
 use super::{data::DataCommand, Cli, Command};
 
@@ -46,7 +46,7 @@ pub fn start(cli: &Cli) -> Result<Option<MetricsServer>> {
         .context("starting the metrics endpoint (--metrics-addr)")?;
     tracing::info!("serving metrics on http://{}/metrics", server.addr());
     if let Some(dir) = run_dir(&cli.command) {
-        if let Ok((_, info)) = load_run(dir) {
+        if let Ok((_, info)) = RunDir::new(dir).load() {
             telemetry::set_run_info(info.seed, &info.config_hash);
         }
     }

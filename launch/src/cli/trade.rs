@@ -5,12 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use storm_shared::run::trade::{load_ticker, write_outputs};
+use storm_shared::run::RunDir;
 use storm_shared::stats::financial::FinancialMetrics;
 use storm_shared::trading::ppo::PpoConfig;
-use storm_shared::trading::task::{
-    load_ticker, run_trading, write_outputs, FeatureSource, TradeParams,
-};
+use storm_shared::trading::task::{run_trading, FeatureSource, TradeParams};
 use storm_shared::trading::EnvConfig;
+
+use super::backtest::{DEFAULT_CASH, DEFAULT_RISK_FREE};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Features {
@@ -46,10 +48,10 @@ pub struct TradeArgs {
     #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     pub cost: f64,
     /// Starting cash.
-    #[arg(long, default_value_t = 1e6, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = DEFAULT_CASH, allow_negative_numbers = true)]
     pub cash: f64,
     /// Annual risk-free rate for the Sharpe ratio.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = DEFAULT_RISK_FREE, allow_negative_numbers = true)]
     pub risk_free: f64,
     /// Daily state the policy observes.
     #[arg(long, value_enum, default_value = "factors")]
@@ -94,17 +96,28 @@ pub fn run(a: TradeArgs) -> Result<()> {
         Features::Factors => FeatureSource::Factors,
         Features::Raw => FeatureSource::Raw,
     };
-    let data = load_ticker(&a.run, &a.ticker, source)
-        .with_context(|| format!("loading {} from {}", a.ticker, a.run.display()))?;
-    let out = run_trading(&data, &params).context("training the trading policy")?;
-    let files = write_outputs(&a.run, &data, &out)?;
-    super::report::refresh(&a.run);
+    trade_ticker(&RunDir::new(&a.run), &a.ticker, source, &params)
+}
+
+/// `storm trade` (and a job's trade step): train and test the policy, write its outputs, refresh the
+/// report, print the table.
+pub fn trade_ticker(
+    run: &RunDir,
+    ticker: &str,
+    source: FeatureSource,
+    params: &TradeParams,
+) -> Result<()> {
+    let data = load_ticker(run, ticker, source)
+        .with_context(|| format!("loading {ticker} from {}", run.path().display()))?;
+    let out = run_trading(&data, params).context("training the trading policy")?;
+    let files = write_outputs(run, &data, &out)?;
+    super::report::refresh(run);
     let r = &out.report;
     println!(
         "{} ({} states), test {} .. {} ({} days; train {}, valid {}), cost {}, cash {}; best valid CW {:.4} \
          at update {}",
         r.ticker,
-        r.features,
+        r.features.name(),
         r.days.test_first_date,
         r.days.test_last_date,
         r.days.test_days,
@@ -118,7 +131,7 @@ pub fn run(a: TradeArgs) -> Result<()> {
     println!();
     println!("| strategy | APY | CW | CR | ASR | MDD | AVO | trades |");
     println!("|---|---|---|---|---|---|---|---|");
-    let ppo_name = format!("PPO ({})", r.features);
+    let ppo_name = format!("PPO ({})", r.features.name());
     println!(
         "{}",
         row(&ppo_name, &r.ppo.metrics, &r.ppo.trades.to_string())

@@ -1,21 +1,22 @@
 //! `storm pretrain` and `storm eval`: train a model into a run directory, evaluate a run on a split.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use storm_shared::config::Split;
 use storm_shared::data::Panel;
 use storm_shared::distributed::{self, DistEnv};
-use storm_shared::eval::run_eval::{eval_file, evaluate_run, predictions_file};
+use storm_shared::run::evaluate::evaluate;
+use storm_shared::run::export::export as export_run;
+use storm_shared::run::{RunDir, TrainedRun};
 use storm_shared::telemetry;
-use storm_shared::train::run_dir::{load_run, open_run};
-use storm_shared::train::trainer::{TrainOptions, Trainer};
+use storm_shared::train::trainer::{TrainOptions, TrainOutcome, Trainer};
 use tch::Device;
 
 use super::data::load_config;
 
-#[derive(Args)]
+#[derive(Args, Debug, Clone, PartialEq)]
 pub struct PretrainArgs {
     /// Experiment config (TOML).
     #[arg(long)]
@@ -41,6 +42,9 @@ pub struct PretrainArgs {
     /// Continue from the latest checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Set by `storm job`: the trainer reports progress as JSON lines on stdout.
+    #[arg(skip)]
+    pub in_job: bool,
 }
 
 #[derive(Args)]
@@ -89,7 +93,7 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
         .flatten()
         .is_none_or(|e| e.rank == 0)
     {
-        super::report::refresh(&a.out);
+        super::report::refresh(&RunDir::new(&a.out));
     }
     result
 }
@@ -111,9 +115,11 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
         distributed::connect(dist.as_ref(), device).context("joining the process group")?;
     let rank0 = comm.is_rank0();
     let progress = super::show_progress() && rank0;
+    let run = RunDir::new(&a.out);
     // rank 0 sets up the run directory (and prepares data); the others wait, then read it
     let info = if rank0 {
-        let info = open_run(&cfg, &a.out, a.data.as_deref(), &device_name, progress)
+        let info = run
+            .open(&cfg, a.data.as_deref(), &device_name, progress)
             .with_context(|| format!("setting up run {}", a.out.display()));
         if comm.world_size() > 1 {
             // a failed setup exits rank 0, which the others see at this barrier
@@ -126,7 +132,7 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
     } else {
         comm.barrier()
             .context("waiting for rank 0 to set up the run directory")?;
-        let (_, info) = load_run(&a.out)?;
+        let (_, info) = run.load()?;
         if info.config_hash != cfg.hash() {
             bail!(
                 "rank {} resolved a different config than rank 0 (hash {} vs {}); every rank needs the \
@@ -146,7 +152,7 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
         max_steps: a.max_steps,
         resume: a.resume,
         progress,
-        progress_lines: false,
+        progress_lines: a.in_job,
     };
     let world = comm.world_size();
     let mut trainer = Trainer::new(&cfg, &panel, &a.out, opts)?.with_collective(comm)?;
@@ -154,11 +160,14 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
     if !rank0 {
         return Ok(());
     }
-    std::fs::write(
-        a.out.join("train.json"),
-        serde_json::to_vec_pretty(&outcome)?,
-    )
-    .context("writing train.json")?;
+    let summary = run.train_json();
+    std::fs::write(&summary, serde_json::to_vec_pretty(&outcome)?)
+        .with_context(|| format!("writing {}", summary.display()))?;
+    print_outcome(&outcome, world, run.path());
+    Ok(())
+}
+
+fn print_outcome(outcome: &TrainOutcome, world: usize, run: &Path) {
     println!(
         "trained {} / {} steps{} in {:.1}s ({:.0} samples/s); final loss {}; best valid RankIC {} at step {}; run {}",
         outcome.steps,
@@ -173,17 +182,22 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
         },
         outcome.best_valid_rank_ic.map_or("n/a".into(), |v| format!("{v:.4}")),
         outcome.best_step.map_or("n/a".into(), |v| v.to_string()),
-        a.out.display()
+        run.display()
     );
-    Ok(())
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    let device = parse_device(&a.device)?;
+    evaluate_split(&RunDir::new(&a.run), a.split, &a.device)
+}
+
+/// `storm eval` (and a job's eval step): evaluate, refresh the report, print the summary.
+pub fn evaluate_split(run: &RunDir, split: Split, device: &str) -> Result<()> {
+    let device = parse_device(device)?;
     telemetry::watch_gpu_memory(device);
-    let report = evaluate_run(&a.run, a.split, device)
-        .with_context(|| format!("evaluating {}", a.run.display()))?;
-    super::report::refresh(&a.run);
+    let report = TrainedRun::open(run, device, " to evaluate")
+        .and_then(|trained| evaluate(&trained, split))
+        .with_context(|| format!("evaluating {}", run.path().display()))?;
+    super::report::refresh(run);
     println!(
         "{} split ({} .. {}, {} days): RankIC {:.4}, RankICIR {:.4}, IC {:.4}, ICIR {:.4}; \
          codebook perplexity ts {} cs {} → {}, {}",
@@ -201,8 +215,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         report
             .codebook_perplexity_cs
             .map_or("-".into(), |v| format!("{v:.1}")),
-        a.run.join(eval_file(a.split)).display(),
-        a.run.join(predictions_file(a.split)).display(),
+        run.eval_json(split).display(),
+        run.predictions(split).display(),
     );
     Ok(())
 }
@@ -220,10 +234,17 @@ pub struct ExportArgs {
 }
 
 pub fn export(a: ExportArgs) -> Result<()> {
-    let device = parse_device(&a.device)?;
-    let out = a.out.unwrap_or_else(|| a.run.join("factors.parquet"));
-    let summary = storm_shared::factors::export_factors(&a.run, &out, device)
-        .with_context(|| format!("exporting factors of {}", a.run.display()))?;
+    export_factors(&RunDir::new(&a.run), a.out, &a.device)
+}
+
+/// `storm export` (and a job's export step): write the factors to `out` (default: the run's
+/// `factors.parquet`) and print what was written.
+pub fn export_factors(run: &RunDir, out: Option<PathBuf>, device: &str) -> Result<()> {
+    let device = parse_device(device)?;
+    let out = out.unwrap_or_else(|| run.factors());
+    let summary = TrainedRun::open(run, device, "")
+        .and_then(|trained| export_run(&trained, &out))
+        .with_context(|| format!("exporting factors of {}", run.path().display()))?;
     println!(
         "exported {} rows ({} days × all stocks, {}-dim factor embeddings + codebook indices) → {}",
         summary.rows,

@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use polars::prelude::*;
 
-use crate::eval::run_eval::RISK_COLUMN;
+use crate::eval::frame::RISK_COLUMN;
 
 use crate::error::{Error, Result};
 

@@ -1,20 +1,17 @@
-//! `storm backtest`: TopK-Drop and the benchmarks on one split of a run's predictions, their financial
-//! metrics, and the outputs written atomically into the run directory:
-//! `portfolio_<split>.json` (metrics + parameters), `portfolio_<split>_daily.csv` (one row per date) and
-//! `wealth_<split>.png` (skipped with a warning when no font is available).
+//! The backtest of one split's market, without files: TopK-Drop and the benchmarks ([`simulate`]), their
+//! financial metrics as a [`BacktestReport`] ([`report`]), the per-date table ([`daily_csv`]) and display
+//! labels. Running it on a run directory and writing its outputs is `crate::run::backtest`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::benchmarks::{equal_weight, index_wealth, IndexPrices, IndexSource, BUILTIN_DJI};
 use super::topk_drop::{run_topk_drop, TopkDropParams, TopkDropRun};
 use super::{Market, WealthSeries};
-use crate::atomic::Staging;
 use crate::config::Split;
 use crate::error::{Error, Result};
-use crate::eval::run_eval::predictions_file;
 use crate::stats::financial::FinancialMetrics;
 
 /// Parses `--index`: `builtin:dji`, `none` (no index benchmark), or a path to a CSV/CSV.gz/Parquet file.
@@ -40,8 +37,15 @@ fn index_name<S: serde::Serializer>(
     )
 }
 
+fn index_from_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<IndexSource>, D::Error> {
+    let name = String::deserialize(d)?;
+    parse_index(&name).map_err(serde::de::Error::custom)
+}
+
 /// Everything `storm backtest` takes besides the run and split.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BacktestParams {
     pub k: usize,
     pub drop: usize,
@@ -51,7 +55,7 @@ pub struct BacktestParams {
     /// Annual risk-free rate in the Sharpe ratio.
     pub risk_free: f64,
     /// The index benchmark, if any (`builtin:dji`, a file, or none).
-    #[serde(serialize_with = "index_name")]
+    #[serde(serialize_with = "index_name", deserialize_with = "index_from_name")]
     pub index: Option<IndexSource>,
     /// η of the risk-aware variant (FactorVAE's TDrisk): rank by μ − η·σ. 0 is plain TopK-Drop.
     pub risk_aversion: f64,
@@ -105,7 +109,7 @@ impl BacktestParams {
 }
 
 /// The dates a backtest covers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Period {
     pub first_date: String,
     pub last_date: String,
@@ -117,7 +121,7 @@ pub struct Period {
 }
 
 /// The JSON written to `portfolio_<split>.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BacktestReport {
     pub strategy: FinancialMetrics,
     pub equal_weight: FinancialMetrics,
@@ -127,7 +131,7 @@ pub struct BacktestReport {
     pub period: Period,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReportParams {
     pub split: Split,
     #[serde(flatten)]
@@ -139,33 +143,6 @@ pub struct Backtest {
     pub strategy: TopkDropRun,
     pub equal_weight: WealthSeries,
     pub index: Option<WealthSeries>,
-}
-
-/// What `run_backtest` produced and where.
-pub struct BacktestOutcome {
-    pub report: BacktestReport,
-    pub json: PathBuf,
-    pub csv: PathBuf,
-    /// None when the chart was skipped (no font).
-    pub png: Option<PathBuf>,
-}
-
-/// `<split>` for TopK-Drop, `<split>_tdrisk` for the risk-aware variant, so neither overwrites the other.
-fn variant(split: Split, risk_aware: bool) -> String {
-    if risk_aware {
-        format!("{}_tdrisk", split.name())
-    } else {
-        split.name().to_string()
-    }
-}
-pub fn report_file(split: Split, risk_aware: bool) -> String {
-    format!("portfolio_{}.json", variant(split, risk_aware))
-}
-pub fn daily_file(split: Split, risk_aware: bool) -> String {
-    format!("portfolio_{}_daily.csv", variant(split, risk_aware))
-}
-pub fn wealth_png_file(split: Split, risk_aware: bool) -> String {
-    format!("wealth_{}.png", variant(split, risk_aware))
 }
 
 /// Runs the strategy and benchmarks on `market` (no files touched).
@@ -210,91 +187,6 @@ pub fn report(
     })
 }
 
-/// Loads `predictions_<split>.parquet` of `run_dir`, with a pointer to `storm eval` when it is missing.
-pub fn load_split(run_dir: &Path, split: Split, risk_aversion: f64) -> Result<Market> {
-    let path = run_dir.join(predictions_file(split));
-    if !path.is_file() {
-        return Err(Error::Data(format!(
-            "{} not found: run `storm eval --run {} --split {}` first",
-            path.display(),
-            run_dir.display(),
-            split.name()
-        )));
-    }
-    Market::load_predictions(&path, risk_aversion)
-}
-
-/// The whole `storm backtest`: validate, load, simulate, write JSON/CSV/PNG atomically.
-pub fn run_backtest(
-    run_dir: &Path,
-    split: Split,
-    params: &BacktestParams,
-) -> Result<BacktestOutcome> {
-    params.validate()?;
-    let market = load_split(run_dir, split, params.risk_aversion)?;
-    let index = params.index.as_ref().map(IndexSource::read).transpose()?;
-    let bt = simulate(&market, params, index.as_ref())?;
-    let report = report(&market, split, params, &bt)?;
-    let mut series = vec![
-        ("strategy", &report.strategy),
-        ("equal_weight", &report.equal_weight),
-    ];
-    series.extend(report.index.as_ref().map(|m| ("index", m)));
-    crate::telemetry::record_backtest(split.name(), &series);
-    write_outputs(run_dir, split, &market, &bt, &report)
-}
-
-fn write_outputs(
-    run_dir: &Path,
-    split: Split,
-    market: &Market,
-    bt: &Backtest,
-    report: &BacktestReport,
-) -> Result<BacktestOutcome> {
-    let staging = Staging::new(run_dir)?;
-    let risk_aware = report.params.params.risk_aversion > 0.0;
-    let (json, csv, png) = (
-        report_file(split, risk_aware),
-        daily_file(split, risk_aware),
-        wealth_png_file(split, risk_aware),
-    );
-    let csv_path = staging.path(&csv);
-    std::fs::write(&csv_path, daily_csv(market, bt)).map_err(|e| Error::io(&csv_path, e))?;
-    let png_ok = match draw_wealth(&staging.path(&png), split, market, bt, report) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!("{} not written: {e}", run_dir.join(&png).display());
-            remove_stale(&run_dir.join(&png));
-            false
-        }
-    };
-    let json_path = staging.path(&json);
-    std::fs::write(&json_path, serde_json::to_vec_pretty(report)?)
-        .map_err(|e| Error::io(&json_path, e))?;
-    let mut order = vec![csv.as_str()];
-    if png_ok {
-        order.push(png.as_str());
-    }
-    order.push(json.as_str());
-    staging.commit(&order)?;
-    Ok(BacktestOutcome {
-        report: report.clone(),
-        json: run_dir.join(&json),
-        csv: run_dir.join(&csv),
-        png: png_ok.then(|| run_dir.join(&png)),
-    })
-}
-
-/// A chart from an earlier backtest would disagree with the new JSON and CSV: remove it.
-fn remove_stale(path: &Path) {
-    if path.exists() {
-        match std::fs::remove_file(path) {
-            Ok(()) => tracing::warn!("removed the outdated {}", path.display()),
-            Err(e) => tracing::warn!("could not remove the outdated {}: {e}", path.display()),
-        }
-    }
-}
-
 /// Display name of the strategy in tables and charts.
 pub fn strategy_label(params: &BacktestParams) -> String {
     if params.risk_aversion > 0.0 {
@@ -320,33 +212,6 @@ pub fn index_label(params: &BacktestParams) -> String {
         ),
         None => "Index".to_string(),
     }
-}
-
-fn draw_wealth(
-    path: &Path,
-    split: Split,
-    market: &Market,
-    bt: &Backtest,
-    report: &BacktestReport,
-) -> Result<()> {
-    let params = &report.params.params;
-    let strategy = strategy_label(params);
-    let index = index_label(params);
-    let mut series: Vec<(&str, &[f64])> = vec![
-        (strategy.as_str(), &bt.strategy.series.wealth),
-        ("Equal weight", &bt.equal_weight.wealth),
-    ];
-    if let Some(s) = &bt.index {
-        series.push((index.as_str(), &s.wealth));
-    }
-    let title = format!(
-        "Wealth, {} split ({} .. {}), cost {}",
-        split.name(),
-        report.period.first_date,
-        report.period.last_date,
-        params.cost
-    );
-    crate::plot::wealth_curves(path, &title, &market.dates, &series)
 }
 
 /// A CSV field, quoted when it holds a separator or a quote.

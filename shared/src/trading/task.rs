@@ -1,36 +1,26 @@
-//! The single-stock trading task (`storm trade`): load one ticker's daily states (STORM factor embeddings
-//! or the raw scaled features) and prices per split, train PPO on seeded windows of the train days while
-//! keeping the parameters with the best greedy cumulative wealth on the valid days, and report the chosen
-//! policy on the test days against Buy&Hold, with the per-day actions and a wealth chart.
-//!
-//! The day → split assignment always comes from the run's `factors.parquet` (written by `storm export`),
-//! so the raw-feature baseline trades exactly the days the factor policy trades.
+//! The single-stock trading task on one ticker's daily states and prices per split ([`TickerData`]): train
+//! PPO on seeded windows of the train days while keeping the parameters with the best greedy cumulative
+//! wealth on the valid days, and report the chosen policy on the test days against Buy&Hold
+//! ([`TradeReport`]), with the per-day actions. Loading a ticker from a run directory and writing the
+//! outputs is `crate::run::trade`.
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::env::{Action, EnvConfig, Series, TradingEnv};
 use super::ppo::{Ppo, PpoConfig};
 use super::vec_env::VecEnv;
-use crate::atomic::Staging;
-use crate::data::Panel;
 use crate::error::{Error, Result};
 use crate::stats::financial::FinancialMetrics;
-use crate::train::run_dir::{RunInfo, RUN_FILE};
-
-/// The exported factor embeddings of a run.
-pub const FACTORS_FILE: &str = "factors.parquet";
 
 /// What the policy observes each day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FeatureSource {
     /// The stock's STORM factor embedding (`factor_*` columns of `factors.parquet`).
     Factors,
@@ -106,7 +96,7 @@ impl TradeParams {
 }
 
 /// The parameters as written into the JSON report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ParamsReport {
     pub seed: u64,
     pub envs: usize,
@@ -144,7 +134,7 @@ impl From<&TradeParams> for ParamsReport {
 }
 
 /// The PPO policy's test metrics with its number of trades.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PolicyReport {
     #[serde(flatten)]
     pub metrics: FinancialMetrics,
@@ -152,7 +142,7 @@ pub struct PolicyReport {
 }
 
 /// Days and dates of each split.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SplitDays {
     pub train_days: usize,
     pub valid_days: usize,
@@ -162,10 +152,10 @@ pub struct SplitDays {
 }
 
 /// `trading_<TICKER>.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TradeReport {
     pub ticker: String,
-    pub features: &'static str,
+    pub features: FeatureSource,
     pub ppo: PolicyReport,
     pub buy_and_hold: FinancialMetrics,
     /// Update count of the chosen parameters (0 = the initial policy).
@@ -193,187 +183,6 @@ pub struct TradeOutcome {
     pub actions: Vec<ActionRow>,
     pub ppo_wealth: Vec<f64>,
     pub buy_and_hold_wealth: Vec<f64>,
-}
-
-// ---------------------------------------------------------------------------------------------- loading
-
-/// Reads `run.json` (only the data directory is needed, so no config file is required).
-fn run_info(run_dir: &Path) -> Result<RunInfo> {
-    let path = run_dir.join(RUN_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::Data(format!(
-                "{} is not a run directory (no {RUN_FILE}); create one with `storm pretrain`",
-                run_dir.display()
-            ))
-        } else {
-            Error::io(&path, e)
-        }
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::input(&path, format!("invalid run info: {e}")))
-}
-
-/// The rows of `factors.parquet` for one ticker: day numbers (days since 1970-01-01), splits, states.
-struct FactorRows {
-    days: Vec<i32>,
-    splits: Vec<String>,
-    /// rows × dim, row-major.
-    factors: Vec<f32>,
-    dim: usize,
-}
-
-fn factor_columns(frame: &DataFrame) -> Vec<(usize, String)> {
-    let mut cols: Vec<(usize, String)> = frame
-        .get_column_names()
-        .iter()
-        .filter_map(|n| {
-            let k = n.strip_prefix("factor_")?.parse::<usize>().ok()?;
-            Some((k, n.to_string()))
-        })
-        .collect();
-    cols.sort();
-    cols
-}
-
-fn read_factor_rows(path: &Path, ticker: &str) -> Result<FactorRows> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let frame = ParquetReader::new(file).finish()?;
-    let tickers = frame.column("ticker")?.str()?.clone();
-    let rows: Vec<usize> = (0..frame.height())
-        .filter(|&i| tickers.get(i) == Some(ticker))
-        .collect();
-    if rows.is_empty() {
-        let known: BTreeSet<&str> = tickers.iter().flatten().collect();
-        return Err(Error::Data(format!(
-            "unknown ticker {ticker}; {} has: {}",
-            path.display(),
-            known.into_iter().collect::<Vec<_>>().join(", ")
-        )));
-    }
-    let dates = frame.column("date")?.date()?.clone();
-    let splits = frame.column("split")?.str()?.clone();
-    let cols = factor_columns(&frame);
-    if cols.is_empty() {
-        return Err(Error::input(path, "no factor_* columns"));
-    }
-    let values: Vec<Float32Chunked> = cols
-        .iter()
-        .map(|(_, n)| Ok(frame.column(n)?.cast(&DataType::Float32)?.f32()?.clone()))
-        .collect::<Result<_>>()?;
-    let mut out = FactorRows {
-        days: Vec::with_capacity(rows.len()),
-        splits: Vec::with_capacity(rows.len()),
-        factors: Vec::with_capacity(rows.len() * cols.len()),
-        dim: cols.len(),
-    };
-    for &i in &rows {
-        let (Some(day), Some(split)) = (dates.physical().get(i), splits.get(i)) else {
-            return Err(Error::input(path, format!("row {i} has no date or split")));
-        };
-        out.days.push(day);
-        out.splits.push(split.to_string());
-        for v in &values {
-            out.factors.push(v.get(i).unwrap_or(f32::NAN));
-        }
-    }
-    Ok(out)
-}
-
-fn date_of(day: i32) -> Option<NaiveDate> {
-    NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_signed(chrono::Duration::days(day as i64))
-}
-
-/// Collects one split's days (in date order) that have a finite positive price and a finite state.
-#[derive(Default)]
-struct SplitBuilder {
-    rows: Vec<(NaiveDate, f64, Vec<f32>)>,
-}
-
-impl SplitBuilder {
-    fn finish(mut self, name: &str, ticker: &str) -> Result<SplitSeries> {
-        self.rows.sort_by_key(|r| r.0);
-        if self.rows.len() < 2 {
-            return Err(Error::Data(format!(
-                "{ticker} has {} {name} day(s) with both a state and a price; at least 2 are needed",
-                self.rows.len()
-            )));
-        }
-        let dim = self.rows[0].2.len();
-        let dates = self.rows.iter().map(|r| r.0).collect();
-        let prices = self.rows.iter().map(|r| r.1).collect();
-        let states = self.rows.into_iter().flat_map(|r| r.2).collect();
-        Ok(SplitSeries {
-            dates,
-            series: Arc::new(Series::new(prices, states, dim)?),
-        })
-    }
-}
-
-/// Loads `ticker` of the run in `run_dir` with states from `source`; prices are the prepared data's
-/// adjusted closes. Only days with both a state and a price are kept.
-pub fn load_ticker(run_dir: &Path, ticker: &str, source: FeatureSource) -> Result<TickerData> {
-    let info = run_info(run_dir)?;
-    let factors_path = run_dir.join(FACTORS_FILE);
-    if !factors_path.is_file() {
-        return Err(Error::Data(format!(
-            "{} not found: run `storm export --run {}` first",
-            factors_path.display(),
-            run_dir.display()
-        )));
-    }
-    let rows = read_factor_rows(&factors_path, ticker)?;
-    let panel = Panel::load(&info.data_dir)?;
-    let n = panel
-        .tickers
-        .iter()
-        .position(|t| t == ticker)
-        .ok_or_else(|| {
-            Error::Data(format!(
-                "{ticker} is in {} but not in the prepared data {}",
-                factors_path.display(),
-                info.data_dir.display()
-            ))
-        })?;
-    let day_index: HashMap<NaiveDate, usize> = panel
-        .dates
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (*d, i))
-        .collect();
-    let (nt, d) = (panel.n_tickers(), panel.n_features());
-    let mut builders: [SplitBuilder; 3] = Default::default();
-    for (r, (&day, split)) in rows.days.iter().zip(&rows.splits).enumerate() {
-        let k = match split.as_str() {
-            "train" => 0,
-            "valid" => 1,
-            "test" => 2,
-            _ => continue,
-        };
-        let Some(date) = date_of(day) else { continue };
-        let Some(&t) = day_index.get(&date) else {
-            continue;
-        };
-        let price = panel.prices[t * nt + n];
-        let state: Vec<f32> = match source {
-            FeatureSource::Factors => rows.factors[r * rows.dim..(r + 1) * rows.dim].to_vec(),
-            FeatureSource::Raw if panel.present[t * nt + n] => {
-                let at = (t * nt + n) * d;
-                panel.features[at..at + d].to_vec()
-            }
-            FeatureSource::Raw => continue,
-        };
-        if price.is_finite() && price > 0.0 && state.iter().all(|v| v.is_finite()) {
-            builders[k].rows.push((date, price, state));
-        }
-    }
-    let [train, valid, test] = builders;
-    Ok(TickerData {
-        ticker: ticker.to_string(),
-        source,
-        train: train.finish("train", ticker)?,
-        valid: valid.finish("valid", ticker)?,
-        test: test.finish("test", ticker)?,
-    })
 }
 
 // --------------------------------------------------------------------------------------------- training
@@ -527,7 +336,7 @@ fn test_outcome(
     let rows = action_rows(test, &env, &actions);
     let report = TradeReport {
         ticker: data.ticker.clone(),
-        features: data.source.name(),
+        features: data.source,
         ppo: PolicyReport {
             metrics: env.metrics(params.risk_free)?,
             trades: env.n_trades(),
@@ -578,24 +387,6 @@ fn action_rows(test: &SplitSeries, env: &TradingEnv, actions: &[Action]) -> Vec<
 
 // ---------------------------------------------------------------------------------------------- outputs
 
-/// File stem of a trading run's outputs: `trading_<TICKER>` for factor states, `trading_<TICKER>_raw` for the
-/// raw-feature baseline, so that the two never overwrite each other.
-fn stem(ticker: &str, source: FeatureSource) -> String {
-    match source {
-        FeatureSource::Factors => format!("trading_{ticker}"),
-        FeatureSource::Raw => format!("trading_{ticker}_raw"),
-    }
-}
-pub fn report_file(ticker: &str, source: FeatureSource) -> String {
-    format!("{}.json", stem(ticker, source))
-}
-pub fn actions_file(ticker: &str, source: FeatureSource) -> String {
-    format!("{}_actions.csv", stem(ticker, source))
-}
-pub fn png_file(ticker: &str, source: FeatureSource) -> String {
-    format!("{}.png", stem(ticker, source))
-}
-
 fn action_name(a: Option<Action>) -> &'static str {
     match a {
         Some(Action::Sell) => "sell",
@@ -619,61 +410,6 @@ pub fn actions_csv(rows: &[ActionRow]) -> String {
         ));
     }
     out
-}
-
-/// Paths written by [`write_outputs`] (`png` is `None` when the chart could not be drawn).
-#[derive(Debug, Clone)]
-pub struct TradeFiles {
-    pub json: PathBuf,
-    pub csv: PathBuf,
-    pub png: Option<PathBuf>,
-}
-
-/// Writes the JSON report, the actions CSV and the wealth chart into `run_dir` atomically.
-pub fn write_outputs(run_dir: &Path, data: &TickerData, out: &TradeOutcome) -> Result<TradeFiles> {
-    let t = &data.ticker;
-    let src = data.source;
-    let (json, csv, png) = (report_file(t, src), actions_file(t, src), png_file(t, src));
-    let staging = Staging::new(run_dir)?;
-    let csv_path = staging.path(&csv);
-    std::fs::write(&csv_path, actions_csv(&out.actions)).map_err(|e| Error::io(&csv_path, e))?;
-    let title = format!(
-        "{t} ({} states), test {} .. {}, cost {}",
-        data.source.name(),
-        out.report.days.test_first_date,
-        out.report.days.test_last_date,
-        out.report.params.cost
-    );
-    let series: [(&str, &[f64]); 2] = [
-        ("PPO", &out.ppo_wealth),
-        ("Buy&Hold", &out.buy_and_hold_wealth),
-    ];
-    let png_ok =
-        match crate::plot::wealth_curves(&staging.path(&png), &title, &data.test.dates, &series) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!("{} not written: {e}", run_dir.join(&png).display());
-                let stale = run_dir.join(&png);
-                if stale.exists() {
-                    let _ = std::fs::remove_file(&stale);
-                }
-                false
-            }
-        };
-    let json_path = staging.path(&json);
-    std::fs::write(&json_path, serde_json::to_vec_pretty(&out.report)?)
-        .map_err(|e| Error::io(&json_path, e))?;
-    let mut order = vec![csv.as_str()];
-    if png_ok {
-        order.push(png.as_str());
-    }
-    order.push(json.as_str());
-    staging.commit(&order)?;
-    Ok(TradeFiles {
-        json: run_dir.join(&json),
-        csv: run_dir.join(&csv),
-        png: png_ok.then(|| run_dir.join(&png)),
-    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,5 @@ pub mod optimizer;
 pub mod pending;
 pub mod progress;
 pub mod replicas;
-pub mod run_dir;
 pub mod schedule;
 pub mod trainer;

@@ -1,23 +1,22 @@
-//! Export of a trained run's factor embeddings and codebook indices per (date, stock), as Parquet: the state
-//! for the trading task and material for inspecting what the codebooks learned.
+//! `storm export`: a trained run's factor embeddings and codebook indices per (date, stock), as Parquet
+//! (`factors.parquet` by default): the state for the trading task and material for inspecting what the
+//! codebooks learned.
 
 use std::path::Path;
 
 use polars::prelude::*;
-use tch::nn::VarStore;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use super::trained::TrainedRun;
 use crate::atomic;
 use crate::config::Split;
-use crate::data::windows::{split_window_ends, Labels, WindowTensors};
+use crate::data::windows::{split_window_ends, Labels};
 use crate::data::Panel;
 use crate::error::{Error, Result};
-use crate::model::build_model;
-use crate::train::checkpoint::load_checkpoint;
-use crate::train::run_dir::load_run;
-use crate::train::trainer::evaluation_checkpoint;
 
 /// What was exported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportSummary {
     pub rows: usize,
     pub days: usize,
@@ -32,36 +31,24 @@ fn to_vec<T: tch::kind::Element>(t: &Tensor) -> Result<Vec<T>> {
     Ok(out)
 }
 
-/// Writes one row per (window-end day, stock) for every split: `date`, `ticker`, `split`, `factor_0..H-1`
-/// (the stock's factor embedding), `ts_code_0..P-1` (the TS code of each of the stock's patches, oldest
-/// first; absent without the TS branch) and `cs_code` (the CS code of the day itself; absent without CS).
-pub fn export_factors(run_dir: &Path, out: &Path, device: Device) -> Result<ExportSummary> {
-    let (cfg, info) = load_run(run_dir)?;
-    let panel = Panel::load(&info.data_dir)?;
-    let ckpt = evaluation_checkpoint(run_dir, cfg.train.keep_checkpoints)
-        .ok_or_else(|| Error::Data(format!("{} has no checkpoint", run_dir.display())))?;
-    let mut vs = VarStore::new(device);
-    let (n, w) = (panel.n_tickers(), cfg.data.window);
-    let model = build_model(
-        &vs.root(),
-        &cfg,
-        n as i64,
-        panel.n_features() as i64,
-        w as i64,
-    )?;
-    load_checkpoint(&ckpt, &mut vs, None)?;
-    let tensors = WindowTensors::new(&panel, w, device)?;
-
-    let mut columns = Columns::new(n);
+/// Writes one row per (window-end day, stock) for every split to `out`: `date`, `ticker`, `split`,
+/// `factor_0..H-1` (the stock's factor embedding), `ts_code_0..P-1` (the TS code of each of the stock's
+/// patches, oldest first; absent without the TS branch) and `cs_code` (the CS code of the day itself;
+/// absent without CS).
+pub fn export(run: &TrainedRun, out: &Path) -> Result<ExportSummary> {
+    let (cfg, panel) = (&run.config, &run.panel);
+    let w = cfg.data.window;
+    let tensors = run.tensors()?;
+    let mut columns = Columns::new(panel.n_tickers());
     for split in Split::ALL {
-        let Ok(ends) = split_window_ends(&panel, &cfg.splits, split, w, Labels::Optional) else {
+        let Ok(ends) = split_window_ends(panel, &cfg.splits, split, w, Labels::Optional) else {
             continue;
         };
         for chunk in ends.chunks(64) {
             let batch = tensors.batch(chunk)?;
-            let emb = tch::no_grad(|| model.embeddings(&batch.x));
+            let emb = tch::no_grad(|| run.model.embeddings(&batch.x));
             columns.push(
-                &panel,
+                panel,
                 split,
                 chunk,
                 &emb.factors,

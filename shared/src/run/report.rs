@@ -1,7 +1,8 @@
 //! `report.md` of a run directory: what the run is (run info, resolved config), its metrics as Markdown
 //! tables (training, validation, evaluation, backtest, trading) and every PNG chart in the directory, with
 //! `loss_curves.png` drawn from `losses.csv`. It describes only what exists, so it is rebuilt from the files
-//! at the end of `storm pretrain`, `eval`, `backtest` and `trade`, and by `storm report`.
+//! at the end of `storm pretrain`, `eval`, `backtest` and `trade`, and by `storm report`. The metrics files
+//! are read as JSON values (not as their typed reports) so that the tables show exactly what is on disk.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -9,99 +10,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::csv_log::{draw_loss_curves, CsvLog};
+use super::dir::{file_name, RunDir, CONFIG_FILE, LOSSES_FILE, VALID_FILE};
 use crate::config::Split;
 use crate::error::{Error, Result};
-use crate::train::run_dir::{load_run, CONFIG_FILE};
-use crate::train::trainer::{LOSS_LOG, VALID_LOG};
 
-pub const REPORT_FILE: &str = "report.md";
-pub const LOSS_CURVES_PNG: &str = "loss_curves.png";
-const TRAIN_SUMMARY: &str = "train.json";
 /// Validation rows listed in full; longer logs show the best and the last ones.
 const VALID_ROWS: usize = 12;
-
-/// A numeric CSV log with a header row (`losses.csv`, `valid.csv`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CsvLog {
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<f64>>,
-}
-
-impl CsvLog {
-    /// Reads `path`; Ok(None) when it does not exist. Values that do not parse are NaN (the trainer writes
-    /// `NaN` for a skipped step's gradient norm); a row with the wrong number of fields is an error.
-    pub fn read(path: &Path) -> Result<Option<Self>> {
-        let text = match fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let Some(header) = lines.next() else {
-            return Ok(None);
-        };
-        let columns: Vec<String> = header.split(',').map(|c| c.trim().to_string()).collect();
-        let mut rows = Vec::new();
-        for (i, line) in lines.enumerate() {
-            let row: Vec<f64> = line
-                .split(',')
-                .map(|v| v.trim().parse::<f64>().unwrap_or(f64::NAN))
-                .collect();
-            if row.len() != columns.len() {
-                return Err(Error::input(
-                    path,
-                    format!(
-                        "line {}: {} fields, the header has {}",
-                        i + 2,
-                        row.len(),
-                        columns.len()
-                    ),
-                ));
-            }
-            rows.push(row);
-        }
-        Ok(Some(CsvLog { columns, rows }))
-    }
-
-    pub fn column(&self, name: &str) -> Option<Vec<f64>> {
-        let i = self.columns.iter().position(|c| c == name)?;
-        Some(self.rows.iter().map(|r| r[i]).collect())
-    }
-}
-
-/// Draws `loss_curves.png` from `losses.csv`: the total loss, learning rate, gradient norm and each term.
-pub fn draw_loss_curves(log: &CsvLog, png: &Path) -> Result<()> {
-    let steps = log
-        .column("step")
-        .ok_or_else(|| Error::Data(format!("{LOSS_LOG} has no step column")))?;
-    let skip = ["step", "epoch", "skipped"];
-    let series: Vec<(String, Vec<f64>)> = log
-        .columns
-        .iter()
-        .filter(|c| !skip.contains(&c.as_str()))
-        .filter_map(|c| {
-            let title = match c.as_str() {
-                "loss" => "loss (weighted total)".to_string(),
-                "lr" => "learning rate".to_string(),
-                "grad_norm" => "gradient norm".to_string(),
-                other => other.to_string(),
-            };
-            log.column(c).map(|v| (title, v))
-        })
-        .collect();
-    let panels: Vec<(&str, &[f64])> = series
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_slice()))
-        .collect();
-    let dir = png.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{LOSS_CURVES_PNG}.{}.png", std::process::id()));
-    let drawn = crate::plot::loss_curves(&tmp, &steps, &panels)
-        .and_then(|()| fs::rename(&tmp, png).map_err(|e| Error::io(png, e)));
-    if drawn.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    drawn
-}
 
 /// A metric for a table: 4 decimals (scientific below 1e-3, e.g. learning rates), `n/a` when missing or
 /// undefined.
@@ -135,14 +50,11 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     }
 }
 
-/// Rebuilds `loss_curves.png` and `report.md` in `run_dir`; returns the report's path. A chart that cannot
+/// Rebuilds `loss_curves.png` and `report.md` in `run`; returns the report's path. A chart that cannot
 /// be drawn (no font) is left out with a warning; an unreadable metrics file is an error naming it.
-pub fn write_report(run_dir: &Path) -> Result<PathBuf> {
-    let (_, info) = load_run(run_dir)?;
-    let name = run_dir.file_name().map_or_else(
-        || run_dir.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+pub fn write_report(run: &RunDir) -> Result<PathBuf> {
+    let (info, run_dir) = (run.info()?, run.path());
+    let name = run.name();
     let mut md = String::new();
     let mut embedded: Vec<String> = Vec::new();
     let _ = writeln!(md, "# Run `{name}`\n");
@@ -158,10 +70,10 @@ pub fn write_report(run_dir: &Path) -> Result<PathBuf> {
     let _ = writeln!(md, "| data | `{}` |", info.data_dir.display());
     let _ = writeln!(md, "| storm version | {} |\n", info.storm_version);
 
-    training_section(run_dir, &mut md, &mut embedded)?;
-    eval_section(run_dir, &mut md, &mut embedded)?;
-    backtest_section(run_dir, &mut md, &mut embedded)?;
-    trading_section(run_dir, &mut md, &mut embedded)?;
+    training_section(run, &mut md, &mut embedded)?;
+    eval_section(run, &mut md, &mut embedded)?;
+    backtest_section(run, &mut md, &mut embedded)?;
+    trading_section(run, &mut md, &mut embedded)?;
 
     let mut others: Vec<String> = fs::read_dir(run_dir)
         .map_err(|e| Error::io(run_dir, e))?
@@ -177,29 +89,30 @@ pub fn write_report(run_dir: &Path) -> Result<PathBuf> {
         }
     }
 
-    let config_path = run_dir.join(CONFIG_FILE);
+    let config_path = run.config();
     let config = fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let _ = writeln!(
         md,
         "## Config\n\nThe resolved `{CONFIG_FILE}` (defaults and overrides applied):\n\n```toml\n{}\n```",
         config.trim_end()
     );
-    let path = run_dir.join(REPORT_FILE);
+    let path = run.report_md();
     crate::atomic::write_file(&path, md.as_bytes())?;
     Ok(path)
 }
 
 /// Embeds `png` when it exists and remembers it.
-fn image(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>, png: &str, alt: &str) {
-    if run_dir.join(png).is_file() {
+fn image(md: &mut String, embedded: &mut Vec<String>, path: &Path, alt: &str) {
+    let png = file_name(path);
+    if path.is_file() {
         let _ = writeln!(md, "![{alt}]({png})\n");
         embedded.push(png.to_string());
     }
 }
 
-fn training_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>) -> Result<()> {
-    let summary = read_json(&run_dir.join(TRAIN_SUMMARY))?;
-    let losses = CsvLog::read(&run_dir.join(LOSS_LOG))?;
+fn training_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) -> Result<()> {
+    let summary = read_json(&run.train_json())?;
+    let losses = CsvLog::read(&run.losses_csv())?;
     if summary.is_none() && losses.is_none() {
         return Ok(());
     }
@@ -226,7 +139,7 @@ fn training_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>)
     if let Some(log) = losses.as_ref().filter(|l| !l.rows.is_empty()) {
         let _ = writeln!(
             md,
-            "Loss log `{LOSS_LOG}`: {} steps. First, last and lowest value of each column:\n",
+            "Loss log `{LOSSES_FILE}`: {} steps. First, last and lowest value of each column:\n",
             log.rows.len()
         );
         md.push_str("| column | first | last | min |\n|---|---|---|---|\n");
@@ -246,16 +159,16 @@ fn training_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>)
             );
         }
         md.push('\n');
-        let png = run_dir.join(LOSS_CURVES_PNG);
+        let png = run.loss_curves_png();
         if let Err(e) = draw_loss_curves(log, &png) {
             tracing::warn!("{} not written: {e}", png.display());
             if png.exists() {
                 let _ = fs::remove_file(&png);
             }
         }
-        image(run_dir, md, embedded, LOSS_CURVES_PNG, "loss curves");
+        image(md, embedded, &png, "loss curves");
     }
-    if let Some(valid) = CsvLog::read(&run_dir.join(VALID_LOG))?.filter(|l| !l.rows.is_empty()) {
+    if let Some(valid) = CsvLog::read(&run.valid_csv())?.filter(|l| !l.rows.is_empty()) {
         validation_table(&valid, md);
     }
     Ok(())
@@ -279,7 +192,7 @@ fn validation_table(valid: &CsvLog, md: &mut String) {
     }
     let _ = writeln!(
         md,
-        "Validation (`{VALID_LOG}`; evaluations: {n}{}; best RankIC in bold):\n",
+        "Validation (`{VALID_FILE}`; evaluations: {n}{}; best RankIC in bold):\n",
         if n > VALID_ROWS {
             ", the best and the last ones"
         } else {
@@ -303,10 +216,10 @@ fn validation_table(valid: &CsvLog, md: &mut String) {
     md.push('\n');
 }
 
-fn eval_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>) -> Result<()> {
+fn eval_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) -> Result<()> {
     let mut rows = Vec::new();
     for split in Split::ALL {
-        if let Some(v) = read_json(&run_dir.join(crate::eval::run_eval::eval_file(split)))? {
+        if let Some(v) = read_json(&run.eval_json(split))? {
             rows.push((split, v));
         }
     }
@@ -339,12 +252,10 @@ fn eval_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>) -> 
     }
     md.push('\n');
     for (split, _) in &rows {
-        let png = format!("codebook_usage_{}.png", split.name());
         image(
-            run_dir,
             md,
             embedded,
-            &png,
+            &run.codebook_usage_png(*split),
             &format!("codebook usage, {} split", split.name()),
         );
     }
@@ -365,14 +276,13 @@ fn metrics_row(md: &mut String, name: &str, m: &Value, last: &str) {
     );
 }
 
-fn backtest_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>) -> Result<()> {
-    use crate::portfolio::report::{report_file, wealth_png_file};
+fn backtest_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) -> Result<()> {
     let mut first = true;
     let variants = Split::ALL
         .into_iter()
         .flat_map(|split| [(split, false), (split, true)]);
     for (split, risk_aware) in variants {
-        let Some(v) = read_json(&run_dir.join(report_file(split, risk_aware)))? else {
+        let Some(v) = read_json(&run.portfolio_json(split, risk_aware))? else {
             continue;
         };
         let strategy = if risk_aware {
@@ -409,24 +319,22 @@ fn backtest_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>)
             }
         }
         md.push('\n');
-        let png = wealth_png_file(split, risk_aware);
         image(
-            run_dir,
             md,
             embedded,
-            &png,
+            &run.wealth_png(split, risk_aware),
             &format!("wealth, {} split", split.name()),
         );
     }
     Ok(())
 }
 
-fn trading_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>) -> Result<()> {
-    let mut files: Vec<String> = fs::read_dir(run_dir)
-        .map_err(|e| Error::io(run_dir, e))?
+fn trading_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) -> Result<()> {
+    let mut files: Vec<String> = fs::read_dir(run.path())
+        .map_err(|e| Error::io(run.path(), e))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("trading_") && n.ends_with(".json"))
+        .filter(|n| RunDir::is_trade_report(n))
         .collect();
     if files.is_empty() {
         return Ok(());
@@ -434,7 +342,7 @@ fn trading_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>) 
     files.sort();
     md.push_str("## Single-stock trading (PPO)\n\n");
     for file in files {
-        let Some(v) = read_json(&run_dir.join(&file))? else {
+        let Some(v) = read_json(&run.path().join(&file))? else {
             continue;
         };
         let days = v.get("days").cloned().unwrap_or(Value::Null);
@@ -456,12 +364,10 @@ fn trading_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>) 
             metrics_row(md, "Buy&Hold", bh, "1");
         }
         md.push('\n');
-        let png = format!("{}.png", file.trim_end_matches(".json"));
         image(
-            run_dir,
             md,
             embedded,
-            &png,
+            &run.path().join(run.trade_png_of(&file)),
             &format!("wealth, {}", text(&v, "ticker")),
         );
     }
@@ -471,23 +377,6 @@ fn trading_section(run_dir: &Path, md: &mut String, embedded: &mut Vec<String>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_logs_parse_nan_and_reject_ragged_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("l.csv");
-        fs::write(&p, "step,loss,grad_norm\n1,0.5,NaN\n2,0.4,1.2\n").unwrap();
-        let log = CsvLog::read(&p).unwrap().unwrap();
-        assert_eq!(log.column("loss").unwrap(), vec![0.5, 0.4]);
-        assert!(log.column("grad_norm").unwrap()[0].is_nan());
-        assert!(log.column("nope").is_none());
-        fs::write(&p, "step,loss\n1,0.5\n2\n").unwrap();
-        let err = CsvLog::read(&p).unwrap_err().to_string();
-        assert!(err.contains("line 3: 1 fields, the header has 2"), "{err}");
-        assert!(CsvLog::read(&dir.path().join("missing.csv"))
-            .unwrap()
-            .is_none());
-    }
 
     #[test]
     fn validation_table_marks_the_best_row_and_keeps_it_when_truncating() {

@@ -1,0 +1,224 @@
+//! [`RunDir`]: the one place that knows the layout of a run directory. Every file a run holds is named
+//! here; readers and writers ask a `RunDir` for the path instead of spelling the name.
+//!
+//! ```text
+//! <run>/config.toml                      the resolved experiment config
+//! <run>/run.json                         RunInfo: data directory, seed, device, version
+//! <run>/data/                            the prepared feature store (unless an existing one was given)
+//! <run>/losses.csv, valid.csv            training and validation logs
+//! <run>/train.json                       the trainer's outcome
+//! <run>/checkpoints/step-*/, best/       checkpoints
+//! <run>/predictions_<split>.parquet      `storm eval`
+//! <run>/eval_<split>.json                `storm eval` (EvalReport)
+//! <run>/codebook_usage_<split>.png       `storm eval`
+//! <run>/portfolio_<split>[_tdrisk].json  `storm backtest` (BacktestReport), with _daily.csv and
+//! <run>/wealth_<split>[_tdrisk].png      its chart
+//! <run>/factors.parquet                  `storm export`
+//! <run>/trading_<T>[_raw].json           `storm trade` (TradeReport), with _actions.csv and .png
+//! <run>/report.md, loss_curves.png       `storm report`
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Split;
+use crate::trading::task::FeatureSource;
+
+/// A run directory (the path it lives at; nothing is read or created by making one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+/// File and folder names of a run directory.
+pub const CONFIG_FILE: &str = "config.toml";
+pub const RUN_FILE: &str = "run.json";
+pub const DATA_DIR: &str = "data";
+pub const LOSSES_FILE: &str = "losses.csv";
+pub const VALID_FILE: &str = "valid.csv";
+pub const TRAIN_FILE: &str = "train.json";
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+pub const BEST_CHECKPOINT_DIR: &str = "best";
+pub const FACTORS_FILE: &str = "factors.parquet";
+pub const REPORT_FILE: &str = "report.md";
+pub const LOSS_CURVES_PNG: &str = "loss_curves.png";
+const TRADING_PREFIX: &str = "trading_";
+
+/// `<split>` for TopK-Drop, `<split>_tdrisk` for the risk-aware variant, so neither overwrites the other.
+fn variant(split: Split, tdrisk: bool) -> String {
+    if tdrisk {
+        format!("{}_tdrisk", split.name())
+    } else {
+        split.name().to_string()
+    }
+}
+
+/// `trading_<TICKER>` for factor states, `trading_<TICKER>_raw` for the raw-feature baseline.
+fn trading_stem(ticker: &str, source: FeatureSource) -> String {
+    match source {
+        FeatureSource::Factors => format!("{TRADING_PREFIX}{ticker}"),
+        FeatureSource::Raw => format!("{TRADING_PREFIX}{ticker}_raw"),
+    }
+}
+
+/// The file name of a path this module built (for staging areas, which take names).
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory's own name (the report's title), else its whole path.
+    pub fn name(&self) -> String {
+        self.root.file_name().map_or_else(
+            || self.root.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Whether `run.json` exists (a folder of predictions only is not a run).
+    pub fn is_run(&self) -> bool {
+        self.run_info().is_file()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.join(CONFIG_FILE)
+    }
+    pub fn run_info(&self) -> PathBuf {
+        self.join(RUN_FILE)
+    }
+    pub fn data(&self) -> PathBuf {
+        self.join(DATA_DIR)
+    }
+    pub fn losses_csv(&self) -> PathBuf {
+        self.join(LOSSES_FILE)
+    }
+    pub fn valid_csv(&self) -> PathBuf {
+        self.join(VALID_FILE)
+    }
+    pub fn train_json(&self) -> PathBuf {
+        self.join(TRAIN_FILE)
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.join(CHECKPOINTS_DIR)
+    }
+    pub fn best_checkpoint(&self) -> PathBuf {
+        self.checkpoints().join(BEST_CHECKPOINT_DIR)
+    }
+
+    pub fn predictions(&self, split: Split) -> PathBuf {
+        self.join(&format!("predictions_{}.parquet", split.name()))
+    }
+    pub fn eval_json(&self, split: Split) -> PathBuf {
+        self.join(&format!("eval_{}.json", split.name()))
+    }
+    pub fn codebook_usage_png(&self, split: Split) -> PathBuf {
+        self.join(&format!("codebook_usage_{}.png", split.name()))
+    }
+
+    pub fn portfolio_json(&self, split: Split, tdrisk: bool) -> PathBuf {
+        self.join(&format!("portfolio_{}.json", variant(split, tdrisk)))
+    }
+    pub fn portfolio_daily_csv(&self, split: Split, tdrisk: bool) -> PathBuf {
+        self.join(&format!("portfolio_{}_daily.csv", variant(split, tdrisk)))
+    }
+    pub fn wealth_png(&self, split: Split, tdrisk: bool) -> PathBuf {
+        self.join(&format!("wealth_{}.png", variant(split, tdrisk)))
+    }
+
+    pub fn factors(&self) -> PathBuf {
+        self.join(FACTORS_FILE)
+    }
+
+    pub fn trade_json(&self, ticker: &str, source: FeatureSource) -> PathBuf {
+        self.join(&format!("{}.json", trading_stem(ticker, source)))
+    }
+    pub fn trade_actions_csv(&self, ticker: &str, source: FeatureSource) -> PathBuf {
+        self.join(&format!("{}_actions.csv", trading_stem(ticker, source)))
+    }
+    pub fn trade_png(&self, ticker: &str, source: FeatureSource) -> PathBuf {
+        self.join(&format!("{}.png", trading_stem(ticker, source)))
+    }
+    /// The chart next to a trading report found by [`RunDir::trade_reports`].
+    pub fn trade_png_of(&self, report_name: &str) -> String {
+        format!("{}.png", report_name.trim_end_matches(".json"))
+    }
+    /// Whether a file name is a trading report (`trading_*.json`).
+    pub fn is_trade_report(name: &str) -> bool {
+        name.starts_with(TRADING_PREFIX) && name.ends_with(".json")
+    }
+
+    pub fn report_md(&self) -> PathBuf {
+        self.join(REPORT_FILE)
+    }
+    pub fn loss_curves_png(&self) -> PathBuf {
+        self.join(LOSS_CURVES_PNG)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_layout() {
+        let run = RunDir::new("/r");
+        let name = |p: PathBuf| file_name(&p);
+        assert_eq!(
+            name(run.predictions(Split::Test)),
+            "predictions_test.parquet"
+        );
+        assert_eq!(name(run.eval_json(Split::Valid)), "eval_valid.json");
+        assert_eq!(
+            name(run.portfolio_json(Split::Test, true)),
+            "portfolio_test_tdrisk.json"
+        );
+        assert_eq!(
+            name(run.portfolio_daily_csv(Split::Test, false)),
+            "portfolio_test_daily.csv"
+        );
+        assert_eq!(
+            name(run.wealth_png(Split::Valid, true)),
+            "wealth_valid_tdrisk.png"
+        );
+        assert_eq!(
+            name(run.trade_json("AAPL", FeatureSource::Raw)),
+            "trading_AAPL_raw.json"
+        );
+        assert_eq!(
+            name(run.trade_actions_csv("AAPL", FeatureSource::Factors)),
+            "trading_AAPL_actions.csv"
+        );
+        assert_eq!(
+            run.trade_png_of("trading_AAPL_raw.json"),
+            "trading_AAPL_raw.png"
+        );
+        assert!(RunDir::is_trade_report("trading_AAPL.json"));
+        assert!(!RunDir::is_trade_report("trading_AAPL_actions.csv"));
+        assert_eq!(run.best_checkpoint(), PathBuf::from("/r/checkpoints/best"));
+        assert_eq!(run.name(), "r");
+    }
+
+    /// The trainer and the checkpointer still spell their names (they sit below this layer); they must agree.
+    #[test]
+    fn the_trainer_writes_the_names_this_layout_reads() {
+        use crate::train::checkpoint::{Checkpointer, BEST_DIR};
+        use crate::train::trainer::{LOSS_LOG, VALID_LOG};
+        let run = RunDir::new("/r");
+        assert_eq!(LOSS_LOG, LOSSES_FILE);
+        assert_eq!(VALID_LOG, VALID_FILE);
+        assert_eq!(BEST_DIR, BEST_CHECKPOINT_DIR);
+        assert_eq!(Checkpointer::new(run.path(), 1).dir, run.checkpoints());
+    }
+}

@@ -1,0 +1,270 @@
+//! `storm trade` on a run directory: one ticker's daily states (the run's exported factor embeddings, or
+//! the raw scaled features of its prepared data) and prices per split, and the outputs of the trading task
+//! written atomically: `trading_<T>[_raw].json` ([`TradeReport`]), `_actions.csv` and the wealth chart.
+//!
+//! The day → split assignment always comes from the run's `factors.parquet` (written by `storm export`),
+//! so the raw-feature baseline trades exactly the days the factor policy trades.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+
+use super::dir::{file_name, RunDir};
+use crate::atomic::Staging;
+use crate::data::Panel;
+use crate::error::{Error, Result};
+use crate::trading::task::{
+    actions_csv, FeatureSource, SplitSeries, TickerData, TradeOutcome, TradeReport,
+};
+use crate::trading::Series;
+
+impl TradeReport {
+    /// Reads the report `storm trade` wrote for `ticker` on `source` states.
+    pub fn load(run: &RunDir, ticker: &str, source: FeatureSource) -> Result<Self> {
+        super::load_json(&run.trade_json(ticker, source))
+    }
+}
+
+/// The rows of `factors.parquet` for one ticker: day numbers (days since 1970-01-01), splits, states.
+struct FactorRows {
+    days: Vec<i32>,
+    splits: Vec<String>,
+    /// rows × dim, row-major.
+    factors: Vec<f32>,
+    dim: usize,
+}
+
+fn factor_columns(frame: &DataFrame) -> Vec<(usize, String)> {
+    let mut cols: Vec<(usize, String)> = frame
+        .get_column_names()
+        .iter()
+        .filter_map(|n| {
+            let k = n.strip_prefix("factor_")?.parse::<usize>().ok()?;
+            Some((k, n.to_string()))
+        })
+        .collect();
+    cols.sort();
+    cols
+}
+
+fn read_factor_rows(path: &Path, ticker: &str) -> Result<FactorRows> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let frame = ParquetReader::new(file).finish()?;
+    let tickers = frame.column("ticker")?.str()?.clone();
+    let rows: Vec<usize> = (0..frame.height())
+        .filter(|&i| tickers.get(i) == Some(ticker))
+        .collect();
+    if rows.is_empty() {
+        let known: BTreeSet<&str> = tickers.iter().flatten().collect();
+        return Err(Error::Data(format!(
+            "unknown ticker {ticker}; {} has: {}",
+            path.display(),
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let dates = frame.column("date")?.date()?.clone();
+    let splits = frame.column("split")?.str()?.clone();
+    let cols = factor_columns(&frame);
+    if cols.is_empty() {
+        return Err(Error::input(path, "no factor_* columns"));
+    }
+    let values: Vec<Float32Chunked> = cols
+        .iter()
+        .map(|(_, n)| Ok(frame.column(n)?.cast(&DataType::Float32)?.f32()?.clone()))
+        .collect::<Result<_>>()?;
+    let mut out = FactorRows {
+        days: Vec::with_capacity(rows.len()),
+        splits: Vec::with_capacity(rows.len()),
+        factors: Vec::with_capacity(rows.len() * cols.len()),
+        dim: cols.len(),
+    };
+    for &i in &rows {
+        let (Some(day), Some(split)) = (dates.physical().get(i), splits.get(i)) else {
+            return Err(Error::input(path, format!("row {i} has no date or split")));
+        };
+        out.days.push(day);
+        out.splits.push(split.to_string());
+        for v in &values {
+            out.factors.push(v.get(i).unwrap_or(f32::NAN));
+        }
+    }
+    Ok(out)
+}
+
+fn date_of(day: i32) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_signed(chrono::Duration::days(day as i64))
+}
+
+/// Collects one split's days (in date order) that have a finite positive price and a finite state.
+#[derive(Default)]
+struct SplitBuilder {
+    rows: Vec<(NaiveDate, f64, Vec<f32>)>,
+}
+
+impl SplitBuilder {
+    fn finish(mut self, name: &str, ticker: &str) -> Result<SplitSeries> {
+        self.rows.sort_by_key(|r| r.0);
+        if self.rows.len() < 2 {
+            return Err(Error::Data(format!(
+                "{ticker} has {} {name} day(s) with both a state and a price; at least 2 are needed",
+                self.rows.len()
+            )));
+        }
+        let dim = self.rows[0].2.len();
+        let dates = self.rows.iter().map(|r| r.0).collect();
+        let prices = self.rows.iter().map(|r| r.1).collect();
+        let states = self.rows.into_iter().flat_map(|r| r.2).collect();
+        Ok(SplitSeries {
+            dates,
+            series: Arc::new(Series::new(prices, states, dim)?),
+        })
+    }
+}
+
+/// Loads `ticker` of the run with states from `source`; prices are the prepared data's adjusted closes.
+/// Only days with both a state and a price are kept. Needs `run.json` (for the data directory) and
+/// `factors.parquet`, not the config.
+pub fn load_ticker(run: &RunDir, ticker: &str, source: FeatureSource) -> Result<TickerData> {
+    let info = run.info()?;
+    let factors_path = run.factors();
+    if !factors_path.is_file() {
+        return Err(Error::Data(format!(
+            "{} not found: run `storm export --run {}` first",
+            factors_path.display(),
+            run.path().display()
+        )));
+    }
+    let rows = read_factor_rows(&factors_path, ticker)?;
+    let panel = Panel::load(&info.data_dir)?;
+    let n = panel
+        .tickers
+        .iter()
+        .position(|t| t == ticker)
+        .ok_or_else(|| {
+            Error::Data(format!(
+                "{ticker} is in {} but not in the prepared data {}",
+                factors_path.display(),
+                info.data_dir.display()
+            ))
+        })?;
+    let [train, valid, test] = split_rows(&panel, n, &rows, source);
+    Ok(TickerData {
+        ticker: ticker.to_string(),
+        source,
+        train: train.finish("train", ticker)?,
+        valid: valid.finish("valid", ticker)?,
+        test: test.finish("test", ticker)?,
+    })
+}
+
+/// Sorts the factor rows of stock `n` into train, valid and test days with their price and state.
+fn split_rows(
+    panel: &Panel,
+    n: usize,
+    rows: &FactorRows,
+    source: FeatureSource,
+) -> [SplitBuilder; 3] {
+    let day_index: HashMap<NaiveDate, usize> = panel
+        .dates
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (*d, i))
+        .collect();
+    let (nt, d) = (panel.n_tickers(), panel.n_features());
+    let mut builders: [SplitBuilder; 3] = Default::default();
+    for (r, (&day, split)) in rows.days.iter().zip(&rows.splits).enumerate() {
+        let k = match split.as_str() {
+            "train" => 0,
+            "valid" => 1,
+            "test" => 2,
+            _ => continue,
+        };
+        let Some(date) = date_of(day) else { continue };
+        let Some(&t) = day_index.get(&date) else {
+            continue;
+        };
+        let price = panel.prices[t * nt + n];
+        let state: Vec<f32> = match source {
+            FeatureSource::Factors => rows.factors[r * rows.dim..(r + 1) * rows.dim].to_vec(),
+            FeatureSource::Raw if panel.present[t * nt + n] => {
+                let at = (t * nt + n) * d;
+                panel.features[at..at + d].to_vec()
+            }
+            FeatureSource::Raw => continue,
+        };
+        if price.is_finite() && price > 0.0 && state.iter().all(|v| v.is_finite()) {
+            builders[k].rows.push((date, price, state));
+        }
+    }
+    builders
+}
+
+/// Paths written by [`write_outputs`] (`png` is `None` when the chart could not be drawn).
+#[derive(Debug, Clone)]
+pub struct TradeFiles {
+    pub json: PathBuf,
+    pub csv: PathBuf,
+    pub png: Option<PathBuf>,
+}
+
+/// Writes the JSON report, the actions CSV and the wealth chart into the run atomically.
+pub fn write_outputs(run: &RunDir, data: &TickerData, out: &TradeOutcome) -> Result<TradeFiles> {
+    let (t, src) = (&data.ticker, data.source);
+    let (json_path, csv_path, png_path) = (
+        run.trade_json(t, src),
+        run.trade_actions_csv(t, src),
+        run.trade_png(t, src),
+    );
+    let (json, csv, png) = (
+        file_name(&json_path),
+        file_name(&csv_path),
+        file_name(&png_path),
+    );
+    let staging = Staging::new(run.path())?;
+    let staged_csv = staging.path(&csv);
+    std::fs::write(&staged_csv, actions_csv(&out.actions))
+        .map_err(|e| Error::io(&staged_csv, e))?;
+    let png_ok = match draw_wealth(&staging.path(&png), data, out) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("{} not written: {e}", png_path.display());
+            if png_path.exists() {
+                let _ = std::fs::remove_file(&png_path);
+            }
+            false
+        }
+    };
+    let staged_json = staging.path(&json);
+    std::fs::write(&staged_json, serde_json::to_vec_pretty(&out.report)?)
+        .map_err(|e| Error::io(&staged_json, e))?;
+    let mut order = vec![csv.as_str()];
+    if png_ok {
+        order.push(png.as_str());
+    }
+    order.push(json.as_str());
+    staging.commit(&order)?;
+    Ok(TradeFiles {
+        json: json_path,
+        csv: csv_path,
+        png: png_ok.then_some(png_path),
+    })
+}
+
+fn draw_wealth(path: &Path, data: &TickerData, out: &TradeOutcome) -> Result<()> {
+    let title = format!(
+        "{} ({} states), test {} .. {}, cost {}",
+        data.ticker,
+        data.source.name(),
+        out.report.days.test_first_date,
+        out.report.days.test_last_date,
+        out.report.params.cost
+    );
+    let series: [(&str, &[f64]); 2] = [
+        ("PPO", &out.ppo_wealth),
+        ("Buy&Hold", &out.buy_and_hold_wealth),
+    ];
+    crate::plot::wealth_curves(path, &title, &data.test.dates, &series)
+}
