@@ -388,7 +388,7 @@ fn ns_per_call(calls: usize, mut f: impl FnMut(usize)) -> f64 {
 }
 
 /// Microbenchmark of the trainer's telemetry calls: `record_train_step` every step (13 loss terms) and
-/// `record_codebooks` every `log_every` steps on index tensors of the paper config's shape, first with
+/// `record_codebook_usage` every `log_every` steps on index tensors of the paper config's shape, first with
 /// telemetry off, then on (serving on a loopback port), plus one scrape of `/metrics`.
 fn bench_telemetry(a: TelemetryBenchArgs) -> Result<()> {
     use std::io::{Read, Write};
@@ -445,8 +445,9 @@ fn bench_telemetry(a: TelemetryBenchArgs) -> Result<()> {
             terms: &terms,
         });
     };
-    let record_codebooks =
-        |_: usize| telemetry::record_codebooks(&[("ts", Some(&ts)), ("cs", Some(&cs))], k);
+    let record_codebooks = |_: usize| {
+        storm_shared::model::record_codebook_usage(&[("ts", Some(&ts)), ("cs", Some(&cs))], k)
+    };
     let cb_calls = (a.calls / 10).max(10);
     let off = (
         ns_per_call(a.calls, record_step),

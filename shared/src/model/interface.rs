@@ -139,7 +139,7 @@ impl FactorModel for Storm {
 /// The data dimensions every model needs: at least one stock, feature and day.
 pub(crate) fn check_dims(n_stocks: i64, n_features: i64, window: i64) -> Result<()> {
     if n_stocks < 1 || n_features < 1 || window < 1 {
-        return Err(crate::error::Error::Data(format!(
+        return Err(crate::error::Error::Model(format!(
             "model needs at least one stock, feature and day; got N = {n_stocks}, D = {n_features}, W = {window}"
         )));
     }

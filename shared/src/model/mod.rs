@@ -43,7 +43,7 @@ pub use interface::{build_model, Embeddings, FactorModel, ModelOutput};
 pub use patch::{CsPatch, TsPatch};
 pub use quantizer::{
     code_usage, diversity_loss, diversity_loss_from_probs, orthogonality_loss, perplexity,
-    QuantOutput, Quantizer,
+    record_codebook_usage, QuantOutput, Quantizer,
 };
 pub use sequence::SequencePredictor;
 pub use storm::{weighted_total, BranchLosses, Storm, StormOutput};

@@ -10,7 +10,7 @@
 //! differently: the trainer must keep replicas in sync (e.g. broadcast codebook and buffer from rank 0).
 
 use tch::nn;
-use tch::{Kind, Reduction, Tensor};
+use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::distributed::CrossRank;
 
@@ -230,6 +230,21 @@ pub fn perplexity(indices: &Tensor, codes: i64) -> f64 {
     let p = counts / total;
     let entropy = -(&p * p.clamp_min(1e-12).log()).sum(Kind::Float);
     entropy.exp().double_value(&[])
+}
+
+/// Codebook health from each branch's code indices of a batch (None: branch off); `codes` is the codebook
+/// size. Costs a bincount and a copy of K counts per branch, so call it every `log_every` steps.
+pub fn record_codebook_usage(branches: &[(&str, Option<&Tensor>)], codes: i64) {
+    if !crate::telemetry::enabled() {
+        return;
+    }
+    for (branch, indices) in branches {
+        let Some(idx) = indices else { continue };
+        let counts = code_usage(idx, codes).to_kind(Kind::Int64);
+        if let Ok(counts) = Vec::<i64>::try_from(counts.to_device(Device::Cpu)) {
+            crate::telemetry::record_code_counts(branch, &counts);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ impl SequencePredictor {
                 ),
             },
             other => {
-                return Err(Error::Data(format!(
+                return Err(Error::Model(format!(
                     "{} is not a sequence model",
                     other.name()
                 )))

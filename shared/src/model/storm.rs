@@ -210,19 +210,19 @@ impl Storm {
         } = self.geo;
         let s = x.size();
         if s.len() != 4 || s[1] != window || s[2] != stocks || s[3] != features || s[0] < 1 {
-            return Err(Error::Data(format!(
+            return Err(Error::Model(format!(
                 "model input has shape {s:?}; expected (B, {window}, {stocks}, {features})"
             )));
         }
         if x.kind() != Kind::Float {
-            return Err(Error::Data(format!(
+            return Err(Error::Model(format!(
                 "model input is {:?}; expected Float",
                 x.kind()
             )));
         }
         if let Some(y) = y {
             if y.size() != [s[0], stocks] {
-                return Err(Error::Data(format!(
+                return Err(Error::Model(format!(
                     "labels have shape {:?}; expected ({}, {stocks})",
                     y.size(),
                     s[0]
@@ -380,7 +380,7 @@ fn tokens(seq: &Tensor) -> Tensor {
 }
 
 fn check_shapes(cfg: &ModelConfig, n_stocks: i64, n_features: i64, window: i64) -> Result<()> {
-    let fail = |msg: String| Err(Error::Data(msg));
+    let fail = |msg: String| Err(Error::Model(msg));
     super::interface::check_dims(n_stocks, n_features, window)?;
     if !cfg.use_ts && !cfg.use_cs {
         return fail("model.use_ts / model.use_cs: at least one branch must be on".into());

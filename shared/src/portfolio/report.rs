@@ -19,7 +19,7 @@ pub fn parse_index(s: &str) -> Result<Option<IndexSource>> {
     match s {
         BUILTIN_DJI => Ok(Some(IndexSource::BuiltinDji)),
         "none" => Ok(None),
-        other if other.starts_with("builtin:") => Err(Error::Data(format!(
+        other if other.starts_with("builtin:") => Err(Error::Backtest(format!(
             "unknown built-in index `{other}`; expected {BUILTIN_DJI}, none or a file"
         ))),
         path => Ok(Some(IndexSource::File(PathBuf::from(path)))),
@@ -73,7 +73,7 @@ impl BacktestParams {
 
     /// Checks the values as the command-line flags that carry them (messages name the flags).
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::Data(msg));
+        let bad = |msg: String| Err(Error::Backtest(msg));
         if self.k < 1 {
             return bad(format!("--k must be at least 1 (got {})", self.k));
         }

@@ -36,7 +36,7 @@ impl BacktestReport {
 pub fn load_split(run: &RunDir, split: Split, risk_aversion: f64) -> Result<Market> {
     let path = run.predictions(split);
     if !path.is_file() {
-        return Err(Error::Data(format!(
+        return Err(Error::Backtest(format!(
             "{} not found: run `storm eval --run {} --split {}` first",
             path.display(),
             run.path().display(),

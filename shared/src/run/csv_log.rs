@@ -60,7 +60,7 @@ impl CsvLog {
 pub fn draw_loss_curves(log: &CsvLog, png: &Path) -> Result<()> {
     let steps = log
         .column("step")
-        .ok_or_else(|| Error::Data(format!("{LOSSES_FILE} has no step column")))?;
+        .ok_or_else(|| Error::Run(format!("{LOSSES_FILE} has no step column")))?;
     let skip = ["step", "epoch", "skipped"];
     let series: Vec<(String, Vec<f64>)> = log
         .columns

@@ -35,7 +35,7 @@ impl RunDir {
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         if let Ok(existing) = self.info() {
             if existing.config_hash != cfg.hash() {
-                return Err(Error::Data(format!(
+                return Err(Error::Run(format!(
                     "{} was created with a different config (hash {} vs {}); choose a new --out, or run \
                      with the run's own {CONFIG_FILE}",
                     root.display(),
@@ -65,7 +65,7 @@ impl RunDir {
             storm_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let toml = toml::to_string_pretty(cfg)
-            .map_err(|e| Error::Data(format!("cannot serialise the config: {e}")))?;
+            .map_err(|e| Error::Run(format!("cannot serialise the config: {e}")))?;
         atomic::write_file(&self.config(), toml.as_bytes())?;
         atomic::write_file(&self.run_info(), &serde_json::to_vec_pretty(&info)?)?;
         Ok(info)
@@ -76,7 +76,7 @@ impl RunDir {
         let path = self.run_info();
         let text = std::fs::read_to_string(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Data(format!(
+                Error::Run(format!(
                     "{} is not a run directory (no {RUN_FILE}); create one with `storm pretrain`",
                     self.path().display()
                 ))

@@ -39,7 +39,7 @@ pub use trained::TrainedRun;
 pub(crate) fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::Data(format!("{} is missing", path.display()))
+            Error::Run(format!("{} is missing", path.display()))
         } else {
             Error::io(path, e)
         }

@@ -59,7 +59,7 @@ fn read_factor_rows(path: &Path, ticker: &str) -> Result<FactorRows> {
         .collect();
     if rows.is_empty() {
         let known: BTreeSet<&str> = tickers.iter().flatten().collect();
-        return Err(Error::Data(format!(
+        return Err(Error::Trading(format!(
             "unknown ticker {ticker}; {} has: {}",
             path.display(),
             known.into_iter().collect::<Vec<_>>().join(", ")
@@ -108,7 +108,7 @@ impl SplitBuilder {
     fn finish(mut self, name: &str, ticker: &str) -> Result<SplitSeries> {
         self.rows.sort_by_key(|r| r.0);
         if self.rows.len() < 2 {
-            return Err(Error::Data(format!(
+            return Err(Error::Trading(format!(
                 "{ticker} has {} {name} day(s) with both a state and a price; at least 2 are needed",
                 self.rows.len()
             )));
@@ -131,7 +131,7 @@ pub fn load_ticker(run: &RunDir, ticker: &str, source: FeatureSource) -> Result<
     let info = run.info()?;
     let factors_path = run.factors();
     if !factors_path.is_file() {
-        return Err(Error::Data(format!(
+        return Err(Error::Trading(format!(
             "{} not found: run `storm export --run {}` first",
             factors_path.display(),
             run.path().display()
@@ -144,7 +144,7 @@ pub fn load_ticker(run: &RunDir, ticker: &str, source: FeatureSource) -> Result<
         .iter()
         .position(|t| t == ticker)
         .ok_or_else(|| {
-            Error::Data(format!(
+            Error::Trading(format!(
                 "{ticker} is in {} but not in the prepared data {}",
                 factors_path.display(),
                 info.data_dir.display()

@@ -38,7 +38,7 @@ impl TrainedRun {
         let panel = Panel::load(&info.data_dir)?;
         let checkpoint = evaluation_checkpoint(dir.path(), config.train.keep_checkpoints)
             .ok_or_else(|| {
-                Error::Data(format!(
+                Error::Run(format!(
                     "{} has no checkpoint{purpose}",
                     dir.path().display()
                 ))

@@ -16,7 +16,7 @@ mod server;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
 pub use metrics::Metrics;
 pub use server::{parse_metrics_addr, MetricsServer};
@@ -150,21 +150,6 @@ pub fn record_code_counts(branch: &str, counts: &[i64]) {
     c.size.with_label_values(&[branch]).set(counts.len() as f64);
 }
 
-/// Codebook health from each branch's code indices of a batch (None: branch off); `codes` is the codebook
-/// size. Costs a bincount and a copy of K counts per branch, so call it every `log_every` steps.
-pub fn record_codebooks(branches: &[(&str, Option<&Tensor>)], codes: i64) {
-    if !enabled() {
-        return;
-    }
-    for (branch, indices) in branches {
-        let Some(idx) = indices else { continue };
-        let counts = crate::model::code_usage(idx, codes).to_kind(Kind::Int64);
-        if let Ok(counts) = Vec::<i64>::try_from(counts.to_device(Device::Cpu)) {
-            record_code_counts(branch, &counts);
-        }
-    }
-}
-
 /// RankIC/IC summary of predictions on `split` (validation during training, or `storm eval`).
 pub fn record_eval(split: &str, rank_ic: f64, rank_icir: f64, ic: f64, icir: f64) {
     let Some(m) = metrics() else { return };
@@ -276,7 +261,7 @@ mod tests {
             epoch: 0,
             terms: &[("nll", 1.0)],
         });
-        record_codebooks(&[("ts", Some(&Tensor::from_slice(&[0i64, 1, 1])))], 4);
+        record_code_counts("ts", &[1, 2, 0, 0]);
         set_job_states(&[("running", 1)]);
         assert!(GLOBAL.get().is_none());
     }

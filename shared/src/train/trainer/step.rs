@@ -128,7 +128,7 @@ impl Trainer<'_> {
                     ("ts", step.out.ts_indices.as_ref()),
                     ("cs", step.out.cs_indices.as_ref()),
                 ];
-                telemetry::record_codebooks(&indices, codes);
+                crate::model::record_codebook_usage(&indices, codes);
             }
             tracing::info!(
                 step = state.step,
