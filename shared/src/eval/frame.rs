@@ -14,16 +14,8 @@ pub const RISK_COLUMN: &str = "risk";
 /// (perplexity, fraction of codes used, the counts) of one codebook's usage counts.
 pub fn usage_stats(counts: &Tensor) -> (f64, f64, Vec<i64>) {
     let c: Vec<i64> = Vec::<i64>::try_from(counts.to_device(Device::Cpu)).unwrap_or_default();
-    let total: i64 = c.iter().sum();
     let used = c.iter().filter(|&&k| k > 0).count() as f64 / c.len().max(1) as f64;
-    let entropy: f64 = c
-        .iter()
-        .filter(|&&k| k > 0)
-        .map(|&k| {
-            let p = k as f64 / total as f64;
-            -p * p.ln()
-        })
-        .sum();
+    let entropy = crate::stats::codes::count_entropy(&c);
     (entropy.exp(), used, c)
 }
 

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::dir::{file_name, RunDir};
-use crate::atomic::Staging;
+use super::dir::RunDir;
+use super::publish::publish;
 use crate::config::Split;
 use crate::error::{Error, Result};
 use crate::portfolio::benchmarks::IndexSource;
@@ -69,53 +69,20 @@ fn write_outputs(
     bt: &Backtest,
     report: &BacktestReport,
 ) -> Result<BacktestOutcome> {
-    let staging = Staging::new(run.path())?;
     let tdrisk = report.params.params.risk_aversion > 0.0;
-    let (json_path, csv_path, png_path) = (
+    let paths = (
         run.portfolio_json(split, tdrisk),
         run.portfolio_daily_csv(split, tdrisk),
         run.wealth_png(split, tdrisk),
     );
-    let (json, csv, png) = (
-        file_name(&json_path),
-        file_name(&csv_path),
-        file_name(&png_path),
-    );
-    let staged_csv = staging.path(&csv);
-    std::fs::write(&staged_csv, daily_csv(market, bt)).map_err(|e| Error::io(&staged_csv, e))?;
-    let png_ok = match draw_wealth(&staging.path(&png), split, market, bt, report) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!("{} not written: {e}", png_path.display());
-            remove_stale(&png_path);
-            false
-        }
-    };
-    let staged_json = staging.path(&json);
-    std::fs::write(&staged_json, serde_json::to_vec_pretty(report)?)
-        .map_err(|e| Error::io(&staged_json, e))?;
-    let mut order = vec![csv.as_str()];
-    if png_ok {
-        order.push(png.as_str());
-    }
-    order.push(json.as_str());
-    staging.commit(&order)?;
+    let draw = |png: &Path| draw_wealth(png, split, market, bt, report);
+    let files = publish(run, paths, daily_csv(market, bt), draw, report)?;
     Ok(BacktestOutcome {
         report: report.clone(),
-        json: json_path,
-        csv: csv_path,
-        png: png_ok.then_some(png_path),
+        json: files.json,
+        csv: files.csv,
+        png: files.png,
     })
-}
-
-/// A chart from an earlier run would disagree with the new JSON and CSV: remove it.
-pub(super) fn remove_stale(path: &Path) {
-    if path.exists() {
-        match std::fs::remove_file(path) {
-            Ok(()) => tracing::warn!("removed the outdated {}", path.display()),
-            Err(e) => tracing::warn!("could not remove the outdated {}: {e}", path.display()),
-        }
-    }
 }
 
 fn draw_wealth(

@@ -18,6 +18,7 @@ pub mod evaluate;
 pub mod export;
 pub mod info;
 pub mod metrics;
+pub mod publish;
 pub mod report;
 pub mod trade;
 pub mod trained;

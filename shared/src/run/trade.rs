@@ -6,14 +6,14 @@
 //! so the raw-feature baseline trades exactly the days the factor policy trades.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
 use polars::prelude::*;
 
-use super::dir::{file_name, RunDir};
-use crate::atomic::Staging;
+use super::dir::RunDir;
+use super::publish::{publish, ReportFiles};
 use crate::data::Panel;
 use crate::error::{Error, Result};
 use crate::trading::task::{
@@ -203,54 +203,18 @@ fn split_rows(
 }
 
 /// Paths written by [`write_outputs`] (`png` is `None` when the chart could not be drawn).
-#[derive(Debug, Clone)]
-pub struct TradeFiles {
-    pub json: PathBuf,
-    pub csv: PathBuf,
-    pub png: Option<PathBuf>,
-}
+pub type TradeFiles = ReportFiles;
 
 /// Writes the JSON report, the actions CSV and the wealth chart into the run atomically.
 pub fn write_outputs(run: &RunDir, data: &TickerData, out: &TradeOutcome) -> Result<TradeFiles> {
     let (t, src) = (&data.ticker, data.source);
-    let (json_path, csv_path, png_path) = (
+    let paths = (
         run.trade_json(t, src),
         run.trade_actions_csv(t, src),
         run.trade_png(t, src),
     );
-    let (json, csv, png) = (
-        file_name(&json_path),
-        file_name(&csv_path),
-        file_name(&png_path),
-    );
-    let staging = Staging::new(run.path())?;
-    let staged_csv = staging.path(&csv);
-    std::fs::write(&staged_csv, actions_csv(&out.actions))
-        .map_err(|e| Error::io(&staged_csv, e))?;
-    let png_ok = match draw_wealth(&staging.path(&png), data, out) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!("{} not written: {e}", png_path.display());
-            if png_path.exists() {
-                let _ = std::fs::remove_file(&png_path);
-            }
-            false
-        }
-    };
-    let staged_json = staging.path(&json);
-    std::fs::write(&staged_json, serde_json::to_vec_pretty(&out.report)?)
-        .map_err(|e| Error::io(&staged_json, e))?;
-    let mut order = vec![csv.as_str()];
-    if png_ok {
-        order.push(png.as_str());
-    }
-    order.push(json.as_str());
-    staging.commit(&order)?;
-    Ok(TradeFiles {
-        json: json_path,
-        csv: csv_path,
-        png: png_ok.then_some(png_path),
-    })
+    let draw = |png: &Path| draw_wealth(png, data, out);
+    publish(run, paths, actions_csv(&out.actions), draw, &out.report)
 }
 
 fn draw_wealth(path: &Path, data: &TickerData, out: &TradeOutcome) -> Result<()> {

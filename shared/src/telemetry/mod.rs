@@ -129,14 +129,7 @@ pub fn usage_health(counts: &[i64]) -> (f64, usize) {
     if total == 0 {
         return (0.0, dead);
     }
-    let entropy: f64 = counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = c as f64 / total as f64;
-            -p * p.ln()
-        })
-        .sum();
+    let entropy = crate::stats::codes::count_entropy(counts);
     (entropy.exp(), dead)
 }
 
