@@ -13,6 +13,8 @@ pub mod portfolio;
 pub mod run;
 pub mod stats;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod trading;
 pub mod train;
 

@@ -459,19 +459,39 @@ mod tests {
         assert!((cw - 1.21 / 1.01).abs() < 1e-12, "{cw}");
     }
 
-    #[test]
-    fn run_trading_is_seeded_and_has_a_row_per_test_day() {
+    fn sine_ticker() -> TickerData {
         let prices = |n: usize| (0..n).map(|i| 100.0 + (i as f64).sin()).collect::<Vec<_>>();
-        let data = TickerData {
+        TickerData {
             ticker: "X".into(),
             source: FeatureSource::Factors,
             train: split(prices(40)),
             valid: split(prices(12)),
             test: split(prices(15)),
-        };
+        }
+    }
+
+    #[test]
+    #[ignore = "draws from libtorch's global RNG; run alone by run_trading_is_seeded"]
+    fn two_seeded_runs_agree_alone() {
+        let data = sine_ticker();
         let a = run_trading(&data, &params()).unwrap();
         let b = run_trading(&data, &params()).unwrap();
         assert_eq!(a.actions, b.actions);
+        assert_eq!(
+            serde_json::to_string(&a.report).unwrap(),
+            serde_json::to_string(&b.report).unwrap()
+        );
+    }
+
+    #[test]
+    fn run_trading_is_seeded() {
+        crate::testing::run_alone("trading::task::tests::two_seeded_runs_agree_alone");
+    }
+
+    #[test]
+    fn run_trading_has_a_row_per_test_day() {
+        let data = sine_ticker();
+        let a = run_trading(&data, &params()).unwrap();
         assert_eq!(a.actions.len(), 15);
         assert_eq!(a.actions[14].action, None);
         assert_eq!(a.report.ppo.metrics.n_days, 14);
