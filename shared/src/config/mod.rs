@@ -1,6 +1,7 @@
 //! Experiment configuration: one TOML file describes data, splits, model and training. Every table rejects
 //! unknown keys, every value is range-checked once here at load, and errors name the offending field.
 
+mod model_options;
 mod overrides;
 mod validate;
 
@@ -10,6 +11,8 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use model_options::is_default;
+pub use model_options::{FactorPooling, Reconstruction, StockEmbedding};
 pub use overrides::apply_override;
 
 /// The name under which the bundled DJ30 data set is addressed in configs and on the command line.
@@ -161,7 +164,7 @@ impl SplitsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// Model family: `storm`, or a baseline (`factorvae`, `lstm`, `gru`, `transformer`). The fields below
-    /// up to `diversity_temperature` describe STORM; the baselines read their own sub-tables.
+    /// up to `reconstruction` describe STORM; the baselines read their own sub-tables.
     pub kind: ModelKind,
     /// Days per time-series patch (paper 8).
     pub patch_days: usize,
@@ -193,6 +196,15 @@ pub struct ModelConfig {
     /// τ of the diversity loss's soft assignment softmax(−‖z_e − e_k‖²/τ), in units of squared distance.
     /// The squared distance grows with embed_dim, so τ ≈ embed_dim keeps the assignment soft.
     pub diversity_temperature: f64,
+    /// How STORM builds each stock's factor embedding from the fused tokens (see `FactorPooling`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub factor_pooling: FactorPooling,
+    /// Whether STORM's TS encoder and decoder add a learned per-stock position to every token.
+    #[serde(skip_serializing_if = "is_default")]
+    pub stock_embedding: StockEmbedding,
+    /// Form of STORM's reconstruction terms (paper eq. 6); see `Reconstruction`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub reconstruction: Reconstruction,
     /// FactorVAE (`kind = "factorvae"`).
     pub factorvae: FactorVaeConfig,
     /// The plain return predictors (`kind = "lstm" | "gru" | "transformer"`).
@@ -302,6 +314,9 @@ impl Default for ModelConfig {
             portfolio_count: 32,
             dead_code_steps: 100,
             diversity_temperature: 256.0,
+            factor_pooling: FactorPooling::Mean,
+            stock_embedding: StockEmbedding::Learned,
+            reconstruction: Reconstruction::Mean,
             factorvae: FactorVaeConfig::default(),
             sequence: SequenceConfig::default(),
         }

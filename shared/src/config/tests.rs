@@ -156,3 +156,66 @@ fn model_kinds_parse_and_validate_their_own_tables() {
     let err = load("[model]\nkind = \"factorvae\"\n[model.factorvae]\nportfolios = 0\n");
     assert_eq!(field_of(err.unwrap_err()), "model.factorvae.portfolios");
 }
+
+#[test]
+fn factor_module_options_default_to_the_old_behaviour_and_parse() {
+    let cfg = load("").unwrap();
+    assert_eq!(cfg.model.factor_pooling, FactorPooling::Mean);
+    assert_eq!(cfg.model.stock_embedding, StockEmbedding::Learned);
+    assert_eq!(cfg.model.reconstruction, Reconstruction::Mean);
+    let text = "[model]\nfactor_pooling = \"attention\"\nstock_embedding = \"none\"\n\
+                reconstruction = \"squared_norm\"\n";
+    let cfg = load(text).unwrap();
+    assert_eq!(cfg.model.factor_pooling, FactorPooling::Attention);
+    assert_eq!(cfg.model.stock_embedding, StockEmbedding::None);
+    assert_eq!(cfg.model.reconstruction, Reconstruction::SquaredNorm);
+    let cfg = ExperimentConfig::from_toml_str("", "t", &["model.factor_pooling=attention".into()])
+        .unwrap();
+    assert_eq!(cfg.model.factor_pooling, FactorPooling::Attention);
+}
+
+#[test]
+fn factor_module_options_at_their_defaults_leave_the_config_hash_unchanged() {
+    let plain = load("").unwrap();
+    let explicit = load(
+        "[model]\nfactor_pooling = \"mean\"\nstock_embedding = \"learned\"\nreconstruction = \"mean\"\n",
+    )
+    .unwrap();
+    assert_eq!(plain.hash(), explicit.hash());
+    let json = serde_json::to_string(&plain.model).unwrap();
+    for key in ["factor_pooling", "stock_embedding", "reconstruction"] {
+        assert!(
+            !json.contains(key),
+            "{key} serialised at its default: {json}"
+        );
+    }
+    let changed = load("[model]\nfactor_pooling = \"attention\"\n").unwrap();
+    assert_ne!(plain.hash(), changed.hash());
+    // A non-default value survives a round trip through the serialised form.
+    let back: ModelConfig =
+        serde_json::from_str(&serde_json::to_string(&changed.model).unwrap()).unwrap();
+    assert_eq!(back.factor_pooling, FactorPooling::Attention);
+}
+
+#[test]
+fn bad_factor_module_options_name_the_field_and_the_choices() {
+    let err = load("[model]\nfactor_pooling = \"max\"\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("mean") && msg.contains("attention"), "{msg}");
+    assert_eq!(field_of(err), "model.factor_pooling");
+    let err = load("[model]\nreconstruction = \"l1\"\n").unwrap_err();
+    assert!(err.to_string().contains("squared_norm"), "{err}");
+    assert_eq!(field_of(err), "model.reconstruction");
+    assert_eq!(
+        field_of(load("[model]\nstock_embedding = \"fixed\"\n").unwrap_err()),
+        "model.stock_embedding"
+    );
+    // STORM-only options on a baseline are an error, not a silent no-op.
+    let err = load("[model]\nkind = \"gru\"\nfactor_pooling = \"attention\"\n").unwrap_err();
+    assert!(err.to_string().contains("storm"), "{err}");
+    assert_eq!(field_of(err), "model.factor_pooling");
+    let err = load("[model]\nkind = \"factorvae\"\nreconstruction = \"squared_norm\"\n");
+    assert_eq!(field_of(err.unwrap_err()), "model.reconstruction");
+    // The baselines have no per-stock embedding, so `none` is true of them and accepted.
+    assert!(load("[model]\nkind = \"lstm\"\nstock_embedding = \"none\"\n").is_ok());
+}

@@ -1,6 +1,6 @@
 //! Range and consistency checks run once when a config is loaded.
 
-use super::{DateRange, ExperimentConfig, ModelKind};
+use super::{DateRange, ExperimentConfig, FactorPooling, ModelKind, Reconstruction};
 use crate::error::{Error, Result};
 
 impl ExperimentConfig {
@@ -56,6 +56,7 @@ impl ExperimentConfig {
                 self.validate_sequence(origin)?
             }
         }
+        self.validate_factor_module_options(origin)?;
         let t = &self.train;
         if t.batch_size == 0 {
             return fail("train.batch_size", "must be at least 1".into());
@@ -167,6 +168,35 @@ impl ExperimentConfig {
                 "model.diversity_temperature",
                 format!("{} must be a positive number", m.diversity_temperature),
             );
+        }
+        Ok(())
+    }
+
+    /// `factor_pooling` and `reconstruction` shape STORM's factor module and VQ-VAE losses; a baseline has
+    /// neither, so a non-default value there would silently do nothing. (`stock_embedding` is accepted for
+    /// every kind: the baselines have no per-stock embedding, which `none` describes truly.)
+    fn validate_factor_module_options(&self, origin: &str) -> Result<()> {
+        let m = &self.model;
+        if m.kind == ModelKind::Storm {
+            return Ok(());
+        }
+        let kind = m.kind.name();
+        if m.factor_pooling != FactorPooling::default() {
+            return Err(Error::config(
+                origin,
+                "model.factor_pooling",
+                format!("applies to model.kind = \"storm\" only, not \"{kind}\"; remove it"),
+            ));
+        }
+        if m.reconstruction != Reconstruction::default() {
+            return Err(Error::config(
+                origin,
+                "model.reconstruction",
+                format!(
+                    "\"{}\" applies to model.kind = \"storm\" only (\"{kind}\" has no decoder); remove it",
+                    m.reconstruction.name()
+                ),
+            ));
         }
         Ok(())
     }

@@ -3,12 +3,12 @@
 //! unpatchify.
 
 use tch::nn::{self, Module};
-use tch::Tensor;
+use tch::{Kind, Reduction, Tensor};
 
 use super::patch::{CsPatch, Geometry, TsPatch};
 use super::quantizer::Quantizer;
 use super::transformer::{xavier_linear, TokenTransformer};
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Reconstruction, StockEmbedding};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BranchKind {
@@ -57,16 +57,19 @@ impl Branch {
             Patch::Ts(e) => (e.grid(), e.patch_size()),
             Patch::Cs(e) => (e.grid(), e.patch_size()),
         };
+        // the space axis of the TS grid is the stock; the CS grid has none
+        let stock_positions = cfg.stock_embedding == StockEmbedding::Learned;
         Branch {
             kind,
             embed,
-            encoder: TokenTransformer::new(
+            encoder: TokenTransformer::with_space_positions(
                 &(p / "encoder"),
                 dim,
                 cfg.encoder_depth as i64,
                 cfg.encoder_heads as i64,
                 mlp,
                 grid,
+                stock_positions,
             ),
             quantizer: Quantizer::new(
                 &(p / "quantizer"),
@@ -76,13 +79,14 @@ impl Branch {
                 cfg.diversity_temperature,
             ),
             decoder_in: xavier_linear(&(p / "decoder" / "proj_in"), dim, dim),
-            decoder: TokenTransformer::new(
+            decoder: TokenTransformer::with_space_positions(
                 &(p / "decoder"),
                 dim,
                 cfg.decoder_depth as i64,
                 cfg.decoder_heads as i64,
                 mlp,
                 grid,
+                stock_positions,
             ),
             head: xavier_linear(&(p / "decoder" / "head"), dim, patch_size),
         }
@@ -113,6 +117,16 @@ impl Branch {
         self.encoder.forward(&tokens)
     }
 
+    /// The reconstruction term of quantised tokens (B, L, E) against the window x (B, W, N, D).
+    pub fn reconstruction_loss(
+        &self,
+        quantized: &Tensor,
+        x: &Tensor,
+        form: Reconstruction,
+    ) -> Tensor {
+        reconstruction_loss(&self.decode(quantized), x, form)
+    }
+
     /// Quantised tokens (B, L, E) → reconstruction of the window (B, W, N, D).
     pub fn decode(&self, quantized: &Tensor) -> Tensor {
         let h = self.decoder.forward(&self.decoder_in.forward(quantized));
@@ -121,5 +135,32 @@ impl Branch {
             Patch::Ts(e) => e.unpatchify(&patches),
             Patch::Cs(e) => e.unpatchify(&patches),
         }
+    }
+}
+
+/// ‖x − x̂‖² in the chosen form: `Mean` over all B · W · N · D entries, or `SquaredNorm` summed over each
+/// window's entries and averaged over the B samples (W · N · D times larger).
+pub fn reconstruction_loss(reconstruction: &Tensor, x: &Tensor, form: Reconstruction) -> Tensor {
+    match form {
+        Reconstruction::Mean => reconstruction.mse_loss(x, Reduction::Mean),
+        Reconstruction::SquaredNorm => {
+            (reconstruction - x).square().sum(Kind::Float) / x.size()[0] as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squared_norm_is_the_per_sample_sum_and_mean_the_per_entry_mean() {
+        // two samples of 1 × 2 × 1 entries; errors (1, 2) and (0, −3): squares 1 + 4 and 0 + 9
+        let x = Tensor::from_slice(&[0f32, 0., 1., 1.]).view([2, 1, 2, 1]);
+        let r = Tensor::from_slice(&[1f32, 2., 1., -2.]).view([2, 1, 2, 1]);
+        let norm = reconstruction_loss(&r, &x, Reconstruction::SquaredNorm).double_value(&[]);
+        assert!((norm - (5.0 + 9.0) / 2.0).abs() < 1e-6, "{norm}");
+        let mean = reconstruction_loss(&r, &x, Reconstruction::Mean).double_value(&[]);
+        assert!((mean - 14.0 / 4.0).abs() < 1e-6, "{mean}");
     }
 }

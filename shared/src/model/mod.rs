@@ -30,10 +30,11 @@ mod interface;
 mod patch;
 mod quantizer;
 mod sequence;
+mod stock_pooling;
 mod storm;
 mod transformer;
 
-pub use branch::{Branch, BranchKind};
+pub use branch::{reconstruction_loss, Branch, BranchKind};
 pub use factor_head::{
     gaussian_nll, kl_diag_gaussian, FactorHead, FactorOutput, HeadConfig, PriorAttention,
 };

@@ -1,22 +1,24 @@
 //! The whole STORM model: TS and CS branches (either may be disabled for the ablations), fusion + CLIP
 //! when both are on, the factor head, and the weighted total loss.
 //!
-//! Factor embedding of stock i (input of the factor head): the TS part is the mean over stock i's time
-//! patches of [fused TS token ⊕ its quantised code] (the fused tokens equal the encoder output z_e when
-//! fusion has no self-attention or is off); the CS part, shared by all stocks of the sample, is [fused CS
-//! CLS ⊕ mean of the quantised CS tokens]. Quantised codes enter through the straight-through output, so
-//! the factor losses train the encoders, not the codebooks.
+//! Factor embedding of stock i (input of the factor head), `model.factor_pooling = "mean"`: the TS part
+//! is the mean over stock i's time patches of [fused TS token ⊕ its quantised code] (the fused tokens
+//! equal the encoder output z_e when fusion has no self-attention or is off); the CS part, shared by all
+//! stocks of the sample, is [fused CS CLS ⊕ mean of the quantised CS tokens]. With `"attention"` the
+//! features come from `StockPooling` (stock_pooling.rs). Quantised codes enter through the
+//! straight-through output, so the factor losses train the encoders, not the codebooks.
 
 use tch::nn::{self, Module};
-use tch::{Kind, Reduction, Tensor};
+use tch::{Kind, Tensor};
 
 use super::branch::{Branch, BranchKind};
 use super::factor_head::{leaky_relu, FactorHead, HeadConfig, PriorAttention};
 use super::fusion::{Clip, Fusion};
 use super::patch::Geometry;
 use super::quantizer::{diversity_loss_from_usage, QuantOutput};
+use super::stock_pooling::{BranchTokens, PoolingInput, PoolingShape, StockPooling};
 use super::transformer::xavier_linear;
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::{FactorPooling, ModelConfig, Reconstruction, TrainConfig};
 use crate::distributed::cross_rank::{grad_scaled, or_nan};
 use crate::distributed::CrossRank;
 use crate::error::{Error, Result};
@@ -24,7 +26,8 @@ use crate::error::{Error, Result};
 /// Unweighted losses of one branch; zeros for a disabled branch.
 #[derive(Debug)]
 pub struct BranchLosses {
-    /// MSE of the branch's reconstruction against the whole input x (paper eq. 6).
+    /// ‖x − x̂‖² of the branch's reconstruction against the whole input x (paper eq. 6), in the form of
+    /// `model.reconstruction`.
     pub recon: Tensor,
     pub codebook: Tensor,
     pub commit: Tensor,
@@ -113,11 +116,14 @@ pub struct Storm {
     cs: Option<Branch>,
     fusion: Option<Fusion>,
     clip: Option<Clip>,
+    /// Attention pooling of each stock's tokens; None for `factor_pooling = "mean"`.
+    pooling: Option<StockPooling>,
     /// Maps the per-stock branch features to the H-wide factor embedding e (LeakyReLU).
     factor_embed: nn::Linear,
     factor: FactorHead,
     geo: Geometry,
     patch_days: i64,
+    reconstruction: Reconstruction,
     /// Set under data parallel: CLIP and diversity over the global batch.
     cross_rank: Option<CrossRank>,
 }
@@ -161,15 +167,25 @@ impl Storm {
             )
         });
         let clip = both.then(|| Clip::new(&(p / "clip")));
+        let pooling = (cfg.factor_pooling == FactorPooling::Attention).then(|| {
+            let shape = PoolingShape {
+                patches: window / cfg.patch_days as i64,
+                stocks: n_stocks,
+                dim,
+                heads: cfg.encoder_heads as i64,
+                use_ts: cfg.use_ts,
+                use_cs: cfg.use_cs,
+            };
+            StockPooling::new(&(p / "factor" / "pool"), shape)
+        });
         let branches = i64::from(cfg.use_ts) + i64::from(cfg.use_cs);
         let hidden = cfg.factor_hidden as i64;
         // without TS, the per-stock part comes from each stock's share of the CS token (E more inputs)
         let per_stock = if cfg.use_ts { 0 } else { dim };
-        let factor_embed = xavier_linear(
-            &(p / "factor" / "embed"),
-            2 * dim * branches + per_stock,
-            hidden,
-        );
+        let features = pooling
+            .as_ref()
+            .map_or(2 * dim * branches + per_stock, StockPooling::width);
+        let factor_embed = xavier_linear(&(p / "factor" / "embed"), features, hidden);
         let factor = FactorHead::new(
             &(p / "factor"),
             HeadConfig {
@@ -185,10 +201,12 @@ impl Storm {
             cs,
             fusion,
             clip,
+            pooling,
             factor_embed,
             factor,
             geo,
             patch_days: cfg.patch_days as i64,
+            reconstruction: cfg.reconstruction,
             cross_rank: None,
         })
     }
@@ -251,7 +269,7 @@ impl Storm {
         let factor = self.factor.forward(&e, y);
         let losses = |branch: &Option<Branch>, side: &Option<Side>| match (branch, side) {
             (Some(b), Some(s)) => BranchLosses {
-                recon: b.decode(&s.quant.quantized).mse_loss(x, Reduction::Mean),
+                recon: b.reconstruction_loss(&s.quant.quantized, x, self.reconstruction),
                 codebook: s.quant.codebook.shallow_clone(),
                 commit: s.quant.commit.shallow_clone(),
                 diversity: match global {
@@ -331,6 +349,9 @@ impl Storm {
     /// last CS token (E) when the TS branch is off — otherwise STORM-w/o-TS would give every stock of a
     /// day the same embedding and so the same score.
     fn factor_features(&self, x: &Tensor, ts: Option<&Side>, cs: Option<&Side>) -> Tensor {
+        if let Some(pooling) = &self.pooling {
+            return self.pooled_features(pooling, x, ts, cs);
+        }
         let n = self.geo.stocks;
         let mut parts = Vec::with_capacity(2);
         if let Some(ts) = ts {
@@ -352,6 +373,40 @@ impl Storm {
         }
         Tensor::cat(&parts, -1)
     }
+}
+
+impl Storm {
+    /// `factor_pooling = "attention"`: (B, N, E) from `StockPooling`.
+    fn pooled_features(
+        &self,
+        pooling: &StockPooling,
+        x: &Tensor,
+        ts: Option<&Side>,
+        cs: Option<&Side>,
+    ) -> Tensor {
+        let ts_tokens = ts.map(|s| tokens(&s.seq));
+        let cs_tokens = cs.map(|s| tokens(&s.seq));
+        let ts_view = branch_tokens(ts, ts_tokens.as_ref());
+        let cs_view = branch_tokens(cs, cs_tokens.as_ref());
+        let input = match (ts_view, cs_view) {
+            (Some(ts), cs) => PoolingInput::Ts { ts, cs },
+            (None, cs) => match (cs, self.cs.as_ref().and_then(|c| c.stock_shares(x))) {
+                (Some(cs), Some(shares)) => PoolingInput::CsOnly { cs, shares },
+                _ => unreachable!("Storm::new refuses a model without branches"),
+            },
+        };
+        pooling.forward(input)
+    }
+}
+
+fn branch_tokens<'a>(
+    side: Option<&'a Side>,
+    tokens: Option<&'a Tensor>,
+) -> Option<BranchTokens<'a>> {
+    side.zip(tokens).map(|(s, tokens)| BranchTokens {
+        tokens,
+        codes: &s.quant.quantized,
+    })
 }
 
 fn assign_only(b: &Branch, seq: &Tensor) -> QuantOutput {

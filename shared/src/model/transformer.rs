@@ -182,7 +182,8 @@ impl CrossBlock {
 /// Prepends a learned CLS token, adds learned positions, runs `depth` blocks and a final LayerNorm.
 ///
 /// Tokens are laid out time-major on an (n_time × n_space) grid, index = t · n_space + s; the position of a
-/// token is `pos_time[t] + pos_space[s]` (separable tables; no space table when n_space = 1). The CLS token
+/// token is `pos_time[t] + pos_space[s]` (separable tables; no space table when n_space = 1 or when it is
+/// switched off). The CLS token
 /// is a free vector and so carries its own position.
 #[derive(Debug)]
 pub struct TokenTransformer {
@@ -204,12 +205,27 @@ impl TokenTransformer {
         mlp_ratio: i64,
         grid: (i64, i64),
     ) -> Self {
+        Self::with_space_positions(p, dim, depth, heads, mlp_ratio, grid, true)
+    }
+
+    /// As `new`; with `space_positions = false` no `pos_space` table exists and tokens are told apart only
+    /// by their time position and content (STORM's `model.stock_embedding = "none"`).
+    pub fn with_space_positions(
+        p: &nn::Path,
+        dim: i64,
+        depth: i64,
+        heads: i64,
+        mlp_ratio: i64,
+        grid: (i64, i64),
+        space_positions: bool,
+    ) -> Self {
         let (n_time, n_space) = grid;
         let blocks_p = p / "blocks";
         TokenTransformer {
             cls: embedding(p, "cls", &[1, 1, dim]),
             pos_time: embedding(p, "pos_time", &[n_time, dim]),
-            pos_space: (n_space > 1).then(|| embedding(p, "pos_space", &[n_space, dim])),
+            pos_space: (space_positions && n_space > 1)
+                .then(|| embedding(p, "pos_space", &[n_space, dim])),
             blocks: (0..depth)
                 .map(|i| Block::new(&(&blocks_p / i), dim, heads, mlp_ratio))
                 .collect(),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{ExperimentConfig, TrainConfig};
+use crate::config::{ExperimentConfig, FactorPooling, Reconstruction, StockEmbedding, TrainConfig};
 use crate::model::parameter_count;
 use tch::{nn::OptimizerConfig, Device};
 
@@ -285,4 +285,231 @@ fn new_config_keys_are_range_checked() {
     }
     let cfg = load("[model]\nfusion_depth = 0\ndead_code_steps = 0\n").expect("valid");
     assert_eq!(cfg.model.fusion_depth, 0);
+}
+
+/// Values of the tiny model under the default options, recorded from the code before the factor-pooling,
+/// stock-embedding and reconstruction options existed: a default config must reproduce them.
+const RECORDED_TINY_PARAMS: i64 = 20_593;
+const RECORDED_TINY_TOTAL: f64 = 4.864_662_647_247_314_5;
+const RECORDED_TINY_PREDICTION_SUM: f64 = 36.770_915_389_060_974;
+
+#[test]
+fn defaults_reproduce_the_recorded_forward() {
+    let (vs, model) = build(&tiny_config(), TINY);
+    let (x, y) = batch(4, TINY);
+    let out = tch::no_grad(|| model.forward_train(&x, &y, false));
+    let total = weighted_total(&out, &TrainConfig::default()).double_value(&[]);
+    let prediction = out.prediction.sum(Kind::Double).double_value(&[]);
+    println!(
+        "tiny defaults: {} params, total {total:.17e}, prediction sum {prediction:.17e}",
+        parameter_count(&vs)
+    );
+    assert_eq!(parameter_count(&vs), RECORDED_TINY_PARAMS);
+    assert!((total - RECORDED_TINY_TOTAL).abs() <= 1e-6 * RECORDED_TINY_TOTAL.abs());
+    assert!((prediction - RECORDED_TINY_PREDICTION_SUM).abs() <= 1e-6);
+}
+
+fn options(
+    pooling: FactorPooling,
+    stocks: StockEmbedding,
+    use_ts: bool,
+    use_cs: bool,
+) -> ModelConfig {
+    ModelConfig {
+        factor_pooling: pooling,
+        stock_embedding: stocks,
+        use_ts,
+        use_cs,
+        ..tiny_config()
+    }
+}
+
+#[test]
+fn every_pooling_branch_and_stock_embedding_combination_works() {
+    for pooling in [FactorPooling::Mean, FactorPooling::Attention] {
+        for stocks in [StockEmbedding::Learned, StockEmbedding::None] {
+            for (use_ts, use_cs) in [(true, true), (true, false), (false, true)] {
+                let case = format!("{pooling:?} {stocks:?} ts {use_ts} cs {use_cs}");
+                let (vs, model) = build(&options(pooling, stocks, use_ts, use_cs), TINY);
+                let (x, y) = batch(3, TINY);
+                let out = model.forward_train(&x, &y, true);
+                assert_scalars_finite(&out);
+                assert_eq!(out.prediction.size(), vec![3, 5], "{case}");
+                let (e, ts, cs) = tch::no_grad(|| model.factor_embeddings(&x));
+                assert_eq!(e.size(), vec![3, 5, 8], "{case}");
+                assert_eq!((ts.is_some(), cs.is_some()), (use_ts, use_cs), "{case}");
+                let scores = model.predict(&x);
+                assert!(
+                    scores.allclose(&out.prediction, 1e-5, 1e-6, false),
+                    "{case}"
+                );
+                let spread = scores.std_dim(-1, false, false).min().double_value(&[]);
+                assert!(spread > 1e-6, "{case}: per-day score spread {spread}");
+                let names = vs.variables();
+                let has = |prefix: &str| names.keys().any(|k| k.starts_with(prefix));
+                let positions = use_ts && stocks == StockEmbedding::Learned;
+                assert_eq!(has("ts.encoder.pos_space"), positions, "{case}");
+                assert_eq!(has("ts.decoder.pos_space"), positions, "{case}");
+                assert!(!has("cs.encoder.pos_space"), "{case}");
+                let attention = pooling == FactorPooling::Attention;
+                assert_eq!(has("factor.pool."), attention, "{case}");
+                assert_eq!(has("factor.pool.ts_to_cs."), attention && use_ts && use_cs);
+                weighted_total(&out, &TrainConfig::default()).backward();
+            }
+        }
+    }
+}
+
+fn gradient_norm(vs: &nn::VarStore, name: &str) -> f64 {
+    let vars = vs.variables();
+    let t = vars
+        .get(name)
+        .unwrap_or_else(|| panic!("no variable {name}"));
+    let g = t.grad();
+    if g.defined() {
+        g.norm().double_value(&[])
+    } else {
+        0.0
+    }
+}
+
+#[test]
+fn attention_pooling_sends_the_prediction_gradient_into_both_encoders() {
+    // without fusion the CS branch reaches the prediction only through the pooling's cross-attention
+    let cfg = ModelConfig {
+        fusion_depth: 0,
+        ..options(
+            FactorPooling::Attention,
+            StockEmbedding::Learned,
+            true,
+            true,
+        )
+    };
+    let (vs, model) = build(&cfg, TINY);
+    let (x, y) = batch(4, TINY);
+    let prediction = model.forward_train(&x, &y, true).prediction;
+    (&prediction * Tensor::randn([4, 5], opts()))
+        .sum(Kind::Float)
+        .backward();
+    for name in [
+        "ts.embed.proj.weight",
+        "ts.encoder.blocks.0.attn.qkv.weight",
+        "cs.embed.stem.weight",
+        "cs.encoder.blocks.0.attn.qkv.weight",
+        "factor.pool.recency",
+        "factor.pool.ts_code",
+        "factor.pool.cs_code",
+        "factor.pool.query",
+        "factor.pool.ts_to_cs.attn.kv.weight",
+        "factor.pool.pool.attn.q.weight",
+    ] {
+        assert!(
+            gradient_norm(&vs, name) > 0.0,
+            "no prediction gradient for {name}"
+        );
+    }
+    // ... and the decoders get none from it
+    assert_eq!(gradient_norm(&vs, "cs.decoder.head.weight"), 0.0);
+}
+
+#[test]
+fn attention_pooling_trains_every_parameter() {
+    let cfg = options(FactorPooling::Attention, StockEmbedding::None, true, true);
+    let (vs, model) = build(&cfg, TINY);
+    let (x, y) = batch(4, TINY);
+    weighted_total(&model.forward_train(&x, &y, true), &TrainConfig::default()).backward();
+    let mut missing: Vec<String> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .filter(|(name, _)| gradient_norm(&vs, name) == 0.0)
+        .map(|(name, _)| name)
+        .collect();
+    missing.sort();
+    assert!(missing.is_empty(), "no gradient for {missing:?}");
+}
+
+#[test]
+fn without_stock_embedding_a_ts_model_is_equivariant_to_the_order_of_the_stocks() {
+    let order = Tensor::from_slice(&[3i64, 0, 4, 1, 2]);
+    for pooling in [FactorPooling::Mean, FactorPooling::Attention] {
+        for (stocks, equivariant) in [
+            (StockEmbedding::None, true),
+            (StockEmbedding::Learned, false),
+        ] {
+            let (vs, model) = build(&options(pooling, stocks, true, false), TINY);
+            let (x, _) = batch(2, TINY);
+            let p = model.predict(&x).index_select(1, &order);
+            let p_perm = model.predict(&x.index_select(2, &order));
+            assert_eq!(
+                p.allclose(&p_perm, 1e-4, 1e-5, false),
+                equivariant,
+                "{pooling:?} {stocks:?}: {p:?} vs {p_perm:?}"
+            );
+            if stocks == StockEmbedding::None {
+                let (vs_learned, _) = build(
+                    &options(pooling, StockEmbedding::Learned, true, false),
+                    TINY,
+                );
+                // the encoder's and the decoder's N × E tables are gone
+                assert_eq!(
+                    parameter_count(&vs_learned) - parameter_count(&vs),
+                    2 * 5 * 16
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn squared_norm_reconstruction_is_the_mean_times_the_window_size() {
+    let mean = tiny_config();
+    let norm = ModelConfig {
+        reconstruction: Reconstruction::SquaredNorm,
+        ..tiny_config()
+    };
+    let (_vs, a) = build(&mean, TINY);
+    let (_vs2, b) = build(&norm, TINY);
+    let (x, y) = batch(3, TINY);
+    let (oa, ob) = tch::no_grad(|| {
+        (
+            a.forward_train(&x, &y, false),
+            b.forward_train(&x, &y, false),
+        )
+    });
+    let entries = (16 * 5 * 7) as f64;
+    for (m, n) in [(&oa.ts.recon, &ob.ts.recon), (&oa.cs.recon, &ob.cs.recon)] {
+        let (m, n) = (m.double_value(&[]), n.double_value(&[]));
+        assert!(
+            (n - m * entries).abs() <= 1e-4 * n.abs(),
+            "{n} vs {m} × {entries}"
+        );
+    }
+    // every other term is untouched
+    assert!(oa.nll.equal(&ob.nll) && oa.prediction.equal(&ob.prediction));
+}
+
+#[test]
+fn the_storm_stock_experiment_config_differs_from_dj30_small_only_in_the_factor_module() {
+    let small = config_file("dj30-small.toml");
+    let exp = config_file("experiments/storm-stock.toml");
+    assert_eq!(exp.model.factor_pooling, FactorPooling::Attention);
+    assert_eq!(exp.model.reconstruction, Reconstruction::SquaredNorm);
+    let as_small = ModelConfig {
+        factor_pooling: FactorPooling::Mean,
+        reconstruction: Reconstruction::Mean,
+        ..exp.model.clone()
+    };
+    assert_eq!(as_small, small.model);
+    assert_eq!(
+        (&exp.data, &exp.splits, &exp.train),
+        (&small.data, &small.splits, &small.train)
+    );
+    let geo = (29, 152, exp.data.window as i64);
+    let (vs, model) = build(&exp.model, geo);
+    println!("storm-stock: {} trainable parameters", parameter_count(&vs));
+    let (x, y) = batch(2, geo);
+    let out = tch::no_grad(|| model.forward_train(&x, &y, false));
+    assert_scalars_finite(&out);
+    assert_eq!(out.prediction.size(), vec![2, 29]);
 }
