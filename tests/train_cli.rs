@@ -148,6 +148,36 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     let usage = report["codebook_usage_ts"].as_f64().unwrap();
     assert!(usage > 0.0 && usage <= 1.0);
 
+    // --checkpoint picks a kept step (recorded in the report), names the kept ones when asked for another
+    ok(&[
+        "eval",
+        "--run",
+        &s(&full),
+        "--split",
+        "test",
+        "--checkpoint",
+        "step-32",
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&read(&full.join("eval_test.json"))).unwrap();
+    assert_eq!(report["checkpoint_step"], 32);
+    assert_eq!(report["checkpoint_choice"], "step-32");
+    let err = common::fails(&[
+        "eval",
+        "--run",
+        &s(&full),
+        "--split",
+        "test",
+        "--checkpoint",
+        "step-5",
+    ]);
+    assert!(
+        err.contains("no checkpoint at step 5; kept steps: 32, 36"),
+        "{err}"
+    );
+    let err = common::fails(&["eval", "--run", &s(&full), "--checkpoint", "first"]);
+    assert!(err.contains("best, last or step-N"), "{err}");
+
     let png = read(&full.join("codebook_usage_test.png"));
     assert_eq!(
         &png[..8],

@@ -28,7 +28,7 @@ use storm_shared::run::{EvalReport, RunDir};
 use storm_shared::trading::ppo::PpoConfig;
 use storm_shared::trading::task::{FeatureSource, TradeParams, TradeReport};
 use storm_shared::trading::EnvConfig;
-use storm_shared::train::checkpoint::{read_state, Checkpointer};
+use storm_shared::train::checkpoint::{read_state, CheckpointChoice, Checkpointer};
 use storm_worker::fault::{self, FaultKind, FAULT_ENV};
 use storm_worker::{JobResult, JobSpec, Step, StepAnnouncement, TradeFeatures};
 
@@ -309,12 +309,14 @@ fn run_step(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<()> {
     let run = RunDir::new(spec.run_dir());
     match step_call(spec, step, max_steps)? {
         StepCall::Pretrain(args) => pretrain(args),
-        StepCall::Eval { split, device } => evaluate_split(&run, split, &device),
+        StepCall::Eval { split, device } => {
+            evaluate_split(&run, split, CheckpointChoice::Best, &device)
+        }
         StepCall::Backtest { split, params } => {
             params.validate()?;
             backtest_split(&run, split, &params)
         }
-        StepCall::Export { device } => export_factors(&run, None, &device),
+        StepCall::Export { device } => export_factors(&run, None, CheckpointChoice::Best, &device),
         StepCall::Trade {
             ticker,
             source,

@@ -11,6 +11,7 @@ use storm_shared::run::evaluate::evaluate;
 use storm_shared::run::export::export as export_run;
 use storm_shared::run::{RunDir, TrainedRun};
 use storm_shared::telemetry;
+use storm_shared::train::checkpoint::CheckpointChoice;
 use storm_shared::train::trainer::{TrainOptions, TrainOutcome, Trainer};
 use tch::Device;
 
@@ -55,6 +56,9 @@ pub struct EvalArgs {
     /// Split to evaluate.
     #[arg(long, default_value = "test")]
     pub split: Split,
+    /// Checkpoint to use: best (by validation; the latest if none), last, or step-N (a kept step).
+    #[arg(long, default_value = "best")]
+    pub checkpoint: CheckpointChoice,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -187,14 +191,19 @@ fn print_outcome(outcome: &TrainOutcome, world: usize, run: &Path) {
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    evaluate_split(&RunDir::new(&a.run), a.split, &a.device)
+    evaluate_split(&RunDir::new(&a.run), a.split, a.checkpoint, &a.device)
 }
 
 /// `storm eval` (and a job's eval step): evaluate, refresh the report, print the summary.
-pub fn evaluate_split(run: &RunDir, split: Split, device: &str) -> Result<()> {
+pub fn evaluate_split(
+    run: &RunDir,
+    split: Split,
+    checkpoint: CheckpointChoice,
+    device: &str,
+) -> Result<()> {
     let device = parse_device(device)?;
     telemetry::watch_gpu_memory(device);
-    let report = TrainedRun::open(run, device, " to evaluate")
+    let report = TrainedRun::open(run, device, checkpoint, " to evaluate")
         .and_then(|trained| evaluate(&trained, split))
         .with_context(|| format!("evaluating {}", run.path().display()))?;
     super::report::refresh(run);
@@ -229,20 +238,28 @@ pub struct ExportArgs {
     /// Output Parquet file (default: <run>/factors.parquet).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Checkpoint to use: best (by validation; the latest if none), last, or step-N (a kept step).
+    #[arg(long, default_value = "best")]
+    pub checkpoint: CheckpointChoice,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
 
 pub fn export(a: ExportArgs) -> Result<()> {
-    export_factors(&RunDir::new(&a.run), a.out, &a.device)
+    export_factors(&RunDir::new(&a.run), a.out, a.checkpoint, &a.device)
 }
 
 /// `storm export` (and a job's export step): write the factors to `out` (default: the run's
 /// `factors.parquet`) and print what was written.
-pub fn export_factors(run: &RunDir, out: Option<PathBuf>, device: &str) -> Result<()> {
+pub fn export_factors(
+    run: &RunDir,
+    out: Option<PathBuf>,
+    checkpoint: CheckpointChoice,
+    device: &str,
+) -> Result<()> {
     let device = parse_device(device)?;
     let out = out.unwrap_or_else(|| run.factors());
-    let summary = TrainedRun::open(run, device, "")
+    let summary = TrainedRun::open(run, device, checkpoint, "")
         .and_then(|trained| export_run(&trained, &out))
         .with_context(|| format!("exporting factors of {}", run.path().display()))?;
     println!(

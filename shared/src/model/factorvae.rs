@@ -99,6 +99,13 @@ impl FactorModel for FactorVae {
         self.head.predict(&self.features(x))
     }
 
+    fn gradient_probe(&self, _weights: &TrainConfig) -> Option<crate::model::GradientProbe> {
+        Some(crate::model::GradientProbe {
+            prefixes: vec!["extractor."],
+            weights: vec![("nll", 1.0), ("kl", self.gamma)],
+        })
+    }
+
     fn predict_with_risk(&self, x: &Tensor) -> (Tensor, Option<Tensor>) {
         let (mu, sigma) = self.head.predict_distribution(&self.features(x));
         (mu, Some(sigma))

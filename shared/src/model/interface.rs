@@ -6,7 +6,7 @@ use tch::{nn, Tensor};
 
 use super::factorvae::FactorVae;
 use super::sequence::SequencePredictor;
-use super::storm::{weighted_total, Storm};
+use super::storm::{term_weights, weighted_total, Storm};
 use crate::config::{ExperimentConfig, ModelKind, TrainConfig};
 use crate::error::Result;
 
@@ -35,6 +35,14 @@ pub struct Embeddings {
     pub cs_codes: Option<Tensor>,
 }
 
+/// What the trainer's gradient probe (`train::grad_probe`) measures for a model: each term's weight in the
+/// objective, and the name prefixes of the parameters every term trains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradientProbe {
+    pub prefixes: Vec<&'static str>,
+    pub weights: Vec<(&'static str, f64)>,
+}
+
 /// A model mapping windows x (B, W, N, D) to next-day return scores (B, N).
 pub trait FactorModel: std::fmt::Debug {
     fn kind(&self) -> ModelKind;
@@ -59,6 +67,11 @@ pub trait FactorModel: std::fmt::Debug {
 
     /// Codes per codebook, for models that have codebooks.
     fn codebook_size(&self) -> Option<i64> {
+        None
+    }
+
+    /// Per-term gradient norms to log, for models whose objective has several terms.
+    fn gradient_probe(&self, _weights: &TrainConfig) -> Option<GradientProbe> {
         None
     }
 }
@@ -120,6 +133,13 @@ impl FactorModel for Storm {
     fn predict_with_risk(&self, x: &Tensor) -> (Tensor, Option<Tensor>) {
         let (mu, sigma) = self.predict_distribution(x);
         (mu, Some(sigma))
+    }
+
+    fn gradient_probe(&self, weights: &TrainConfig) -> Option<GradientProbe> {
+        Some(GradientProbe {
+            prefixes: vec!["ts.embed.", "ts.encoder.", "cs.embed.", "cs.encoder."],
+            weights: term_weights(weights).to_vec(),
+        })
     }
 
     fn embeddings(&self, x: &Tensor) -> Embeddings {

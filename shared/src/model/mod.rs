@@ -40,14 +40,14 @@ pub use factor_head::{
 };
 pub use factorvae::FactorVae;
 pub use fusion::{clip_loss, Clip, Fusion};
-pub use interface::{build_model, Embeddings, FactorModel, ModelOutput};
+pub use interface::{build_model, Embeddings, FactorModel, GradientProbe, ModelOutput};
 pub use patch::{CsPatch, TsPatch};
 pub use quantizer::{
     code_usage, diversity_loss, diversity_loss_from_probs, orthogonality_loss, perplexity,
     record_codebook_usage, QuantOutput, Quantizer,
 };
 pub use sequence::SequencePredictor;
-pub use storm::{weighted_total, BranchLosses, Storm, StormOutput};
+pub use storm::{term_weights, weighted_total, BranchLosses, Storm, StormOutput};
 pub use transformer::{Block, CrossBlock, TokenTransformer};
 
 use tch::nn;

@@ -103,6 +103,25 @@ pub fn weighted_total(out: &StormOutput, w: &TrainConfig) -> Tensor {
         + &out.kl * w.loss_weight_kl
 }
 
+/// Each term's weight in [`weighted_total`], in the order of [`StormOutput::terms`].
+pub fn term_weights(w: &TrainConfig) -> [(&'static str, f64); 13] {
+    [
+        ("recon_ts", w.loss_weight_recon_ts),
+        ("recon_cs", w.loss_weight_recon_cs),
+        ("codebook_ts", 1.0),
+        ("codebook_cs", 1.0),
+        ("commit_ts", w.loss_weight_commit),
+        ("commit_cs", w.loss_weight_commit),
+        ("diversity_ts", w.loss_weight_diversity),
+        ("diversity_cs", w.loss_weight_diversity),
+        ("orthogonal_ts", w.loss_weight_orthogonal),
+        ("orthogonal_cs", w.loss_weight_orthogonal),
+        ("clip", w.loss_weight_clip),
+        ("nll", w.loss_weight_prediction),
+        ("kl", w.loss_weight_kl),
+    ]
+}
+
 /// One branch after encoding and quantisation (and fusion, once applied).
 struct Side {
     /// (B, 1 + L, E) with the CLS at index 0.

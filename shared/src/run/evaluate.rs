@@ -22,6 +22,9 @@ pub struct EvalReport {
     pub split: String,
     pub checkpoint: String,
     pub checkpoint_step: u64,
+    /// `best`, `last` or `step-N`: how the checkpoint was chosen (absent in reports written before the choice existed).
+    #[serde(default)]
+    pub checkpoint_choice: Option<String>,
     #[serde(deserialize_with = "super::null_as_nan")]
     pub rank_ic: f64,
     #[serde(deserialize_with = "super::null_as_nan")]
@@ -103,6 +106,7 @@ pub fn evaluate(run: &TrainedRun, split: Split) -> Result<EvalReport> {
         split: split.name().to_string(),
         checkpoint: run.checkpoint.display().to_string(),
         checkpoint_step: run.checkpoint_step,
+        checkpoint_choice: Some(run.choice.to_string()),
         rank_ic: summary.rank_ic,
         rank_icir: summary.rank_icir,
         ic: summary.ic,

@@ -1,5 +1,5 @@
 //! [`TrainedRun`]: a run directory opened for the tasks that need its model — its config, run info,
-//! prepared panel and the model restored from the evaluation checkpoint (the best one, else the latest),
+//! prepared panel and the model restored from the evaluation checkpoint ([`CheckpointChoice`]: by default the best one, else the latest),
 //! loaded once.
 
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use crate::data::windows::WindowTensors;
 use crate::data::Panel;
 use crate::error::{Error, Result};
 use crate::model::{build_model, FactorModel};
-use crate::train::checkpoint::load_checkpoint;
+use crate::train::checkpoint::{load_checkpoint, CheckpointChoice};
 use crate::train::trainer::evaluation_checkpoint;
 
 pub struct TrainedRun {
@@ -27,16 +27,23 @@ pub struct TrainedRun {
     pub vars: VarStore,
     pub checkpoint: PathBuf,
     pub checkpoint_step: u64,
+    /// How `checkpoint` was chosen.
+    pub choice: CheckpointChoice,
     pub device: Device,
 }
 
 impl TrainedRun {
     /// Opens `dir` on `device`; `purpose` completes the message when there is no checkpoint
     /// ("has no checkpoint{purpose}").
-    pub fn open(dir: &RunDir, device: Device, purpose: &str) -> Result<Self> {
+    pub fn open(
+        dir: &RunDir,
+        device: Device,
+        choice: CheckpointChoice,
+        purpose: &str,
+    ) -> Result<Self> {
         let (config, info) = dir.load()?;
         let panel = Panel::load(&info.data_dir)?;
-        let checkpoint = evaluation_checkpoint(dir.path(), config.train.keep_checkpoints)
+        let checkpoint = evaluation_checkpoint(dir.path(), config.train.keep_checkpoints, choice)?
             .ok_or_else(|| {
                 Error::Run(format!(
                     "{} has no checkpoint{purpose}",
@@ -61,6 +68,7 @@ impl TrainedRun {
             vars,
             checkpoint,
             checkpoint_step: state.step,
+            choice,
             device,
         })
     }

@@ -122,6 +122,16 @@ pub fn record_train_step(s: &StepMetrics) {
     t.epoch.set(s.epoch as i64);
 }
 
+/// Each weighted loss term's gradient norm on the shared encoder (a logging step's probe).
+pub fn record_term_grad_norms(norms: &[(&str, f64)]) {
+    let Some(m) = metrics() else { return };
+    for (term, v) in norms {
+        if v.is_finite() {
+            m.train().term_grad_norm.with_label_values(&[term]).set(*v);
+        }
+    }
+}
+
 /// Perplexity (exp of the usage entropy) and the number of unused codes of per-code counts.
 pub fn usage_health(counts: &[i64]) -> (f64, usize) {
     let total: i64 = counts.iter().filter(|&&c| c > 0).sum();

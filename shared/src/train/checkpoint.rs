@@ -34,6 +34,42 @@ pub struct TrainState {
     pub best_step: Option<u64>,
 }
 
+/// Which checkpoint a finished run is evaluated with: `best` (the best by validation, else the latest; the
+/// default), `last`, or `step-N`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CheckpointChoice {
+    #[default]
+    Best,
+    Last,
+    Step(u64),
+}
+
+impl std::str::FromStr for CheckpointChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "best" => Ok(Self::Best),
+            "last" => Ok(Self::Last),
+            _ => s
+                .strip_prefix("step-")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Step)
+                .ok_or_else(|| format!("`{s}` is not a checkpoint: use best, last or step-N")),
+        }
+    }
+}
+
+impl std::fmt::Display for CheckpointChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Best => f.write_str("best"),
+            Self::Last => f.write_str("last"),
+            Self::Step(n) => write!(f, "step-{n}"),
+        }
+    }
+}
+
 pub struct Checkpointer {
     pub dir: PathBuf,
     pub keep_last: usize,
@@ -145,4 +181,25 @@ pub fn read_state(dir: &Path) -> Result<TrainState> {
     let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     serde_json::from_str(&text)
         .map_err(|e| Error::input(&path, format!("invalid checkpoint state: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CheckpointChoice;
+
+    #[test]
+    fn choices_parse_and_print_back() {
+        for (text, choice) in [
+            ("best", CheckpointChoice::Best),
+            ("last", CheckpointChoice::Last),
+            ("step-120", CheckpointChoice::Step(120)),
+        ] {
+            assert_eq!(text.parse::<CheckpointChoice>(), Ok(choice));
+            assert_eq!(choice.to_string(), text);
+        }
+        for bad in ["", "Best", "step-", "step-x", "120"] {
+            let err = bad.parse::<CheckpointChoice>().unwrap_err();
+            assert!(err.contains("best, last or step-N"), "{err}");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::trainer::{LOSS_LOG, VALID_LOG};
+use super::trainer::{GRAD_NORM_LOG, LOSS_LOG, VALID_LOG};
 use crate::error::{Error, Result};
 use crate::stats::rank_ic::IcSummary;
 
@@ -56,6 +56,7 @@ impl LossRow {
 pub struct LossLog {
     losses: PathBuf,
     valid: PathBuf,
+    grad_norms: PathBuf,
     /// Rank 0 writes; the other ranks keep nothing.
     writes: bool,
 }
@@ -66,11 +67,13 @@ impl LossLog {
         let log = LossLog {
             losses: run_dir.join(LOSS_LOG),
             valid: run_dir.join(VALID_LOG),
+            grad_norms: run_dir.join(GRAD_NORM_LOG),
             writes,
         };
         if writes {
             truncate_log(&log.losses, resumed_step)?;
             truncate_log(&log.valid, resumed_step)?;
+            truncate_log(&log.grad_norms, resumed_step)?;
         }
         Ok(log)
     }
@@ -107,6 +110,29 @@ impl LossLog {
             s.rank_ic, s.rank_icir, s.ic, s.icir, s.n_days
         ));
         append(&self.valid, &text)
+    }
+}
+
+impl LossLog {
+    /// Appends a `grad_norms.csv` row (`step,grad_norm_<term>,…`; the header first when the file is new).
+    pub fn append_grad_norms(&self, step: u64, norms: &[(&'static str, f64)]) -> Result<()> {
+        if !self.writes {
+            return Ok(());
+        }
+        let mut text = String::new();
+        if !self.grad_norms.exists() {
+            text.push_str("step");
+            for (name, _) in norms {
+                text.push_str(&format!(",grad_norm_{name}"));
+            }
+            text.push('\n');
+        }
+        text.push_str(&step.to_string());
+        for (_, v) in norms {
+            text.push_str(&format!(",{v:.6e}"));
+        }
+        text.push('\n');
+        append(&self.grad_norms, &text)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod console;
+pub mod grad_probe;
 pub mod loss_log;
 pub mod optimizer;
 pub mod pending;

@@ -295,6 +295,12 @@ const RECORDED_TINY_PREDICTION_SUM: f64 = 36.770_915_389_060_974;
 
 #[test]
 fn defaults_reproduce_the_recorded_forward() {
+    crate::testing::run_alone("model::storm::tests::recorded_forward_alone");
+}
+
+#[test]
+#[ignore = "draws from libtorch's global RNG; run alone by defaults_reproduce_the_recorded_forward"]
+fn recorded_forward_alone() {
     let (vs, model) = build(&tiny_config(), TINY);
     let (x, y) = batch(4, TINY);
     let out = tch::no_grad(|| model.forward_train(&x, &y, false));
@@ -512,4 +518,32 @@ fn the_storm_stock_experiment_config_differs_from_dj30_small_only_in_the_factor_
     let out = tch::no_grad(|| model.forward_train(&x, &y, false));
     assert_scalars_finite(&out);
     assert_eq!(out.prediction.size(), vec![2, 29]);
+}
+
+#[test]
+fn term_weights_sum_to_the_weighted_total() {
+    let (_vs, model) = build(&tiny_config(), TINY);
+    let (x, y) = batch(3, TINY);
+    let out = tch::no_grad(|| model.forward_train(&x, &y, true));
+    let w = TrainConfig {
+        loss_weight_recon_ts: 0.3,
+        loss_weight_commit: 0.7,
+        loss_weight_kl: 0.2,
+        ..TrainConfig::default()
+    };
+    let weights = term_weights(&w);
+    let by_terms: f64 = out
+        .terms()
+        .iter()
+        .zip(weights)
+        .map(|((name, t), (wname, weight))| {
+            assert_eq!(*name, wname);
+            t.double_value(&[]) * weight
+        })
+        .sum();
+    let total = weighted_total(&out, &w).double_value(&[]);
+    assert!(
+        (by_terms - total).abs() <= 1e-5 * total.abs().max(1.0),
+        "{by_terms} vs {total}"
+    );
 }

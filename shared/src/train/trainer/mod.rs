@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use super::checkpoint::{load_checkpoint, Checkpointer, TrainState, BEST_DIR};
+use super::checkpoint::{load_checkpoint, CheckpointChoice, Checkpointer, TrainState, BEST_DIR};
 use super::console::Console;
+use super::grad_probe::GradProbe;
 use super::loss_log::{LossLog, LossRow};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::pending::PendingRows;
@@ -50,6 +51,7 @@ pub use step::{rank_slice, record_step};
 
 pub const LOSS_LOG: &str = "losses.csv";
 pub const VALID_LOG: &str = "valid.csv";
+pub const GRAD_NORM_LOG: &str = "grad_norms.csv";
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -93,6 +95,8 @@ pub struct Trainer<'a> {
     checkpoints: Checkpointer,
     /// The process group's replicas (world size 1: every exchange a no-op).
     replicas: Replicas,
+    /// Per-term gradient norms on logging steps, for models with several loss terms.
+    grad_probe: Option<GradProbe>,
 }
 
 impl<'a> Trainer<'a> {
@@ -148,6 +152,7 @@ impl<'a> Trainer<'a> {
             warmup_steps: t.warmup_epochs as u64 * per_epoch,
             total_steps: t.epochs as u64 * per_epoch,
         };
+        let grad_probe = GradProbe::new(&vs, model.gradient_probe(t));
         Ok(Trainer {
             tensors: WindowTensors::new(panel, cfg.data.window, opts.device)?,
             checkpoints: Checkpointer::new(run_dir, t.keep_checkpoints),
@@ -161,6 +166,7 @@ impl<'a> Trainer<'a> {
             sampler,
             valid_ends,
             schedule,
+            grad_probe,
             replicas: Replicas::single(),
         })
     }
@@ -397,13 +403,34 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// Path of the checkpoint a finished run is evaluated with: `best/`, else the latest step.
-pub fn evaluation_checkpoint(run_dir: &Path, keep: usize) -> Option<PathBuf> {
+/// Path of the checkpoint a finished run is evaluated with (see [`CheckpointChoice`]); `None` when the run
+/// has no checkpoint at all. A named step that is not on disk is an error listing the kept ones.
+pub fn evaluation_checkpoint(
+    run_dir: &Path,
+    keep: usize,
+    choice: CheckpointChoice,
+) -> Result<Option<PathBuf>> {
     let ckpt = Checkpointer::new(run_dir, keep);
     let best = ckpt.dir.join(BEST_DIR);
-    if best.join(super::checkpoint::STATE_FILE).exists() {
-        Some(best)
-    } else {
-        ckpt.latest()
-    }
+    Ok(match choice {
+        CheckpointChoice::Best if best.join(super::checkpoint::STATE_FILE).exists() => Some(best),
+        CheckpointChoice::Best | CheckpointChoice::Last => ckpt.latest(),
+        CheckpointChoice::Step(step) => {
+            let kept = ckpt.list();
+            match kept.iter().find(|(s, _)| *s == step) {
+                Some((_, path)) => Some(path.clone()),
+                None if kept.is_empty() => None,
+                None => {
+                    return Err(Error::Run(format!(
+                        "{} has no checkpoint at step {step}; kept steps: {}",
+                        run_dir.display(),
+                        kept.iter()
+                            .map(|(s, _)| s.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+            }
+        }
+    })
 }

@@ -23,6 +23,8 @@ pub(super) struct StepOutput {
     /// Loss as a host value, mean over ranks.
     pub(super) loss: f64,
     pub(super) grad_norm: f64,
+    /// Each weighted term's gradient norm on the shared encoder (rank 0, logging steps; else empty).
+    pub(super) term_grad_norms: Vec<(&'static str, f64)>,
     pub(super) lr: f64,
     /// The update was applied (the loss and gradient norm were finite).
     pub(super) taken: bool,
@@ -66,7 +68,13 @@ impl Trainer<'_> {
         let lr = self.schedule.lr(state.step);
         self.opt.zero_grad();
         let mut grad_norm = f64::NAN;
+        let mut term_grad_norms = Vec::new();
         if loss.is_finite() {
+            if let Some(probe) = self.grad_probe.as_ref().filter(|_| {
+                self.replicas.is_rank0() && (state.step + 1).is_multiple_of(t.log_every)
+            }) {
+                term_grad_norms = probe.measure(&out.terms)?;
+            }
             out.loss.backward();
             self.replicas.mean_gradients()?;
             grad_norm = self.opt.clip_grad_norm(t.grad_clip);
@@ -82,6 +90,7 @@ impl Trainer<'_> {
             out,
             loss,
             grad_norm,
+            term_grad_norms,
             lr,
             taken,
             local_samples: local.len() as u64,
@@ -121,6 +130,10 @@ impl Trainer<'_> {
             epoch: state.epoch,
             terms,
         });
+        if !step.term_grad_norms.is_empty() {
+            log.append_grad_norms(state.step, &step.term_grad_norms)?;
+            telemetry::record_term_grad_norms(&step.term_grad_norms);
+        }
         let rate = console.step_done(state.step, state.samples_seen, step.loss);
         if log_now {
             if let Some(codes) = self.model.codebook_size() {

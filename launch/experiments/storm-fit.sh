@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Issue 19's fit experiment: trains each variant below on the bundled DJ30 data for each seed, then evaluates the
+# last and the best-on-valid checkpoint on train, valid and test. One CSV row per (variant, seed, checkpoint, split)
+# goes to <out>/fit.csv; rerunning skips finished runs (a killed run is resumed).
+#   bash launch/experiments/storm-fit.sh --out runs/fit [--epochs 20] [--seeds "7 8 9"] [--only NAME,...] [--storm PATH]
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CACHE=${STORM_CACHE:-$HOME/.cache/storm}
+STORM=${CARGO_TARGET_DIR:-$CACHE/target}/release/storm
+out="" epochs=20 seeds="7" only=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out=$2; shift ;;
+    --epochs) epochs=$2; shift ;;
+    --seeds) seeds=$2; shift ;;
+    --only) only=$2; shift ;;
+    --storm) STORM=$2; shift ;;
+    *) echo "usage: $0 --out DIR [--epochs N] [--seeds \"S ...\"] [--only NAME,...] [--storm PATH]" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -n "$out" ] || { echo "--out is required" >&2; exit 2; }
+[ -x "$STORM" ] || { echo "no storm binary at $STORM (bash launch/run.sh build)" >&2; exit 2; }
+mkdir -p "$out"
+C=$ROOT/configs
+# name | config | --set overrides (space-separated)
+variants=(
+  "storm-mean|$C/dj30-small.toml|"
+  "factorvae|$C/factorvae.toml|"
+  "storm-attention|$C/experiments/storm-stock.toml|model.reconstruction=mean"
+  "gru|$C/gru.toml|"
+  "storm-attention-noid|$C/experiments/storm-stock.toml|model.reconstruction=mean model.stock_embedding=none"
+  "storm-attention-sqnorm|$C/experiments/storm-stock.toml|"
+)
+data=$out/data
+if [ ! -f "$data/manifest.json" ]; then
+  "$STORM" data prepare --config "$C/dj30-small.toml" --out "$data" >"$out/data.log" 2>&1 \
+    || { cat "$out/data.log" >&2; exit 1; }
+fi
+csv=$out/fit.csv
+[ -f "$csv" ] || echo "variant,seed,epochs,checkpoint,checkpoint_step,split,rank_ic,rank_icir,ic,n_days" >"$csv"
+for v in "${variants[@]}"; do
+  IFS='|' read -r name config sets <<<"$v"
+  if [ -n "$only" ] && [[ ",$only," != *",$name,"* ]]; then continue; fi
+  for seed in $seeds; do
+    run=$out/$name-s$seed
+    if grep -q "^$name,$seed,$epochs," "$csv"; then echo "done: $run"; continue; fi
+    args=(--config "$config" --out "$run" --data "$data" --seed "$seed" --set "train.epochs=$epochs")
+    for s in $sets; do args+=(--set "$s"); done
+    [ -d "$run/checkpoints" ] && args+=(--resume)
+    echo "$(date +%T) train $name seed $seed ($epochs epochs)"
+    "$STORM" pretrain "${args[@]}" >"$run.train.log" 2>&1 || { tail -5 "$run.train.log" >&2; continue; }
+    for ck in last best; do
+      for split in train valid test; do
+        "$STORM" eval --run "$run" --split "$split" --checkpoint "$ck" >>"$run.eval.log" 2>&1
+        python3 - "$run/eval_$split.json" "$name,$seed,$epochs,$ck" >>"$csv" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{sys.argv[2]},{r['checkpoint_step']},{r['split']},{r['rank_ic']},{r['rank_icir']},{r['ic']},{r['n_days']}")
+PY
+      done
+    done
+    echo "$(date +%T) $(grep "^$name,$seed,$epochs,last,.*,train," "$csv")"
+  done
+done
