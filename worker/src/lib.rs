@@ -13,6 +13,7 @@
 //! - [`tail`]: following files a child appends to. [`fault`]: the `STORM_FAULT` test hook.
 
 pub mod actor;
+pub mod child;
 pub mod fault;
 pub mod host;
 pub mod protocol;

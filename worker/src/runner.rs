@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use storm_shared::train::progress::TrainProgress;
 
+use crate::child::die_with_parent;
 use crate::protocol::{JobOutcome, JobResult, JobSpec, Progress, StepAnnouncement};
 use crate::tail::{last_lines, Tail};
 
@@ -108,29 +109,6 @@ impl ProcessRunner {
             .map_err(|e| format!("could not start {}: {e}", self.exe.display()))
     }
 }
-
-/// Makes the child receive SIGKILL when the thread that spawned it (the worker's thread, alive for as long
-/// as the worker) or the whole parent process dies.
-#[cfg(target_os = "linux")]
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of the parent.
-    let parent = unsafe { libc::getpid() };
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // the parent may have died before prctl took effect
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_cmd: &mut Command) {}
 
 /// Kills a child's whole process group.
 fn kill_group(pid: u32) {

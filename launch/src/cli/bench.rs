@@ -295,7 +295,7 @@ impl XorShift {
 }
 
 /// A synthetic random-walk series with `days` days and 32 random features.
-fn rollout_series(days: usize) -> Result<std::sync::Arc<storm_shared::trading::Series>> {
+fn rollout_series(days: usize) -> Result<std::sync::Arc<storm_shared::trading::PriceSeries>> {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut prices = vec![100.0f64];
     for _ in 1..days {
@@ -305,9 +305,9 @@ fn rollout_series(days: usize) -> Result<std::sync::Arc<storm_shared::trading::S
     let features = (0..days * 32)
         .map(|_| (2.0 * rng.unit() - 1.0) as f32)
         .collect();
-    Ok(std::sync::Arc::new(storm_shared::trading::Series::new(
-        prices, features, 32,
-    )?))
+    Ok(std::sync::Arc::new(
+        storm_shared::trading::PriceSeries::new(prices, features, 32)?,
+    ))
 }
 
 fn bench_rollout(a: RolloutBenchArgs) -> Result<()> {

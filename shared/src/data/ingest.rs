@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::dates::{day_string, days_from_date};
 use super::embedded;
 use crate::config::BUILTIN_DJ30;
 use crate::error::{Error, Result};
@@ -235,7 +236,6 @@ fn parse_dates(path: &Path, name: &str, col: &Column) -> Result<Column> {
     let ca = strings.str()?;
     const FORMATS: [&str; 4] = ["%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%m/%d/%Y"];
     let mut days: Vec<i32> = Vec::with_capacity(ca.len());
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
     for (i, v) in ca.iter().enumerate() {
         let s = v.map(str::trim).unwrap_or("");
         // Timestamps such as "2020-01-02 00:00:00" carry the date in their first 10 characters.
@@ -244,7 +244,7 @@ fn parse_dates(path: &Path, name: &str, col: &Column) -> Result<Column> {
             .iter()
             .find_map(|f| NaiveDate::parse_from_str(head, f).ok());
         match parsed {
-            Some(d) => days.push((d - epoch).num_days() as i32),
+            Some(d) => days.push(days_from_date(d)),
             None => {
                 return Err(Error::input(
                     path,
@@ -384,9 +384,7 @@ fn check_duplicates(path: &Path, frame: &DataFrame) -> Result<()> {
     for pair in order.windows(2) {
         let (a, b) = (pair[0], pair[1]);
         if tickers[a] == tickers[b] && dates[a] == dates[b] {
-            let day = NaiveDate::from_num_days_from_ce_opt(dates[a] + 719_163)
-                .map(|d| d.to_string())
-                .unwrap_or_default();
+            let day = day_string(dates[a]);
             return Err(Error::input(
                 path,
                 format!(

@@ -1,6 +1,7 @@
 //! The data pipeline: ingest (CSV/Parquet, validated) → causal features → causal scaling → feature store
 //! (Parquet + manifest) → dense panel → windows and batches; plus the synthetic market.
 
+pub mod dates;
 pub mod embedded;
 pub mod features;
 pub mod ingest;

@@ -7,6 +7,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use polars::prelude::*;
 
+use super::dates::date_from_days;
 use super::features::{LABEL, PRICE};
 use super::ingest::{DATE, TICKER};
 use super::manifest::{Manifest, FEATURES_FILE};
@@ -95,11 +96,13 @@ impl Panel {
         for (row, v) in frame.column(PRICE)?.f64()?.iter().enumerate() {
             prices[cell[row]] = v.unwrap_or(f64::NAN);
         }
-        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
         let dates = unique
             .iter()
-            .map(|d| epoch + chrono::Duration::days(*d as i64))
-            .collect();
+            .map(|&d| {
+                date_from_days(d)
+                    .ok_or_else(|| Error::Data(format!("features file: day {d} is out of range")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Panel {
             dates,
             tickers: manifest.tickers.clone(),

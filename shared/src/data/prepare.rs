@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::dates::day_string;
 use super::features::{feature_names, ticker_features, FEATURE_HISTORY};
 use super::ingest::{read_prices, Source, DATE, TICKER};
 use super::manifest::{Manifest, FEATURES_FILE, MANIFEST_FILE};
@@ -218,12 +219,6 @@ fn concat_frames(parts: Vec<DataFrame>) -> Result<DataFrame> {
     }
     out.rechunk_mut();
     Ok(out)
-}
-
-/// ISO date of a polars Date value (days since 1970-01-01).
-fn day_string(days: i32) -> String {
-    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-    (epoch + chrono::Duration::days(days as i64)).to_string()
 }
 
 fn build_manifest(

@@ -9,6 +9,7 @@ use polars::prelude::*;
 
 use super::topk_drop::validate_cost_and_cash;
 use super::{Market, WealthSeries};
+use crate::data::dates::date_from_days;
 use crate::data::embedded::DJI_CSV_GZ;
 use crate::data::ingest::{parse_table, read_table, Format};
 use crate::error::{Error, Result};
@@ -141,7 +142,6 @@ fn line_of(i: usize) -> usize {
 }
 
 fn parse_dates(path: &Path, col: &Column) -> Result<Vec<NaiveDate>> {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
     let as_date = match col.dtype() {
         DataType::Date => Some(col.clone()),
         DataType::Datetime(_, _) => Some(col.cast(&DataType::Date)?),
@@ -154,8 +154,9 @@ fn parse_dates(path: &Path, col: &Column) -> Result<Vec<NaiveDate>> {
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                d.map(|d| epoch + chrono::Duration::days(d as i64))
-                    .ok_or_else(|| Error::input(path, format!("row {}: missing date", i + 1)))
+                d.and_then(date_from_days).ok_or_else(|| {
+                    Error::input(path, format!("row {}: missing or invalid date", i + 1))
+                })
             })
             .collect();
     }

@@ -8,6 +8,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use polars::prelude::*;
 
+use crate::data::dates::date_from_days;
 use crate::eval::frame::RISK_COLUMN;
 
 use crate::error::{Error, Result};
@@ -173,7 +174,6 @@ fn frame_rows(path: &Path, frame: &DataFrame) -> Result<Vec<Row>> {
     let tickers = tickers.str()?;
     let scores = floats(path, frame, "score")?;
     let labels = floats(path, frame, "label")?;
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
     let mut rows = Vec::with_capacity(frame.height());
     for (i, (day, ticker)) in days.iter().zip(tickers.iter()).enumerate() {
         let (Some(day), Some(ticker)) = (day, ticker) else {
@@ -182,7 +182,9 @@ fn frame_rows(path: &Path, frame: &DataFrame) -> Result<Vec<Row>> {
                 format!("row {}: missing date or ticker", i + 1),
             ));
         };
-        let date = epoch + chrono::Duration::days(*day as i64);
+        let date = date_from_days(*day).ok_or_else(|| {
+            Error::input(path, format!("row {}: date {day} is out of range", i + 1))
+        })?;
         rows.push((date, ticker.to_string(), scores[i], labels[i]));
     }
     Ok(rows)

@@ -14,12 +14,13 @@ use polars::prelude::*;
 
 use super::dir::RunDir;
 use super::publish::{publish, ReportFiles};
+use crate::data::dates::date_from_days;
 use crate::data::Panel;
 use crate::error::{Error, Result};
 use crate::trading::task::{
     actions_csv, FeatureSource, SplitSeries, TickerData, TradeOutcome, TradeReport,
 };
-use crate::trading::Series;
+use crate::trading::PriceSeries;
 
 impl TradeReport {
     /// Reads the report `storm trade` wrote for `ticker` on `source` states.
@@ -94,10 +95,6 @@ fn read_factor_rows(path: &Path, ticker: &str) -> Result<FactorRows> {
     Ok(out)
 }
 
-fn date_of(day: i32) -> Option<NaiveDate> {
-    NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_signed(chrono::Duration::days(day as i64))
-}
-
 /// Collects one split's days (in date order) that have a finite positive price and a finite state.
 #[derive(Default)]
 struct SplitBuilder {
@@ -119,7 +116,7 @@ impl SplitBuilder {
         let states = self.rows.into_iter().flat_map(|r| r.2).collect();
         Ok(SplitSeries {
             dates,
-            series: Arc::new(Series::new(prices, states, dim)?),
+            series: Arc::new(PriceSeries::new(prices, states, dim)?),
         })
     }
 }
@@ -182,7 +179,9 @@ fn split_rows(
             "test" => 2,
             _ => continue,
         };
-        let Some(date) = date_of(day) else { continue };
+        let Some(date) = date_from_days(day) else {
+            continue;
+        };
         let Some(&t) = day_index.get(&date) else {
             continue;
         };

@@ -41,14 +41,14 @@ impl Action {
 
 /// A validated price series with its per-day observation features, shared (via `Arc`) by environments.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Series {
+pub struct PriceSeries {
     prices: Vec<f64>,
     /// (T + 1) × F row-major.
     features: Vec<f32>,
     n_features: usize,
 }
 
-impl Series {
+impl PriceSeries {
     /// `prices[t]` (finite, > 0) and `features[t * n_features..(t + 1) * n_features]` for each day t; at
     /// least 2 days (one step).
     pub fn new(prices: Vec<f64>, features: Vec<f32>, n_features: usize) -> Result<Self> {
@@ -80,7 +80,7 @@ impl Series {
                 features[i]
             )));
         }
-        Ok(Series {
+        Ok(PriceSeries {
             prices,
             features,
             n_features,
@@ -167,7 +167,7 @@ pub struct StepInfo {
 
 /// The result of [`TradingEnv::step`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step {
+pub struct Transition {
     /// Observation of the next day: its features then the position (0 flat, 1 long).
     pub obs: Vec<f32>,
     /// (V_{t+1} − V_t) / V_t.
@@ -177,10 +177,10 @@ pub struct Step {
     pub info: StepInfo,
 }
 
-/// One stock, traded all-in / all-out over the days `start..=end` of a [`Series`].
+/// One stock, traded all-in / all-out over the days `start..=end` of a [`PriceSeries`].
 #[derive(Debug, Clone)]
 pub struct TradingEnv {
-    series: Arc<Series>,
+    series: Arc<PriceSeries>,
     config: EnvConfig,
     start: usize,
     end: usize,
@@ -195,14 +195,14 @@ pub struct TradingEnv {
 
 impl TradingEnv {
     /// An environment over the whole series, already reset.
-    pub fn new(series: Arc<Series>, config: EnvConfig) -> Result<Self> {
+    pub fn new(series: Arc<PriceSeries>, config: EnvConfig) -> Result<Self> {
         let last = series.len() - 1;
         Self::window(series, config, 0, last)
     }
 
     /// An environment over the days `start..=end` (at least one step), already reset.
     pub fn window(
-        series: Arc<Series>,
+        series: Arc<PriceSeries>,
         config: EnvConfig,
         start: usize,
         end: usize,
@@ -255,7 +255,7 @@ impl TradingEnv {
     }
 
     /// Trade `action` (0 sell, 1 hold, 2 buy) at today's price and move to the next day.
-    pub fn step(&mut self, action: usize) -> Result<Step> {
+    pub fn step(&mut self, action: usize) -> Result<Transition> {
         let action = Action::from_index(action)?;
         if self.is_done() {
             return Err(Error::Trading(format!(
@@ -271,7 +271,7 @@ impl TradingEnv {
         self.wealth.push(after);
         self.traded_value.push(traded_value);
         self.cost.push(cost);
-        Ok(Step {
+        Ok(Transition {
             obs: self.observation(),
             reward: (after - before) / before,
             done: self.is_done(),
@@ -393,7 +393,7 @@ mod tests {
     fn env(prices: &[f64], rate: f64, cash: f64) -> TradingEnv {
         let n = prices.len();
         let features: Vec<f32> = (0..n).map(|t| t as f32).collect();
-        let series = Series::new(prices.to_vec(), features, 1).unwrap();
+        let series = PriceSeries::new(prices.to_vec(), features, 1).unwrap();
         let config = EnvConfig {
             cost_rate: rate,
             initial_cash: cash,
@@ -483,7 +483,7 @@ mod tests {
 
     #[test]
     fn window_uses_its_days() {
-        let series = Arc::new(Series::new(vec![1.0, 2.0, 4.0, 8.0], vec![0.0; 4], 1).unwrap());
+        let series = Arc::new(PriceSeries::new(vec![1.0, 2.0, 4.0, 8.0], vec![0.0; 4], 1).unwrap());
         let mut env = TradingEnv::window(series.clone(), EnvConfig::default(), 1, 2).unwrap();
         assert_eq!(env.n_steps(), 1);
         let s = env.step(2).unwrap();
@@ -497,13 +497,13 @@ mod tests {
 
     #[test]
     fn invalid_inputs_are_errors() {
-        assert!(Series::new(vec![1.0, 2.0], vec![0.0; 3], 2).is_err());
-        assert!(Series::new(vec![1.0, 0.0], vec![0.0; 2], 1).is_err());
-        assert!(Series::new(vec![1.0, -3.0], vec![0.0; 2], 1).is_err());
-        assert!(Series::new(vec![1.0, f64::NAN], vec![0.0; 2], 1).is_err());
-        assert!(Series::new(vec![1.0, 2.0], vec![0.0, f32::INFINITY], 1).is_err());
-        assert!(Series::new(vec![1.0], vec![0.0], 1).is_err());
-        let series = Arc::new(Series::new(vec![1.0, 2.0], vec![0.0; 2], 1).unwrap());
+        assert!(PriceSeries::new(vec![1.0, 2.0], vec![0.0; 3], 2).is_err());
+        assert!(PriceSeries::new(vec![1.0, 0.0], vec![0.0; 2], 1).is_err());
+        assert!(PriceSeries::new(vec![1.0, -3.0], vec![0.0; 2], 1).is_err());
+        assert!(PriceSeries::new(vec![1.0, f64::NAN], vec![0.0; 2], 1).is_err());
+        assert!(PriceSeries::new(vec![1.0, 2.0], vec![0.0, f32::INFINITY], 1).is_err());
+        assert!(PriceSeries::new(vec![1.0], vec![0.0], 1).is_err());
+        let series = Arc::new(PriceSeries::new(vec![1.0, 2.0], vec![0.0; 2], 1).unwrap());
         for config in [
             EnvConfig {
                 cost_rate: -0.1,

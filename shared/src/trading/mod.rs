@@ -15,5 +15,5 @@ pub mod ppo;
 pub mod task;
 pub mod vec_env;
 
-pub use env::{Action, EnvConfig, Series, Step, StepInfo, TradingEnv};
+pub use env::{Action, EnvConfig, PriceSeries, StepInfo, TradingEnv, Transition};
 pub use vec_env::VecEnv;

@@ -363,7 +363,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
-    use crate::trading::env::{EnvConfig, Series};
+    use crate::trading::env::{EnvConfig, PriceSeries};
 
     #[test]
     fn gae_three_steps_by_hand() {
@@ -396,7 +396,7 @@ mod tests {
     }
 
     /// Feature f_t = ±1 at random; the price moves by +2 % × f_t from day t to t + 1.
-    fn planted(days: usize, seed: u64) -> Arc<Series> {
+    fn planted(days: usize, seed: u64) -> Arc<PriceSeries> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let features: Vec<f32> = (0..days)
             .map(|_| if rng.random_bool(0.5) { 1.0 } else { -1.0 })
@@ -405,7 +405,7 @@ mod tests {
         for f in &features[..days - 1] {
             prices.push(prices.last().unwrap() * (1.0 + 0.02 * *f as f64));
         }
-        Arc::new(Series::new(prices, features, 1).unwrap())
+        Arc::new(PriceSeries::new(prices, features, 1).unwrap())
     }
 
     #[test]

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use super::env::{Action, EnvConfig, Series, TradingEnv};
+use super::env::{Action, EnvConfig, PriceSeries, TradingEnv};
 use super::ppo::{Ppo, PpoConfig};
 use super::vec_env::VecEnv;
 use crate::error::{Error, Result};
@@ -41,7 +41,7 @@ impl FeatureSource {
 #[derive(Debug, Clone)]
 pub struct SplitSeries {
     pub dates: Vec<NaiveDate>,
-    pub series: Arc<Series>,
+    pub series: Arc<PriceSeries>,
 }
 
 /// A ticker's train / valid / test series.
@@ -189,7 +189,7 @@ pub struct TradeOutcome {
 
 /// `n_envs` environments on seeded random windows of `window` steps (at most the whole series).
 pub fn train_envs(
-    series: &Arc<Series>,
+    series: &Arc<PriceSeries>,
     env: EnvConfig,
     n_envs: usize,
     window: usize,
@@ -233,7 +233,7 @@ fn restore(ppo: &Ppo, saved: &[(String, Tensor)]) {
 /// Greedy episode over the whole series: the wealth series' environment and the action of each step.
 fn greedy_episode(
     ppo: &Ppo,
-    series: &Arc<Series>,
+    series: &Arc<PriceSeries>,
     env: EnvConfig,
 ) -> Result<(TradingEnv, Vec<Action>)> {
     let mut e = TradingEnv::new(series.clone(), env)?;
@@ -255,7 +255,7 @@ fn cumulative_wealth(env: &TradingEnv) -> f64 {
 }
 
 /// Buy on the first day, hold to the end (one cost).
-pub fn buy_and_hold(series: &Arc<Series>, env: EnvConfig) -> Result<TradingEnv> {
+pub fn buy_and_hold(series: &Arc<PriceSeries>, env: EnvConfig) -> Result<TradingEnv> {
     let mut e = TradingEnv::new(series.clone(), env)?;
     let mut action = Action::Buy;
     while !e.is_done() {
@@ -426,7 +426,7 @@ mod tests {
         let features = (0..n).map(|i| (i % 3) as f32).collect();
         SplitSeries {
             dates,
-            series: Arc::new(Series::new(prices, features, 1).unwrap()),
+            series: Arc::new(PriceSeries::new(prices, features, 1).unwrap()),
         }
     }
 

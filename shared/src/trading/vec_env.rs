@@ -110,12 +110,12 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::trading::env::{EnvConfig, Series};
+    use crate::trading::env::{EnvConfig, PriceSeries};
 
-    fn series() -> Arc<Series> {
+    fn series() -> Arc<PriceSeries> {
         let prices = vec![10.0, 11.0, 9.0, 12.0, 12.5, 8.0];
         let features = (0..12).map(|i| i as f32 * 0.5).collect();
-        Arc::new(Series::new(prices, features, 2).unwrap())
+        Arc::new(PriceSeries::new(prices, features, 2).unwrap())
     }
 
     #[test]
@@ -170,7 +170,7 @@ mod tests {
     fn bad_inputs_are_errors() {
         assert!(VecEnv::new(Vec::new()).is_err());
         let s = series();
-        let other = Arc::new(Series::new(vec![1.0, 2.0], vec![0.0; 2], 1).unwrap());
+        let other = Arc::new(PriceSeries::new(vec![1.0, 2.0], vec![0.0; 2], 1).unwrap());
         let cfg = EnvConfig::default();
         let mixed = vec![
             TradingEnv::new(s.clone(), cfg).unwrap(),
