@@ -6,6 +6,7 @@
 //! <run>/run.json                         RunInfo: data directory, seed, device, version
 //! <run>/data/                            the prepared feature store (unless an existing one was given)
 //! <run>/losses.csv, valid.csv            training and validation logs
+//! <run>/grad_norms.csv                   per-term gradient norms on the shared encoder (logging steps)
 //! <run>/train.json                       the trainer's outcome
 //! <run>/checkpoints/step-*/, best/       checkpoints
 //! <run>/predictions_<split>.parquet      `storm eval`
@@ -33,11 +34,13 @@ pub struct RunDir {
 pub const CONFIG_FILE: &str = "config.toml";
 pub const RUN_FILE: &str = "run.json";
 pub const DATA_DIR: &str = "data";
-pub const LOSSES_FILE: &str = "losses.csv";
-pub const VALID_FILE: &str = "valid.csv";
+// The trainer and the checkpointer sit below this layer and write these; their names are defined there once.
+pub const LOSSES_FILE: &str = crate::train::trainer::LOSS_LOG;
+pub const VALID_FILE: &str = crate::train::trainer::VALID_LOG;
+pub const GRAD_NORMS_FILE: &str = crate::train::trainer::GRAD_NORM_LOG;
 pub const TRAIN_FILE: &str = "train.json";
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
-pub const BEST_CHECKPOINT_DIR: &str = "best";
+pub const BEST_CHECKPOINT_DIR: &str = crate::train::checkpoint::BEST_DIR;
 pub const FACTORS_FILE: &str = "factors.parquet";
 pub const REPORT_FILE: &str = "report.md";
 pub const LOSS_CURVES_PNG: &str = "loss_curves.png";
@@ -106,6 +109,9 @@ impl RunDir {
     }
     pub fn valid_csv(&self) -> PathBuf {
         self.join(VALID_FILE)
+    }
+    pub fn grad_norms_csv(&self) -> PathBuf {
+        self.join(GRAD_NORMS_FILE)
     }
     pub fn train_json(&self) -> PathBuf {
         self.join(TRAIN_FILE)
@@ -210,15 +216,12 @@ mod tests {
         assert_eq!(run.name(), "r");
     }
 
-    /// The trainer and the checkpointer still spell their names (they sit below this layer); they must agree.
+    /// The checkpointer builds its folder from the run directory itself; it must be the one read here.
     #[test]
-    fn the_trainer_writes_the_names_this_layout_reads() {
-        use crate::train::checkpoint::{Checkpointer, BEST_DIR};
-        use crate::train::trainer::{LOSS_LOG, VALID_LOG};
+    fn the_checkpointer_writes_where_this_layout_reads() {
+        use crate::train::checkpoint::Checkpointer;
         let run = RunDir::new("/r");
-        assert_eq!(LOSS_LOG, LOSSES_FILE);
-        assert_eq!(VALID_LOG, VALID_FILE);
-        assert_eq!(BEST_DIR, BEST_CHECKPOINT_DIR);
         assert_eq!(Checkpointer::new(run.path(), 1).dir, run.checkpoints());
+        assert_eq!(run.grad_norms_csv(), PathBuf::from("/r/grad_norms.csv"));
     }
 }

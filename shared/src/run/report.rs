@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::csv_log::{draw_loss_curves, CsvLog};
-use super::dir::{file_name, RunDir, CONFIG_FILE, LOSSES_FILE, VALID_FILE};
+use super::dir::{file_name, RunDir, CONFIG_FILE, GRAD_NORMS_FILE, LOSSES_FILE, VALID_FILE};
 use crate::config::Split;
 use crate::error::{Error, Result};
 
@@ -171,7 +171,47 @@ fn training_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) -
     if let Some(valid) = CsvLog::read(&run.valid_csv())?.filter(|l| !l.rows.is_empty()) {
         validation_table(&valid, md);
     }
+    if let Some(norms) = CsvLog::read(&run.grad_norms_csv())?.filter(|l| !l.rows.is_empty()) {
+        gradient_balance_table(&norms, md);
+    }
     Ok(())
+}
+
+/// Each weighted term's pull on the shared encoder: its gradient norm at the first and the last probed
+/// step, and its share of the sum of norms at the last one.
+fn gradient_balance_table(norms: &CsvLog, md: &mut String) {
+    let (first, last) = (&norms.rows[0], &norms.rows[norms.rows.len() - 1]);
+    let terms: Vec<(usize, &str)> = norms
+        .columns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c.strip_prefix("grad_norm_")?)))
+        .collect();
+    let total: f64 = terms
+        .iter()
+        .map(|&(i, _)| last[i])
+        .filter(|v| v.is_finite())
+        .sum();
+    let _ = writeln!(
+        md,
+        "Gradient balance (`{GRAD_NORMS_FILE}`: ‖∇ weight·term‖ on the shared encoder; {} probed steps, \
+         {} .. {}):\n",
+        norms.rows.len(),
+        first[0],
+        last[0]
+    );
+    md.push_str("| term | first | last | share of last |\n|---|---|---|---|\n");
+    for (i, term) in terms {
+        let share = (total > 0.0).then(|| last[i] / total);
+        let _ = writeln!(
+            md,
+            "| {term} | {:.3e} | {:.3e} | {} |",
+            first[i],
+            last[i],
+            share.map_or("n/a".into(), |s| format!("{:.1} %", 100.0 * s))
+        );
+    }
+    md.push('\n');
 }
 
 fn validation_table(valid: &CsvLog, md: &mut String) {
@@ -392,5 +432,25 @@ mod tests {
         assert!(md.contains("| 3 | **0.9000** |"), "{md}");
         assert!(md.contains("| 19 | 0.1000 |"), "{md}");
         assert!(!md.contains("| 5 | 0.1000 |"), "{md}");
+    }
+
+    #[test]
+    fn gradient_balance_shows_each_terms_share_of_the_last_probe() {
+        let log = CsvLog {
+            columns: vec![
+                "step".into(),
+                "grad_norm_nll".into(),
+                "grad_norm_recon_ts".into(),
+            ],
+            rows: vec![vec![50.0, 2.0, 1.0], vec![100.0, 3.0, 1.0]],
+        };
+        let mut md = String::new();
+        gradient_balance_table(&log, &mut md);
+        assert!(md.contains("2 probed steps, 50 .. 100"), "{md}");
+        assert!(md.contains("| nll | 2.000e0 | 3.000e0 | 75.0 % |"), "{md}");
+        assert!(
+            md.contains("| recon_ts | 1.000e0 | 1.000e0 | 25.0 % |"),
+            "{md}"
+        );
     }
 }
