@@ -16,7 +16,7 @@ fn tiny_setup(dir: &Path, tickers: usize, days: usize) -> PathBuf {
         tickers,
         days,
         &format!(
-            "{}checkpoint_every = 4\nkeep_checkpoints = 2\n",
+            "{}checkpoint_every = 4\nkeep_checkpoints = 2\nlog_every = 4\n",
             common::TINY_MODEL
         ),
     )
@@ -177,6 +177,21 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     );
     let err = common::fails(&["eval", "--run", &s(&full), "--checkpoint", "first"]);
     assert!(err.contains("best, last or step-N"), "{err}");
+
+    // diagnose: every split with a HAC t-statistic, the validation curve, the gradient balance
+    let text = ok(&["diagnose", "--run", &s(&full), "--checkpoint", "last"]);
+    assert!(text.contains("| train |") && text.contains("| test |"), "{text}");
+    let d: serde_json::Value =
+        serde_json::from_slice(&read(&full.join("diagnose.json"))).unwrap();
+    assert_eq!(d["checkpoint_step"], 36);
+    assert_eq!(d["splits"].as_array().unwrap().len(), 3);
+    let train = &d["splits"][0];
+    assert_eq!(train["split"], "train");
+    assert!(train["rank_ic"]["n"].as_u64().unwrap() > 10);
+    assert!(train["rank_ic"]["t_stat"].as_f64().unwrap().is_finite());
+    assert!(train["rank_autocorrelation"].as_f64().unwrap().abs() <= 1.0);
+    assert!(!d["grad_norms"].as_array().unwrap().is_empty());
+    assert!(full.join("diagnose.md").exists());
 
     let png = read(&full.join("codebook_usage_test.png"));
     assert_eq!(

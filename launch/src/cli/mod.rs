@@ -61,6 +61,9 @@ pub enum Command {
     Eval(train::EvalArgs),
     /// Export factor embeddings and codebook indices per (date, stock) as Parquet.
     Export(train::ExportArgs),
+    /// What a run learned: RankIC per split with HAC t-statistics, rank autocorrelation, memorisation,
+    /// validation curve, gradient balance (diagnose.md).
+    Diagnose(train::DiagnoseArgs),
     /// Portfolio backtest of a run's predictions: TopK-Drop vs equal weight and an index.
     Backtest(backtest::BacktestArgs),
     /// Single-stock trading: PPO on a ticker's factor embeddings (or raw features) vs Buy&Hold.
@@ -132,6 +135,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Pretrain(a) => train::pretrain(a),
         Command::Eval(a) => train::eval(a),
         Command::Export(a) => train::export(a),
+        Command::Diagnose(a) => train::diagnose(a),
         Command::Backtest(a) => backtest::run(a),
         Command::Trade(a) => trade::run(a),
         Command::Report(a) => report::run(a),

@@ -271,3 +271,30 @@ pub fn export_factors(
     );
     Ok(())
 }
+
+#[derive(Args)]
+pub struct DiagnoseArgs {
+    /// Run directory written by `storm pretrain`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Checkpoint to use: best (by validation; the latest if none), last, or step-N (a kept step).
+    #[arg(long, default_value = "best")]
+    pub checkpoint: CheckpointChoice,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn diagnose(a: DiagnoseArgs) -> Result<()> {
+    let run = RunDir::new(&a.run);
+    let device = parse_device(&a.device)?;
+    let report = TrainedRun::open(&run, device, a.checkpoint, " to diagnose")
+        .and_then(|trained| storm_shared::run::diagnose::diagnose(&trained))
+        .with_context(|| format!("diagnosing {}", run.path().display()))?;
+    print!("{}", storm_shared::run::diagnose::markdown(&report));
+    println!(
+        "\nwrote {} and {}",
+        run.diagnose_md().display(),
+        run.diagnose_json().display()
+    );
+    Ok(())
+}

@@ -162,6 +162,13 @@ impl Storm {
         window: i64,
     ) -> Result<Self> {
         check_shapes(cfg, n_stocks, n_features, window)?;
+        if cfg.portfolio_count as i64 > n_stocks {
+            tracing::warn!(
+                "model.portfolio_count = {} exceeds the {n_stocks} stocks: the portfolio layer's extra \
+                 portfolios can only repeat combinations of the same stocks",
+                cfg.portfolio_count
+            );
+        }
         let geo = Geometry {
             window,
             stocks: n_stocks,

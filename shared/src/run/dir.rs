@@ -17,6 +17,7 @@
 //! <run>/factors.parquet                  `storm export`
 //! <run>/trading_<T>[_raw].json           `storm trade` (TradeReport), with _actions.csv and .png
 //! <run>/report.md, loss_curves.png       `storm report`
+//! <run>/diagnose.json, diagnose.md       `storm diagnose` (DiagnoseReport)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,8 @@ pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const BEST_CHECKPOINT_DIR: &str = crate::train::checkpoint::BEST_DIR;
 pub const FACTORS_FILE: &str = "factors.parquet";
 pub const REPORT_FILE: &str = "report.md";
+pub const DIAGNOSE_JSON: &str = "diagnose.json";
+pub const DIAGNOSE_MD: &str = "diagnose.md";
 pub const LOSS_CURVES_PNG: &str = "loss_curves.png";
 const TRADING_PREFIX: &str = "trading_";
 
@@ -128,6 +131,12 @@ impl RunDir {
     }
     pub fn eval_json(&self, split: Split) -> PathBuf {
         self.join(&format!("eval_{}.json", split.name()))
+    }
+    pub fn diagnose_json(&self) -> PathBuf {
+        self.join(DIAGNOSE_JSON)
+    }
+    pub fn diagnose_md(&self) -> PathBuf {
+        self.join(DIAGNOSE_MD)
     }
     pub fn codebook_usage_png(&self, split: Split) -> PathBuf {
         self.join(&format!("codebook_usage_{}.png", split.name()))

@@ -13,6 +13,7 @@
 
 pub mod backtest;
 pub mod csv_log;
+pub mod diagnose;
 pub mod dir;
 pub mod evaluate;
 pub mod export;

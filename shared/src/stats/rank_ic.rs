@@ -75,16 +75,26 @@ pub struct IcSummary {
     pub n_days: usize,
 }
 
+/// The pairs of `a` and `b` where both are finite.
+pub fn finite_pairs(a: &[f64], b: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|(x, y)| (*x, *y))
+        .unzip()
+}
+
+/// One day's RankIC: Spearman of scores and returns over the stocks where both are finite.
+pub fn daily_rank_ic(scores: &[f64], returns: &[f64]) -> Option<f64> {
+    let (s, r) = finite_pairs(scores, returns);
+    spearman(&s, &r)
+}
+
 /// Summarises days of (scores, realised returns); entries whose return is not finite are ignored.
 pub fn summarize<'a>(days: impl IntoIterator<Item = (&'a [f64], &'a [f64])>) -> IcSummary {
     let (mut rank, mut plain) = (Vec::new(), Vec::new());
     for (scores, returns) in days {
-        let (s, r): (Vec<f64>, Vec<f64>) = scores
-            .iter()
-            .zip(returns)
-            .filter(|(a, b)| a.is_finite() && b.is_finite())
-            .map(|(a, b)| (*a, *b))
-            .unzip();
+        let (s, r) = finite_pairs(scores, returns);
         if let (Some(ri), Some(pi)) = (spearman(&s, &r), pearson(&s, &r)) {
             rank.push(ri);
             plain.push(pi);
