@@ -63,3 +63,17 @@ PY
     echo "$(date +%T) $(grep "^$name,$seed,$epochs,last,.*,train," "$csv")"
   done
 done
+# the table for docs/RESULTS.md: RankIC by split for the last and the best-on-valid checkpoint
+python3 - "$csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+cell = lambda v: f"{float(v):+.4f}" if v not in ("", "NaN", "nan") else "n/a"
+print("| variant | seed | epochs | checkpoint (step) | train RankIC | valid RankIC | test RankIC |")
+print("|---|---|---|---|---|---|---|")
+runs = {}
+for r in rows:
+    runs.setdefault((r["variant"], r["seed"], r["epochs"], r["checkpoint"]), {})[r["split"]] = r
+for (v, s, e, ck), by in runs.items():
+    step = next(iter(by.values()))["checkpoint_step"]
+    print(f"| {v} | {s} | {e} | {ck} ({step}) | " + " | ".join(cell(by[x]["rank_ic"]) if x in by else "n/a" for x in ("train", "valid", "test")) + " |")
+PY

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use model_options::is_default;
-pub use model_options::{FactorPooling, Reconstruction, StockEmbedding};
+pub use model_options::{FactorPooling, Reconstruction, SelectBy, StockEmbedding};
 pub use overrides::apply_override;
 
 /// The name under which the bundled DJ30 data set is addressed in configs and on the command line.
@@ -354,8 +354,11 @@ pub struct TrainConfig {
     pub max_consecutive_nonfinite: u64,
     /// bf16 autocast on CUDA (ignored on CPU).
     pub bf16: bool,
-    /// Optimizer steps between progress log lines.
+    /// Optimizer steps between progress log lines (and per-term gradient-norm probes).
     pub log_every: u64,
+    /// The validation score that picks `checkpoints/best/` (see `SelectBy`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub select_by: SelectBy,
 }
 
 impl Default for TrainConfig {
@@ -384,6 +387,7 @@ impl Default for TrainConfig {
             max_consecutive_nonfinite: 10,
             bf16: false,
             log_every: 50,
+            select_by: SelectBy::RankIc,
         }
     }
 }

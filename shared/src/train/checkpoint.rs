@@ -30,8 +30,12 @@ pub struct TrainState {
     pub samples_seen: u64,
     pub skipped_steps: u64,
     pub consecutive_skipped: u64,
+    /// The best value of the selection criterion (`train.select_by`) so far, and its step.
     pub best_valid_rank_ic: Option<f64>,
     pub best_step: Option<u64>,
+    /// Validation RankICs of the latest evaluations (at most `SelectBy::SMOOTHING`), oldest first.
+    #[serde(default)]
+    pub recent_valid_rank_ics: Vec<f64>,
 }
 
 /// Which checkpoint a finished run is evaluated with: `best` (the best by validation, else the latest; the

@@ -37,7 +37,7 @@ use super::optimizer::{AdamW, AdamWConfig};
 use super::pending::PendingRows;
 use super::replicas::Replicas;
 use super::schedule::LinearWarmupDecay;
-use crate::config::{ExperimentConfig, Split};
+use crate::config::{ExperimentConfig, SelectBy, Split};
 use crate::data::windows::{split_window_ends, BatchSampler, Labels, WindowTensors};
 use crate::data::Panel;
 use crate::distributed::{Collective, CrossRank};
@@ -209,6 +209,7 @@ impl<'a> Trainer<'a> {
             consecutive_skipped: 0,
             best_valid_rank_ic: None,
             best_step: None,
+            recent_valid_rank_ics: Vec::new(),
         }
     }
 
@@ -271,12 +272,10 @@ impl<'a> Trainer<'a> {
             summary.ic,
             summary.icir,
         );
-        let better = summary.rank_ic.is_finite()
-            && state
-                .best_valid_rank_ic
-                .is_none_or(|best| summary.rank_ic > best);
+        let score = selection_score(self.cfg.train.select_by, state, summary.rank_ic);
+        let better = score.is_finite() && state.best_valid_rank_ic.is_none_or(|best| score > best);
         if better {
-            state.best_valid_rank_ic = Some(summary.rank_ic);
+            state.best_valid_rank_ic = Some(score);
             state.best_step = Some(state.step);
             if self.replicas.is_rank0() {
                 self.checkpoints.save_best(&self.vs, &self.opt, state)?;
@@ -403,6 +402,19 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// Records a validation RankIC in `state` and returns the selection score of this evaluation.
+fn selection_score(select_by: SelectBy, state: &mut TrainState, rank_ic: f64) -> f64 {
+    let recent = &mut state.recent_valid_rank_ics;
+    recent.push(rank_ic);
+    if recent.len() > SelectBy::SMOOTHING {
+        recent.remove(0);
+    }
+    match select_by {
+        SelectBy::RankIc => rank_ic,
+        SelectBy::SmoothedRankIc => recent.iter().sum::<f64>() / recent.len() as f64,
+    }
+}
+
 /// Path of the checkpoint a finished run is evaluated with (see [`CheckpointChoice`]); `None` when the run
 /// has no checkpoint at all. A named step that is not on disk is an error listing the kept ones.
 pub fn evaluation_checkpoint(
@@ -433,4 +445,39 @@ pub fn evaluation_checkpoint(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoothed_selection_averages_the_last_three_evaluations() {
+        let mut state = TrainState {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            seed: 0,
+            config_hash: String::new(),
+            samples_seen: 0,
+            skipped_steps: 0,
+            consecutive_skipped: 0,
+            best_valid_rank_ic: None,
+            best_step: None,
+            recent_valid_rank_ics: Vec::new(),
+        };
+        let mut plain = state.clone();
+        let smoothed: Vec<f64> = [0.03, 0.0, 0.06, -0.03]
+            .iter()
+            .map(|&ic| {
+                assert_eq!(selection_score(SelectBy::RankIc, &mut plain, ic), ic);
+                selection_score(SelectBy::SmoothedRankIc, &mut state, ic)
+            })
+            .collect();
+        let expected = [0.03, 0.015, 0.03, 0.01];
+        for (got, want) in smoothed.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{smoothed:?}");
+        }
+        assert_eq!(state.recent_valid_rank_ics, vec![0.0, 0.06, -0.03]);
+    }
 }

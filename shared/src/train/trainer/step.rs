@@ -228,6 +228,7 @@ mod tests {
             consecutive_skipped: 0,
             best_valid_rank_ic: None,
             best_step: None,
+            recent_valid_rank_ics: Vec::new(),
         }
     }
 
