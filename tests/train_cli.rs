@@ -180,9 +180,11 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
 
     // diagnose: every split with a HAC t-statistic, the validation curve, the gradient balance
     let text = ok(&["diagnose", "--run", &s(&full), "--checkpoint", "last"]);
-    assert!(text.contains("| train |") && text.contains("| test |"), "{text}");
-    let d: serde_json::Value =
-        serde_json::from_slice(&read(&full.join("diagnose.json"))).unwrap();
+    assert!(
+        text.contains("| train |") && text.contains("| test |"),
+        "{text}"
+    );
+    let d: serde_json::Value = serde_json::from_slice(&read(&full.join("diagnose.json"))).unwrap();
     assert_eq!(d["checkpoint_step"], 36);
     assert_eq!(d["splits"].as_array().unwrap().len(), 3);
     let train = &d["splits"][0];

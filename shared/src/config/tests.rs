@@ -219,3 +219,22 @@ fn bad_factor_module_options_name_the_field_and_the_choices() {
     // The baselines have no per-stock embedding, so `none` is true of them and accepted.
     assert!(load("[model]\nkind = \"lstm\"\nstock_embedding = \"none\"\n").is_ok());
 }
+
+#[test]
+fn select_by_parses_names_its_choices_and_keeps_the_default_hash() {
+    let plain = load("").unwrap();
+    assert_eq!(plain.train.select_by, crate::config::SelectBy::RankIc);
+    assert_eq!(
+        plain.hash(),
+        load("[train]\nselect_by = \"rank_ic\"\n").unwrap().hash()
+    );
+    let smoothed = load("[train]\nselect_by = \"smoothed_rank_ic\"\n").unwrap();
+    assert_eq!(
+        smoothed.train.select_by,
+        crate::config::SelectBy::SmoothedRankIc
+    );
+    assert_ne!(plain.hash(), smoothed.hash());
+    let err = load("[train]\nselect_by = \"loss\"\n").unwrap_err();
+    assert!(err.to_string().contains("smoothed_rank_ic"), "{err}");
+    assert_eq!(field_of(err), "train.select_by");
+}
