@@ -149,28 +149,24 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     assert!(usage > 0.0 && usage <= 1.0);
 
     // --checkpoint picks a kept step (recorded in the report), names the kept ones when asked for another
-    ok(&[
-        "eval",
-        "--run",
-        &s(&full),
-        "--split",
-        "test",
-        "--checkpoint",
-        "step-32",
-    ]);
+    let full_s = s(&full);
+    let eval_at = |checkpoint: &'static str| {
+        [
+            "eval",
+            "--run",
+            full_s.as_str(),
+            "--split",
+            "test",
+            "--checkpoint",
+            checkpoint,
+        ]
+    };
+    ok(&eval_at("step-32"));
     let report: serde_json::Value =
         serde_json::from_slice(&read(&full.join("eval_test.json"))).unwrap();
     assert_eq!(report["checkpoint_step"], 32);
     assert_eq!(report["checkpoint_choice"], "step-32");
-    let err = common::fails(&[
-        "eval",
-        "--run",
-        &s(&full),
-        "--split",
-        "test",
-        "--checkpoint",
-        "step-5",
-    ]);
+    let err = common::fails(&eval_at("step-5"));
     assert!(
         err.contains("no checkpoint at step 5; kept steps: 32, 36"),
         "{err}"

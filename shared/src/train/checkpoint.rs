@@ -38,6 +38,25 @@ pub struct TrainState {
     pub recent_valid_rank_ics: Vec<f64>,
 }
 
+impl TrainState {
+    /// The state before the first step of a run.
+    pub fn fresh(seed: u64, config_hash: String) -> Self {
+        TrainState {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            seed,
+            config_hash,
+            samples_seen: 0,
+            skipped_steps: 0,
+            consecutive_skipped: 0,
+            best_valid_rank_ic: None,
+            best_step: None,
+            recent_valid_rank_ics: Vec::new(),
+        }
+    }
+}
+
 /// Which checkpoint a finished run is evaluated with: `best` (the best by validation, else the latest; the
 /// default), `last`, or `step-N`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -198,19 +198,7 @@ impl<'a> Trainer<'a> {
     }
 
     fn fresh_state(&self) -> TrainState {
-        TrainState {
-            step: 0,
-            epoch: 0,
-            batch_in_epoch: 0,
-            seed: self.cfg.train.seed,
-            config_hash: self.cfg.hash(),
-            samples_seen: 0,
-            skipped_steps: 0,
-            consecutive_skipped: 0,
-            best_valid_rank_ic: None,
-            best_step: None,
-            recent_valid_rank_ics: Vec::new(),
-        }
+        TrainState::fresh(self.cfg.train.seed, self.cfg.hash())
     }
 
     fn initial_state(&mut self) -> Result<TrainState> {
@@ -453,19 +441,7 @@ mod tests {
 
     #[test]
     fn smoothed_selection_averages_the_last_three_evaluations() {
-        let mut state = TrainState {
-            step: 0,
-            epoch: 0,
-            batch_in_epoch: 0,
-            seed: 0,
-            config_hash: String::new(),
-            samples_seen: 0,
-            skipped_steps: 0,
-            consecutive_skipped: 0,
-            best_valid_rank_ic: None,
-            best_step: None,
-            recent_valid_rank_ics: Vec::new(),
-        };
+        let mut state = TrainState::fresh(0, String::new());
         let mut plain = state.clone();
         let smoothed: Vec<f64> = [0.03, 0.0, 0.06, -0.03]
             .iter()

@@ -219,16 +219,7 @@ mod tests {
     fn state() -> TrainState {
         TrainState {
             step: 7,
-            epoch: 0,
-            batch_in_epoch: 0,
-            seed: 1,
-            config_hash: String::new(),
-            samples_seen: 0,
-            skipped_steps: 0,
-            consecutive_skipped: 0,
-            best_valid_rank_ic: None,
-            best_step: None,
-            recent_valid_rank_ics: Vec::new(),
+            ..TrainState::fresh(1, String::new())
         }
     }
 
