@@ -5,6 +5,7 @@
 //! launcher exits non-zero with that rank's error.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -133,42 +134,13 @@ pub fn run(a: LaunchArgs) -> Result<()> {
     });
     let mut ranks = Vec::with_capacity(a.nproc_per_node);
     for local in 0..a.nproc_per_node {
-        let env = child_env(&a, port, local);
-        let rank: usize = env[0].1.parse().expect("a number");
-        let mut cmd = Command::new(&exe);
-        cmd.args(&a.command)
-            .envs(env)
-            .env("OMP_NUM_THREADS", &threads)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // a rank dies with the launcher instead of lingering
-        storm_worker::child::die_with_parent(&mut cmd);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
+        match spawn_rank(&a, &exe, port, local, &threads) {
+            Ok(rank) => ranks.push(rank),
             Err(e) => {
                 stop(&mut ranks);
-                return Err(e).with_context(|| format!("starting rank {rank}"));
+                return Err(e);
             }
-        };
-        let tail = Arc::new(Mutex::new(Vec::new()));
-        let prefix = format!("[rank {rank}] ");
-        let mut readers = Vec::new();
-        if let Some(err) = child.stderr.take() {
-            readers.push(echo(err, prefix.clone(), true, Some(tail.clone())));
         }
-        if let Some(out) = child.stdout.take() {
-            // rank 0's stdout is the job's result; the others' is labelled
-            let p = if rank == 0 { String::new() } else { prefix };
-            readers.push(echo(out, p, false, None));
-        }
-        ranks.push(Rank {
-            rank,
-            child,
-            status: None,
-            tail,
-            readers,
-        });
     }
     let failed = supervise(&mut ranks)?;
     stop(&mut ranks);
@@ -177,10 +149,51 @@ pub fn run(a: LaunchArgs) -> Result<()> {
             let _ = h.join();
         }
     }
-    let Some(first) = failed else {
-        return Ok(());
-    };
-    // the root cause: a failed rank that did not merely lose a peer, else the first one seen
+    match failed {
+        None => Ok(()),
+        Some(first) => Err(failure(&ranks, first)),
+    }
+}
+
+/// Starts local rank `local` with its torchrun-style environment, its output echoed with a rank prefix.
+fn spawn_rank(a: &LaunchArgs, exe: &Path, port: u16, local: usize, threads: &str) -> Result<Rank> {
+    let env = child_env(a, port, local);
+    let rank: usize = env[0].1.parse().expect("a number");
+    let mut cmd = Command::new(exe);
+    cmd.args(&a.command)
+        .envs(env)
+        .env("OMP_NUM_THREADS", threads)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // a rank dies with the launcher instead of lingering
+    storm_worker::child::die_with_parent(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting rank {rank}"))?;
+    let tail = Arc::new(Mutex::new(Vec::new()));
+    let prefix = format!("[rank {rank}] ");
+    let mut readers = Vec::new();
+    if let Some(err) = child.stderr.take() {
+        readers.push(echo(err, prefix.clone(), true, Some(tail.clone())));
+    }
+    if let Some(out) = child.stdout.take() {
+        // rank 0's stdout is the job's result; the others' is labelled
+        let p = if rank == 0 { String::new() } else { prefix };
+        readers.push(echo(out, p, false, None));
+    }
+    Ok(Rank {
+        rank,
+        child,
+        status: None,
+        tail,
+        readers,
+    })
+}
+
+/// The launcher's error after rank `first` was seen failing: the root cause is a failed rank that did not
+/// merely lose a peer, else the first one seen.
+fn failure(ranks: &[Rank], first: usize) -> anyhow::Error {
     let failed: Vec<&Rank> = ranks
         .iter()
         .filter(|r| r.status.is_some_and(|s| !s.success()))
@@ -192,7 +205,7 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         .or_else(|| ranks.iter().find(|r| r.rank == first))
         .expect("a failed rank");
     let status = cause.status.map_or("killed".to_string(), |s| s.to_string());
-    bail!(
+    anyhow::anyhow!(
         "rank {} failed ({status}): {}; stopped the other {} rank(s)",
         cause.rank,
         cause.error_line().trim_start_matches("error: "),

@@ -71,6 +71,73 @@ pub fn theoretical_rank_ic() -> f64 {
     6.0 / std::f64::consts::PI * (rho / 2.0).asin()
 }
 
+/// One stock-day of the synthetic market.
+struct Bar {
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: f64,
+}
+
+/// A day's bar from the previous close, the day's return and the stock's signal (`z` draws N(0, 1)).
+fn bar(prev: f64, ret: f64, signal: f64, base_volume: f64, z: &mut impl FnMut() -> f64) -> Bar {
+    let close = (prev * (1.0 + ret)).max(0.01);
+    let open = (prev * (1.0 + 0.002 * z())).max(0.01);
+    // Wicks: total length ~|N(0, 1%)| of the price, split so that a high signal leaves a long lower
+    // wick (the close sits near the day's high: "buying pressure").
+    let wick = (0.002 + (0.01 * z()).abs()) * prev;
+    let lower_share = 1.0 / (1.0 + (-(WICK_SIGNAL * signal + WICK_NOISE * z())).exp());
+    let high = open.max(close) + wick * (1.0 - lower_share);
+    let low = (open.min(close) - wick * lower_share).max(0.005);
+    let volume = (base_volume * (VOLUME_SIGNAL * signal + VOLUME_NOISE * z()).exp()).round();
+    Bar {
+        open,
+        high,
+        low,
+        close,
+        volume,
+    }
+}
+
+/// The long-format price columns, one row per (day, ticker).
+struct Columns {
+    date: Vec<NaiveDate>,
+    ticker: Vec<String>,
+    bars: Vec<Bar>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Self {
+        Columns {
+            date: Vec::with_capacity(n),
+            ticker: Vec::with_capacity(n),
+            bars: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, date: NaiveDate, ticker: &str, bar: Bar) {
+        self.date.push(date);
+        self.ticker.push(ticker.to_string());
+        self.bars.push(bar);
+    }
+
+    fn into_frame(self) -> Result<DataFrame> {
+        let col = |f: fn(&Bar) -> f64| self.bars.iter().map(f).collect::<Vec<f64>>();
+        let close = col(|b| b.close);
+        Ok(DataFrame::new_infer_height(vec![
+            Column::new("date".into(), self.date.clone()),
+            Column::new("ticker".into(), self.ticker.clone()),
+            Column::new("open".into(), col(|b| b.open)),
+            Column::new("high".into(), col(|b| b.high)),
+            Column::new("low".into(), col(|b| b.low)),
+            Column::new("close".into(), close.clone()),
+            Column::new("adj_close".into(), close),
+            Column::new("volume".into(), col(|b| b.volume)),
+        ])?)
+    }
+}
+
 /// Generates `tickers` × `days` rows of OHLCV.
 pub fn generate(tickers: usize, days: usize, seed: u64) -> Result<SynthMarket> {
     if tickers < 2 || days < 2 {
@@ -88,16 +155,7 @@ pub fn generate(tickers: usize, days: usize, seed: u64) -> Result<SynthMarket> {
     let mut signal: Vec<f64> = (0..tickers).map(|_| z()).collect();
     let innovation = (1.0 - SIGNAL_PERSISTENCE.powi(2)).sqrt();
 
-    let n_rows = tickers * days;
-    let mut col_date = Vec::with_capacity(n_rows);
-    let mut col_ticker = Vec::with_capacity(n_rows);
-    let (mut o, mut h, mut l, mut c, mut v) = (
-        Vec::with_capacity(n_rows),
-        Vec::with_capacity(n_rows),
-        Vec::with_capacity(n_rows),
-        Vec::with_capacity(n_rows),
-        Vec::with_capacity(n_rows),
-    );
+    let mut rows = Columns::with_capacity(tickers * days);
     let mut daily_ic = Vec::with_capacity(days);
     for (t, date) in dates.iter().enumerate() {
         let market = MARKET_VOL * z();
@@ -118,39 +176,13 @@ pub fn generate(tickers: usize, days: usize, seed: u64) -> Result<SynthMarket> {
         }
         for i in 0..tickers {
             signal[i] = SIGNAL_PERSISTENCE * signal[i] + innovation * z();
-            let prev = close[i];
-            let new_close = (prev * (1.0 + returns[i])).max(0.01);
-            let open = (prev * (1.0 + 0.002 * z())).max(0.01);
-            // Wicks: total length ~|N(0, 1%)| of the price, split so that a high signal leaves a long lower
-            // wick (the close sits near the day's high: "buying pressure").
-            let wick = (0.002 + (0.01 * z()).abs()) * prev;
-            let lower_share = 1.0 / (1.0 + (-(WICK_SIGNAL * signal[i] + WICK_NOISE * z())).exp());
-            let high = open.max(new_close) + wick * (1.0 - lower_share);
-            let low = (open.min(new_close) - wick * lower_share).max(0.005);
-            let volume =
-                (base_volume[i] * (VOLUME_SIGNAL * signal[i] + VOLUME_NOISE * z()).exp()).round();
-            close[i] = new_close;
-            col_date.push(*date);
-            col_ticker.push(names[i].clone());
-            o.push(open);
-            h.push(high);
-            l.push(low);
-            c.push(new_close);
-            v.push(volume);
+            let b = bar(close[i], returns[i], signal[i], base_volume[i], &mut z);
+            close[i] = b.close;
+            rows.push(*date, &names[i], b);
         }
     }
     let (ic_mean, ic_std) = mean_std(&daily_ic);
-    let adj = c.clone();
-    let frame = DataFrame::new_infer_height(vec![
-        Column::new("date".into(), col_date),
-        Column::new("ticker".into(), col_ticker),
-        Column::new("open".into(), o),
-        Column::new("high".into(), h),
-        Column::new("low".into(), l),
-        Column::new("close".into(), c),
-        Column::new("adj_close".into(), adj),
-        Column::new("volume".into(), v),
-    ])?;
+    let frame = rows.into_frame()?;
     Ok(SynthMarket {
         frame,
         oracle: OracleReport {
