@@ -188,3 +188,113 @@ fn storm_ablations_train_with_one_branch() {
         );
     }
 }
+
+/// A market whose daily returns alternate in sign, r_{t,i} = (−1)^t · a_i with a_i distinct: tomorrow's
+/// ranking is exactly today's reversed.
+fn alternating_market(dir: &Path) -> PathBuf {
+    let csv = path(dir, "alternating.csv");
+    let start = chrono::NaiveDate::from_ymd_opt(2000, 1, 3).unwrap();
+    let mut text = String::from("date,ticker,open,high,low,close,adj_close,volume\n");
+    let mut close = [100.0f64; 5];
+    for t in 0..420 {
+        let date = start + chrono::Days::new(t);
+        for (i, c) in close.iter_mut().enumerate() {
+            let open = *c;
+            let sign = if t % 2 == 0 { 1.0 } else { -1.0 };
+            *c *= 1.0 + sign * 0.002 * (i + 1) as f64;
+            let (hi, lo) = (open.max(*c) * 1.001, open.min(*c) * 0.999);
+            let volume = 1e6 + 1e3 * ((t as usize * 7 + i * 3) % 11) as f64;
+            text += &format!("{date},T{i},{open},{hi},{lo},{c},{c},{volume}\n");
+        }
+    }
+    std::fs::write(&csv, text).unwrap();
+    csv
+}
+
+#[test]
+fn reference_factors_score_from_prices_without_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let market = alternating_market(dir.path());
+    let eval = |factor: &str| {
+        let run = path(dir.path(), factor);
+        let out = ok(&[
+            "pretrain",
+            "--config",
+            "../configs/dj30-small.toml",
+            "--out",
+            &s(&run),
+            "--set",
+            &format!("data.source={}", s(&market)),
+            "--set",
+            "data.window=32",
+            "--set",
+            "data.scaler_window=32",
+            "--set",
+            "splits.train.start=2000-01-01",
+            "--set",
+            "splits.train.end=2000-08-31",
+            "--set",
+            "splits.valid.start=2000-09-01",
+            "--set",
+            "splits.valid.end=2000-11-30",
+            "--set",
+            "splits.test.start=2000-12-01",
+            "--set",
+            "splits.test.end=2001-03-31",
+            "--set",
+            "model.kind=reference",
+            "--set",
+            &format!("model.reference={factor}"),
+        ]);
+        assert!(out.contains("nothing to train"), "{out}");
+        assert!(!run.join("checkpoints").exists());
+        ok(&["eval", "--run", &s(&run), "--split", "test"]);
+        (run.clone(), json(&run.join("eval_test.json")))
+    };
+    // −r_t ranks the stocks exactly as r_{t+1} does; the 20-day return ranks them the same way every day
+    // while the next day's ranking flips, so its daily RankIC alternates ±1 and averages to ~0.
+    let (run, reversal) = eval("reversal_1d");
+    assert!(reversal["rank_ic"].as_f64().unwrap() > 0.999, "{reversal}");
+    assert!(reversal["checkpoint"]
+        .as_str()
+        .unwrap()
+        .contains("reference factor"));
+    let (_, momentum) = eval("momentum_20d");
+    let n_days = momentum["n_days"].as_f64().unwrap();
+    assert!(
+        momentum["rank_ic"].as_f64().unwrap().abs() <= 1.0 / n_days + 1e-9,
+        "{momentum}"
+    );
+    // backtested and diagnosed like a model; nothing to export
+    ok(&[
+        "backtest",
+        "--run",
+        &s(&run),
+        "--index",
+        "none",
+        "--k",
+        "2",
+        "--drop",
+        "1",
+    ]);
+    assert!(run.join("portfolio_test.json").is_file());
+    let text = ok(&["diagnose", "--run", &s(&run)]);
+    assert!(text.contains("| test |"), "{text}");
+    let err = fails(&["export", "--run", &s(&run)]);
+    assert!(err.contains("no factor embeddings"), "{err}");
+    // a window too short for the factor's history is refused at load
+    let err = fails(&[
+        "pretrain",
+        "--config",
+        "../configs/dj30-small.toml",
+        "--out",
+        &s(&path(dir.path(), "short")),
+        "--set",
+        "data.window=16",
+        "--set",
+        "model.kind=reference",
+        "--set",
+        "model.reference=momentum_60d",
+    ]);
+    assert!(err.contains("data.window"), "{err}");
+}

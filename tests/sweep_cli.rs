@@ -401,6 +401,9 @@ name = "STORM"
 [[models]]
 name = "STORM-w/o-TS"
 set = ["model.use_ts=false"]
+[[models]]
+name = "1-day reversal"
+set = ["model.kind=reference", "model.reference=reversal_1d"]
 [backtest]
 index = "none"
 [trade]
@@ -427,7 +430,8 @@ eval_every = 1
         "--workers",
         "cpu:2",
     ]);
-    assert!(text.contains("4 jobs: 4 done"), "{text}");
+    // the reference factor runs once (no seeds to average) and never trades
+    assert!(text.contains("5 jobs: 5 done"), "{text}");
     let report = out.join("report.md");
     assert!(text.contains(&s(&report)), "{text}");
     let md = read(&report);
@@ -443,9 +447,13 @@ eval_every = 1
         "| PPO (raw features) |",
         "| PPO (STORM factors) |",
         "| PPO (STORM-w/o-TS factors) |",
+        "| 1-day reversal | ",
     ] {
         assert!(md.contains(needle), "{needle} missing:\n{md}");
     }
+    assert!(!md.contains("PPO (1-day reversal factors)"), "{md}");
+    assert!(out.join("jobs/model=1-day_reversal_seed=0").is_dir());
+    assert!(!out.join("jobs/model=1-day_reversal_seed=1").exists());
     // one trading seed of two: the second seed's jobs did not trade
     let r1: serde_json::Value =
         serde_json::from_str(&read(&out.join("jobs/model=STORM_seed=1/result.json"))).unwrap();

@@ -16,6 +16,9 @@
 //! name = "LSTM"
 //! set = ["model.kind=lstm"]
 //! trade = false
+//! [[models]]                   # a zero-training reference factor: one job (seed 0), never traded
+//! name = "1-day reversal"
+//! set = ["model.kind=reference", "model.reference=reversal_1d"]
 //! [trade]
 //! seeds = 5
 //! ```
@@ -23,7 +26,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use storm_shared::config::BUILTIN_DJ30;
+use storm_shared::config::{ModelKind, BUILTIN_DJ30};
 use storm_shared::error::{Error, Result};
 
 use crate::plan::{job_id, Plan, PlannedJob};
@@ -180,11 +183,16 @@ impl PaperConfig {
                 }
                 overrides.push(format!("train.seed={seed}"));
                 let config = resolve_job_config(&base, &overrides, &origin, &id)?;
+                // a reference factor is deterministic and has no embeddings: one job, no trading
+                let reference = config.model.kind == ModelKind::Reference;
+                if reference && seed > 0 {
+                    break;
+                }
                 let steps = JobTasks {
                     tasks: &tasks,
                     backtest: &self.backtest,
                     trade: &self.trade,
-                    trades: model.trade && seed < trade_seeds,
+                    trades: model.trade && !reference && seed < trade_seeds,
                     raw_baseline: Some(mi) == raw_model,
                 }
                 .steps(seed);

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use storm_shared::config::Split;
+use storm_shared::config::{ModelKind, Split};
 use storm_shared::data::Panel;
 use storm_shared::distributed::{self, DistEnv};
 use storm_shared::run::evaluate::evaluate;
@@ -149,6 +149,16 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
         info
     };
     telemetry::set_run_info(info.seed, &info.config_hash);
+    if cfg.model.kind == ModelKind::Reference {
+        if rank0 {
+            println!(
+                "reference factor {}: nothing to train; run {} is ready for eval and backtest",
+                cfg.model.reference.name(),
+                run.path().display()
+            );
+        }
+        return Ok(());
+    }
     telemetry::watch_gpu_memory(device);
     let panel = Panel::load(&info.data_dir)?;
     let opts = TrainOptions {

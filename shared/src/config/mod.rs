@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use model_options::is_default;
-pub use model_options::{FactorPooling, Reconstruction, SelectBy, StockEmbedding};
+pub use model_options::{FactorPooling, Reconstruction, ReferenceFactor, SelectBy, StockEmbedding};
 pub use overrides::apply_override;
 
 /// The name under which the bundled DJ30 data set is addressed in configs and on the command line.
@@ -164,8 +164,9 @@ impl SplitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Model family: `storm`, or a baseline (`factorvae`, `lstm`, `gru`, `transformer`). The fields below
-    /// up to `reconstruction` describe STORM; the baselines read their own sub-tables.
+    /// Model family: `storm`, a baseline (`factorvae`, `lstm`, `gru`, `transformer`) or `reference` (a
+    /// zero-training price factor). The fields below up to `reconstruction` describe STORM; the baselines
+    /// read their own sub-tables.
     pub kind: ModelKind,
     /// Days per time-series patch (paper 8).
     pub patch_days: usize,
@@ -210,6 +211,9 @@ pub struct ModelConfig {
     pub factorvae: FactorVaeConfig,
     /// The plain return predictors (`kind = "lstm" | "gru" | "transformer"`).
     pub sequence: SequenceConfig,
+    /// The price factor of `kind = "reference"`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub reference: ReferenceFactor,
 }
 
 /// Which model a config trains. Every kind is trained, evaluated and backtested the same way.
@@ -221,15 +225,18 @@ pub enum ModelKind {
     Lstm,
     Gru,
     Transformer,
+    /// A zero-training reference factor (`model.reference`): nothing to train, evaluated like a model.
+    Reference,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 5] = [
+    pub const ALL: [ModelKind; 6] = [
         ModelKind::Storm,
         ModelKind::FactorVae,
         ModelKind::Lstm,
         ModelKind::Gru,
         ModelKind::Transformer,
+        ModelKind::Reference,
     ];
 
     /// The name used in configs (`model.kind`).
@@ -240,6 +247,7 @@ impl ModelKind {
             ModelKind::Lstm => "lstm",
             ModelKind::Gru => "gru",
             ModelKind::Transformer => "transformer",
+            ModelKind::Reference => "reference",
         }
     }
 }
@@ -320,6 +328,7 @@ impl Default for ModelConfig {
             reconstruction: Reconstruction::Mean,
             factorvae: FactorVaeConfig::default(),
             sequence: SequenceConfig::default(),
+            reference: ReferenceFactor::default(),
         }
     }
 }

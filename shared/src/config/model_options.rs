@@ -1,5 +1,6 @@
-//! STORM's factor-module options (issue 19): factor pooling, per-stock position embeddings and the form
-//! of the reconstruction loss. Each defaults to the behaviour before the option existed.
+//! Model options added after the first round: STORM's factor-module options (issue 19: factor pooling,
+//! per-stock position embeddings, the form of the reconstruction loss, the selection criterion) and the
+//! zero-training reference factors (issue 14). Each defaults to the behaviour before the option existed.
 
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,59 @@ impl Reconstruction {
         match self {
             Reconstruction::Mean => "mean",
             Reconstruction::SquaredNorm => "squared_norm",
+        }
+    }
+}
+
+/// A zero-training reference factor (`model.kind = "reference"`): a one-line price signal computed at each
+/// day's close from that day's and earlier adjusted prices only, scored like a model's prediction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceFactor {
+    /// −(p_t / p_{t−1} − 1): yesterday's losers are expected to bounce.
+    #[default]
+    #[serde(rename = "reversal_1d")]
+    Reversal1d,
+    /// −(p_t / p_{t−5} − 1).
+    #[serde(rename = "reversal_5d")]
+    Reversal5d,
+    /// p_t / p_{t−20} − 1: recent winners keep winning.
+    #[serde(rename = "momentum_20d")]
+    Momentum20d,
+    /// p_t / p_{t−60} − 1.
+    #[serde(rename = "momentum_60d")]
+    Momentum60d,
+    /// −(sample std of the 20 daily returns ending at t): the calmest stocks score highest.
+    #[serde(rename = "low_volatility_20d")]
+    LowVolatility20d,
+}
+
+impl ReferenceFactor {
+    pub const ALL: [ReferenceFactor; 5] = [
+        ReferenceFactor::Reversal1d,
+        ReferenceFactor::Reversal5d,
+        ReferenceFactor::Momentum20d,
+        ReferenceFactor::Momentum60d,
+        ReferenceFactor::LowVolatility20d,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReferenceFactor::Reversal1d => "reversal_1d",
+            ReferenceFactor::Reversal5d => "reversal_5d",
+            ReferenceFactor::Momentum20d => "momentum_20d",
+            ReferenceFactor::Momentum60d => "momentum_60d",
+            ReferenceFactor::LowVolatility20d => "low_volatility_20d",
+        }
+    }
+
+    /// Days of history before t that the factor reads (prices p_{t−h} .. p_t).
+    pub fn lookback(self) -> usize {
+        match self {
+            ReferenceFactor::Reversal1d => 1,
+            ReferenceFactor::Reversal5d => 5,
+            ReferenceFactor::Momentum20d | ReferenceFactor::LowVolatility20d => 20,
+            ReferenceFactor::Momentum60d => 60,
         }
     }
 }

@@ -141,6 +141,16 @@ fn model_kinds_parse_and_validate_their_own_tables() {
         let cfg = load(&format!("[model]\nkind = \"{}\"\n", kind.name())).unwrap();
         assert_eq!(cfg.model.kind, kind);
     }
+    for factor in ReferenceFactor::ALL {
+        let text = format!(
+            "[model]\nkind = \"reference\"\nreference = \"{}\"\n",
+            factor.name()
+        );
+        assert_eq!(load(&text).unwrap().model.reference, factor);
+    }
+    let err =
+        load("[data]\nwindow = 40\n[model]\nkind = \"reference\"\nreference = \"momentum_60d\"\n");
+    assert_eq!(field_of(err.unwrap_err()), "data.window");
     let err = load("[model]\nkind = \"xgboost\"\n").unwrap_err();
     assert_eq!(field_of(err), "model.kind");
     // STORM's patch rule does not apply to a baseline.

@@ -55,6 +55,7 @@ impl ExperimentConfig {
             ModelKind::Lstm | ModelKind::Gru | ModelKind::Transformer => {
                 self.validate_sequence(origin)?
             }
+            ModelKind::Reference => self.validate_reference(origin)?,
         }
         self.validate_factor_module_options(origin)?;
         let t = &self.train;
@@ -108,6 +109,23 @@ impl ExperimentConfig {
             if !(v >= 0.0 && v.is_finite()) {
                 return fail(field, format!("{v} must be a finite number >= 0"));
             }
+        }
+        Ok(())
+    }
+
+    /// A reference factor scores the same days as the models: its history must fit in the window.
+    fn validate_reference(&self, origin: &str) -> Result<()> {
+        let (factor, window) = (self.model.reference, self.data.window);
+        if window <= factor.lookback() {
+            return Err(Error::config(
+                origin,
+                "data.window",
+                format!(
+                    "{window} is too short for model.reference = \"{}\", which reads {} days before each day",
+                    factor.name(),
+                    factor.lookback()
+                ),
+            ));
         }
         Ok(())
     }

@@ -3,9 +3,11 @@
 
 use tch::Tensor;
 
+use crate::config::ReferenceFactor;
 use crate::data::windows::WindowTensors;
 use crate::data::Panel;
 use crate::error::Result;
+use crate::model::reference::reference_scores;
 use crate::stats::rank_ic::{summarize, IcSummary};
 
 /// Scores of all stocks on one day (the last day of a window).
@@ -43,19 +45,39 @@ pub fn predict_days(
         let flat = rows(&scores)?;
         let risks = risks.as_ref().map(rows).transpose()?;
         for (row, &day) in chunk.iter().enumerate() {
-            let labels = panel.labels[day * n..(day + 1) * n]
-                .iter()
-                .map(|&v| v as f64)
-                .collect();
             out.push(DayPredictions {
                 day,
                 scores: flat[row * n..(row + 1) * n].to_vec(),
                 risks: risks.as_ref().map(|r| r[row * n..(row + 1) * n].to_vec()),
-                labels,
+                labels: day_labels(panel, day),
             });
         }
     }
     Ok(out)
+}
+
+/// A reference factor's scores on each day of `ends` (no model, no windows: prices up to the day).
+pub fn reference_days(
+    factor: ReferenceFactor,
+    panel: &Panel,
+    ends: &[usize],
+) -> Vec<DayPredictions> {
+    ends.iter()
+        .map(|&day| DayPredictions {
+            day,
+            scores: reference_scores(factor, panel, day),
+            risks: None,
+            labels: day_labels(panel, day),
+        })
+        .collect()
+}
+
+fn day_labels(panel: &Panel, day: usize) -> Vec<f64> {
+    let n = panel.n_tickers();
+    panel.labels[day * n..(day + 1) * n]
+        .iter()
+        .map(|&v| v as f64)
+        .collect()
 }
 
 /// RankIC/IC summary of a set of predicted days.

@@ -97,6 +97,12 @@ pub fn build_model(
         kind @ (ModelKind::Lstm | ModelKind::Gru | ModelKind::Transformer) => Box::new(
             SequencePredictor::new(p, kind, &m.sequence, n_stocks, n_features, window)?,
         ),
+        ModelKind::Reference => {
+            return Err(crate::error::Error::Model(format!(
+                "model.kind = \"reference\" ({}) is a price factor with no torch model to build or train",
+                m.reference.name()
+            )))
+        }
     })
 }
 

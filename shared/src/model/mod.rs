@@ -1,6 +1,7 @@
 //! Factor models behind one interface (`FactorModel`, built by `build_model` from the config's
 //! `model.kind`): STORM, FactorVAE (`factorvae.rs`) and the LSTM/GRU/Transformer return predictors
-//! (`sequence.rs`).
+//! (`sequence.rs`); and the zero-training reference factors (`reference.rs`), which score days from
+//! prices without a torch module.
 //!
 //! The STORM model (paper §4): two VQ-VAE branches over the same window — time-series (TS: p days × one
 //! stock per token) and cross-sectional (CS: one day × all stocks per token) — a CrossViT-style fusion of
@@ -29,6 +30,7 @@ mod fusion;
 mod interface;
 mod patch;
 mod quantizer;
+pub mod reference;
 mod sequence;
 mod stock_pooling;
 mod storm;

@@ -15,7 +15,7 @@ use crate::config::Split;
 use crate::data::windows::{split_window_ends, Labels};
 use crate::data::Panel;
 use crate::error::Result;
-use crate::eval::predictions::{predict_days, DayPredictions};
+use crate::eval::predictions::DayPredictions;
 use crate::stats::hac::{hac_mean_test, MeanTest};
 use crate::stats::rank_ic::daily_rank_ic;
 
@@ -106,13 +106,7 @@ pub fn diagnose(run: &TrainedRun) -> Result<DiagnoseReport> {
     let train_means = mean_returns(panel, &ends(Split::Train)?);
     let mut splits = Vec::new();
     for split in Split::ALL {
-        let days = predict_days(
-            |x| run.model.predict_with_risk(x),
-            &tensors,
-            panel,
-            &ends(split)?,
-            64,
-        )?;
+        let days = run.predict_days(&tensors, &ends(split)?)?;
         splits.push(diagnose_days(split, &days, &train_means));
     }
     let validation_curve = CsvLog::read(&run.dir.valid_csv())?
@@ -140,7 +134,7 @@ pub fn diagnose(run: &TrainedRun) -> Result<DiagnoseReport> {
         })
         .unwrap_or_default();
     let report = DiagnoseReport {
-        checkpoint: run.checkpoint.display().to_string(),
+        checkpoint: run.checkpoint_label(),
         checkpoint_step: run.checkpoint_step,
         checkpoint_choice: run.choice.to_string(),
         splits,

@@ -13,7 +13,7 @@ use crate::config::Split;
 use crate::data::windows::{split_window_ends, Labels, WindowTensors};
 use crate::error::{Error, Result};
 use crate::eval::frame::{predictions_frame, usage_stats};
-use crate::eval::predictions::{ic_summary, predict_days, DayPredictions};
+use crate::eval::predictions::{ic_summary, DayPredictions};
 use crate::model::code_usage;
 
 /// `eval_<split>.json`.
@@ -60,12 +60,12 @@ fn code_counts(
     ends: &[usize],
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let (mut ts_counts, mut cs_counts) = (None::<Tensor>, None::<Tensor>);
-    let Some(k) = run.model.codebook_size() else {
+    let Some((model, k)) = run.model().and_then(|m| m.codebook_size().map(|k| (m, k))) else {
         return Ok((None, None));
     };
     for chunk in ends.chunks(64) {
         let batch = tensors.batch(chunk)?;
-        let emb = tch::no_grad(|| run.model.embeddings(&batch.x));
+        let emb = tch::no_grad(|| model.embeddings(&batch.x));
         let add = |acc: Option<Tensor>, idx: Option<Tensor>| match (acc, idx) {
             (Some(a), Some(i)) => Some(a + code_usage(&i, k)),
             (None, Some(i)) => Some(code_usage(&i, k)),
@@ -83,13 +83,7 @@ pub fn evaluate(run: &TrainedRun, split: Split) -> Result<EvalReport> {
     let (cfg, panel) = (&run.config, &run.panel);
     let ends = split_window_ends(panel, &cfg.splits, split, cfg.data.window, Labels::Optional)?;
     let tensors = run.tensors()?;
-    let days = predict_days(
-        |x| run.model.predict_with_risk(x),
-        &tensors,
-        panel,
-        &ends,
-        64,
-    )?;
+    let days = run.predict_days(&tensors, &ends)?;
     let summary = ic_summary(&days);
     let (ts_counts, cs_counts) = code_counts(run, &tensors, &ends)?;
     let ts_stats = ts_counts.as_ref().map(usage_stats);
@@ -104,7 +98,7 @@ pub fn evaluate(run: &TrainedRun, split: Split) -> Result<EvalReport> {
     let date = |d: usize| panel.dates[d].to_string();
     let report = EvalReport {
         split: split.name().to_string(),
-        checkpoint: run.checkpoint.display().to_string(),
+        checkpoint: run.checkpoint_label(),
         checkpoint_step: run.checkpoint_step,
         checkpoint_choice: Some(run.choice.to_string()),
         rank_ic: summary.rank_ic,
@@ -134,6 +128,9 @@ fn draw_usage(dir: &RunDir, split: Split, report: &EvalReport) {
     }
     if let Some(c) = &report.code_counts_cs {
         panels.push((format!("CS codebook usage ({} split)", split.name()), c));
+    }
+    if panels.is_empty() {
+        return;
     }
     let panels: Vec<(&str, &[i64])> = panels.iter().map(|(t, c)| (t.as_str(), *c)).collect();
     let png = dir.codebook_usage_png(split);

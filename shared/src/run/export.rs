@@ -38,6 +38,7 @@ fn to_vec<T: tch::kind::Element>(t: &Tensor) -> Result<Vec<T>> {
 pub fn export(run: &TrainedRun, out: &Path) -> Result<ExportSummary> {
     let (cfg, panel) = (&run.config, &run.panel);
     let w = cfg.data.window;
+    let model = run.require_model("and no factor embeddings to export")?;
     let tensors = run.tensors()?;
     let mut columns = Columns::new(panel.n_tickers());
     for split in Split::ALL {
@@ -46,7 +47,7 @@ pub fn export(run: &TrainedRun, out: &Path) -> Result<ExportSummary> {
         };
         for chunk in ends.chunks(64) {
             let batch = tensors.batch(chunk)?;
-            let emb = tch::no_grad(|| run.model.embeddings(&batch.x));
+            let emb = tch::no_grad(|| model.embeddings(&batch.x));
             columns.push(
                 panel,
                 split,

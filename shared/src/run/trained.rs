@@ -1,6 +1,6 @@
-//! [`TrainedRun`]: a run directory opened for the tasks that need its model — its config, run info,
-//! prepared panel and the model restored from the evaluation checkpoint ([`CheckpointChoice`]: by default the best one, else the latest),
-//! loaded once.
+//! [`TrainedRun`]: a run directory opened for the tasks that need its predictor — its config, run info,
+//! prepared panel and either the model restored from the evaluation checkpoint ([`CheckpointChoice`]: by
+//! default the best one, else the latest) or, for `model.kind = "reference"`, the price factor — loaded once.
 
 use std::path::PathBuf;
 
@@ -9,23 +9,34 @@ use tch::Device;
 
 use super::dir::RunDir;
 use super::info::RunInfo;
-use crate::config::ExperimentConfig;
+use crate::config::{ExperimentConfig, ModelKind, ReferenceFactor};
 use crate::data::windows::WindowTensors;
 use crate::data::Panel;
 use crate::error::{Error, Result};
+use crate::eval::predictions::{predict_days, reference_days, DayPredictions};
 use crate::model::{build_model, FactorModel};
 use crate::train::checkpoint::{load_checkpoint, CheckpointChoice};
 use crate::train::trainer::evaluation_checkpoint;
+
+/// What scores a run's days.
+pub enum Scorer {
+    /// A trained model and the variables it refers to.
+    Model {
+        model: Box<dyn FactorModel>,
+        vars: VarStore,
+    },
+    /// A zero-training reference factor: scores come from prices, there is no checkpoint.
+    Reference(ReferenceFactor),
+}
 
 pub struct TrainedRun {
     pub dir: RunDir,
     pub config: ExperimentConfig,
     pub info: RunInfo,
     pub panel: Panel,
-    pub model: Box<dyn FactorModel>,
-    /// Holds the model's variables (the model refers to them).
-    pub vars: VarStore,
-    pub checkpoint: PathBuf,
+    pub scorer: Scorer,
+    /// The restored checkpoint; None for a reference factor.
+    pub checkpoint: Option<PathBuf>,
     pub checkpoint_step: u64,
     /// How `checkpoint` was chosen.
     pub choice: CheckpointChoice,
@@ -43,7 +54,22 @@ impl TrainedRun {
     ) -> Result<Self> {
         let (config, info) = dir.load()?;
         let panel = Panel::load(&info.data_dir)?;
-        let checkpoint = evaluation_checkpoint(dir.path(), config.train.keep_checkpoints, choice)?
+        let mut run = TrainedRun {
+            dir: dir.clone(),
+            scorer: Scorer::Reference(config.model.reference),
+            config,
+            info,
+            panel,
+            checkpoint: None,
+            checkpoint_step: 0,
+            choice,
+            device,
+        };
+        if run.config.model.kind == ModelKind::Reference {
+            return Ok(run);
+        }
+        let cfg = &run.config;
+        let checkpoint = evaluation_checkpoint(dir.path(), cfg.train.keep_checkpoints, choice)?
             .ok_or_else(|| {
                 Error::Run(format!(
                     "{} has no checkpoint{purpose}",
@@ -53,28 +79,70 @@ impl TrainedRun {
         let mut vars = VarStore::new(device);
         let model = build_model(
             &vars.root(),
-            &config,
-            panel.n_tickers() as i64,
-            panel.n_features() as i64,
-            config.data.window as i64,
+            cfg,
+            run.panel.n_tickers() as i64,
+            run.panel.n_features() as i64,
+            cfg.data.window as i64,
         )?;
         let state = load_checkpoint(&checkpoint, &mut vars, None)?;
-        Ok(TrainedRun {
-            dir: dir.clone(),
-            config,
-            info,
-            panel,
-            model,
-            vars,
-            checkpoint,
-            checkpoint_step: state.step,
-            choice,
-            device,
-        })
+        run.scorer = Scorer::Model { model, vars };
+        run.checkpoint = Some(checkpoint);
+        run.checkpoint_step = state.step;
+        Ok(run)
     }
 
     /// The panel's windows on the run's device.
     pub fn tensors(&self) -> Result<WindowTensors> {
         WindowTensors::new(&self.panel, self.config.data.window, self.device)
+    }
+
+    /// The checkpoint's path, or what stands in for it, for reports.
+    pub fn checkpoint_label(&self) -> String {
+        self.checkpoint.as_ref().map_or_else(
+            || {
+                format!(
+                    "none (reference factor {})",
+                    self.config.model.reference.name()
+                )
+            },
+            |c| c.display().to_string(),
+        )
+    }
+
+    /// The trained model; None for a reference factor.
+    pub fn model(&self) -> Option<&dyn FactorModel> {
+        match &self.scorer {
+            Scorer::Model { model, .. } => Some(model.as_ref()),
+            Scorer::Reference(_) => None,
+        }
+    }
+
+    /// The trained model, or an error saying that a reference factor has none to `purpose`.
+    pub fn require_model(&self, purpose: &str) -> Result<&dyn FactorModel> {
+        self.model().ok_or_else(|| {
+            Error::Run(format!(
+                "{} is the reference factor {}: it has no model {purpose}",
+                self.dir.path().display(),
+                self.config.model.reference.name()
+            ))
+        })
+    }
+
+    /// Scores (and the model's risk, where it has one) of every day in `ends`.
+    pub fn predict_days(
+        &self,
+        tensors: &WindowTensors,
+        ends: &[usize],
+    ) -> Result<Vec<DayPredictions>> {
+        match &self.scorer {
+            Scorer::Model { model, .. } => predict_days(
+                |x| model.predict_with_risk(x),
+                tensors,
+                &self.panel,
+                ends,
+                64,
+            ),
+            Scorer::Reference(factor) => Ok(reference_days(*factor, &self.panel, ends)),
+        }
     }
 }
