@@ -448,6 +448,9 @@ eval_every = 1
         "| PPO (STORM factors) |",
         "| PPO (STORM-w/o-TS factors) |",
         "| 1-day reversal | ",
+        "| Model | RankIC ↑ | 95 % interval over seeds | t (HAC) |",
+        "## Significance (test split)",
+        "| − 1-day reversal |",
     ] {
         assert!(md.contains(needle), "{needle} missing:\n{md}");
     }
@@ -470,5 +473,10 @@ eval_every = 1
         .unwrap()
         .to_string();
     assert!(table1.ends_with("| 2 |"), "two seeds: {table1}");
+    // the paired table has a row for STORM and none for the reference itself
+    let paired = md.split("Paired differences").nth(1).unwrap();
+    assert!(paired.contains("\n| STORM | "), "{paired}");
+    assert!(!paired.contains("\n| 1-day reversal | "), "{paired}");
+    assert!(r0["metrics"]["test_rank_ic_t"].as_f64().is_some(), "{r0}");
     assert!(table1.contains(" ± "), "{table1}");
 }

@@ -9,7 +9,8 @@
 //! - [`scheduler`]: the pure scheduling state machine; [`actor`]: the ractor coordinator that drives it and
 //!   supervises workers; [`cluster`]: the node remote worker hosts join and the heartbeat settings;
 //!   [`progress`]: the terminal view; [`run`]: one blocking session.
-//! - [`aggregate`], [`results`], [`report`], [`chart`]: statistics over seeds and their tables/figures.
+//! - [`aggregate`], [`results`], [`report`], [`chart`]: statistics over seeds and their tables/figures;
+//!   [`significance`]: HAC t-statistics, seed intervals and paired comparisons for the paper report.
 
 pub mod actor;
 pub mod aggregate;
@@ -23,6 +24,7 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod scheduler;
+pub mod significance;
 pub mod sweep_config;
 pub mod sweep_dir;
 pub mod tasks;

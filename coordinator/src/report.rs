@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use storm_shared::config::Split;
 use storm_shared::error::Result;
-use storm_shared::run::metrics::{Financial, MetricKey, Scope};
+use storm_shared::run::metrics::{EvalMetric, Financial, MetricKey, Scope};
 use storm_shared::run::RunDir;
 use storm_shared::trading::task::FeatureSource;
 use storm_worker::protocol::RUN_DIR;
@@ -18,6 +18,7 @@ use crate::chart::{bars_with_ranges, wealth_lines, Band};
 use crate::plan::Plan;
 use crate::results::{cell_text, configs, counts_line, failed_section, pm, test_rank_ic};
 use crate::run::{job_dir, SweepOutcome};
+use crate::significance::{self, seed_interval};
 
 pub const REPORT_MD: &str = "report.md";
 pub const RANK_IC_PNG: &str = "rank_ic.png";
@@ -84,6 +85,14 @@ fn shared_row(
     }
 }
 
+/// `mean ± range` of a t-statistic (two decimals), or `–`.
+fn pm_t(stat: Option<&Stat>) -> String {
+    match stat {
+        Some(s) if s.mean.is_finite() => format!("{:.2} ± {:.2}", s.mean, s.range),
+        _ => "–".into(),
+    }
+}
+
 fn financial_header(first: &str) -> String {
     let mut h = format!("| {first} |");
     let mut rule = String::from("|---|");
@@ -114,20 +123,32 @@ fn markdown(plan: &Plan, out: &SweepOutcome, meta: &PaperMeta, charts: &[(&str, 
     let _ = writeln!(md, "## Table 1: factor quality (test split)\n");
     let _ = writeln!(
         md,
-        "| Model | RankIC ↑ | RankICIR ↑ | seeds |\n|---|---|---|---|"
+        "| Model | RankIC ↑ | 95 % interval over seeds | t (HAC) | RankICIR ↑ | seeds |\n\
+         |---|---|---|---|---|---|"
     );
     let [(rank_ic, _), (rank_icir, _)] = test_rank_ic();
+    let rank_ic_t = MetricKey::Eval(Split::Test, EvalMetric::RankIcT);
     for (c, labels) in &models {
         let ic = stats.metric(c, &rank_ic);
+        let interval = ic
+            .and_then(seed_interval)
+            .map_or("–".into(), |(lo, hi)| format!("[{lo:+.4}, {hi:+.4}]"));
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {interval} | {} | {} | {} |",
             cell_text(&name(labels)),
             pm(ic),
+            pm_t(stats.metric(c, &rank_ic_t)),
             pm(stats.metric(c, &rank_icir)),
             ic.map_or(0, |s| s.n)
         );
     }
+    let _ = writeln!(
+        md,
+        "\nt (HAC): each seed's Newey–West t-statistic of its mean daily RankIC (|t| > 2 ≈ 5 %), mean ± range \
+         over seeds. The interval is Student's t over the seeds' RankICs: it says how much the seed matters, \
+         not whether the RankIC differs from zero (see Significance)."
+    );
 
     let _ = writeln!(
         md,
@@ -155,6 +176,7 @@ fn markdown(plan: &Plan, out: &SweepOutcome, meta: &PaperMeta, charts: &[(&str, 
         });
         let _ = writeln!(md, "{row}");
     }
+    md.push_str(&significance::section(plan, out));
     trading_tables(&mut md, stats, &models, meta);
     if !charts.is_empty() {
         let _ = writeln!(md, "\n## Figures\n");
@@ -257,14 +279,14 @@ fn wealth_series(plan: &Plan, out: &SweepOutcome) -> Option<(Vec<String>, Vec<Cu
     Some((dates?, series))
 }
 
-struct Daily {
-    dates: Vec<String>,
-    wealth: Vec<f64>,
-    benchmarks: Vec<Curve>,
+pub(crate) struct Daily {
+    pub dates: Vec<String>,
+    pub wealth: Vec<f64>,
+    pub benchmarks: Vec<Curve>,
 }
 
 /// The leading columns of `portfolio_test_daily.csv`: date, wealth, equal_weight_wealth[, index_wealth].
-fn read_daily(path: &Path) -> Option<Daily> {
+pub(crate) fn read_daily(path: &Path) -> Option<Daily> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next()?.split(',').collect();

@@ -8,7 +8,7 @@ use crate::data::windows::WindowTensors;
 use crate::data::Panel;
 use crate::error::Result;
 use crate::model::reference::reference_scores;
-use crate::stats::rank_ic::{summarize, IcSummary};
+use crate::stats::rank_ic::{daily_rank_ic, summarize, IcSummary};
 
 /// Scores of all stocks on one day (the last day of a window).
 pub struct DayPredictions {
@@ -77,6 +77,13 @@ fn day_labels(panel: &Panel, day: usize) -> Vec<f64> {
     panel.labels[day * n..(day + 1) * n]
         .iter()
         .map(|&v| v as f64)
+        .collect()
+}
+
+/// Each day's RankIC, in day order (days without a defined correlation left out).
+pub fn daily_rank_ics(days: &[DayPredictions]) -> Vec<f64> {
+    days.iter()
+        .filter_map(|d| daily_rank_ic(&d.scores, &d.labels))
         .collect()
 }
 

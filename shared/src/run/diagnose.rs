@@ -15,7 +15,7 @@ use crate::config::Split;
 use crate::data::windows::{split_window_ends, Labels};
 use crate::data::Panel;
 use crate::error::Result;
-use crate::eval::predictions::DayPredictions;
+use crate::eval::predictions::{daily_rank_ics, DayPredictions};
 use crate::stats::hac::{hac_mean_test, MeanTest};
 use crate::stats::rank_ic::daily_rank_ic;
 
@@ -85,10 +85,7 @@ fn mean_finite(values: impl Iterator<Item = f64>) -> f64 {
 
 /// The diagnosis of one split's predicted days, given each stock's mean training return.
 pub fn diagnose_days(split: Split, days: &[DayPredictions], train_means: &[f64]) -> SplitDiagnosis {
-    let ics: Vec<f64> = days
-        .iter()
-        .filter_map(|d| daily_rank_ic(&d.scores, &d.labels))
-        .collect();
+    let ics = daily_rank_ics(days);
     SplitDiagnosis {
         split: split.name().to_string(),
         rank_ic: hac_mean_test(&ics, None),

@@ -13,8 +13,9 @@ use crate::config::Split;
 use crate::data::windows::{split_window_ends, Labels, WindowTensors};
 use crate::error::{Error, Result};
 use crate::eval::frame::{predictions_frame, usage_stats};
-use crate::eval::predictions::{ic_summary, DayPredictions};
+use crate::eval::predictions::{daily_rank_ics, ic_summary, DayPredictions};
 use crate::model::code_usage;
+use crate::stats::hac::hac_mean_test;
 
 /// `eval_<split>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +34,12 @@ pub struct EvalReport {
     pub ic: f64,
     #[serde(deserialize_with = "super::null_as_nan")]
     pub icir: f64,
+    /// Newey–West standard error of the RankIC (the mean of the daily series) and its t-statistic (absent
+    /// in reports written before they existed; null when undefined).
+    #[serde(default)]
+    pub rank_ic_se: Option<f64>,
+    #[serde(default)]
+    pub rank_ic_t: Option<f64>,
     pub n_days: usize,
     pub n_predictions: usize,
     pub first_date: String,
@@ -85,6 +92,8 @@ pub fn evaluate(run: &TrainedRun, split: Split) -> Result<EvalReport> {
     let tensors = run.tensors()?;
     let days = run.predict_days(&tensors, &ends)?;
     let summary = ic_summary(&days);
+    let hac = hac_mean_test(&daily_rank_ics(&days), None);
+    let finite = |v: f64| v.is_finite().then_some(v);
     let (ts_counts, cs_counts) = code_counts(run, &tensors, &ends)?;
     let ts_stats = ts_counts.as_ref().map(usage_stats);
     let cs_stats = cs_counts.as_ref().map(usage_stats);
@@ -105,6 +114,8 @@ pub fn evaluate(run: &TrainedRun, split: Split) -> Result<EvalReport> {
         rank_icir: summary.rank_icir,
         ic: summary.ic,
         icir: summary.icir,
+        rank_ic_se: finite(hac.std_error),
+        rank_ic_t: finite(hac.t_stat),
         n_days: summary.n_days,
         n_predictions: days.len(),
         first_date: days.first().map(|d| date(d.day)).unwrap_or_default(),

@@ -3,7 +3,7 @@
 //! functions that take each step's typed result to its metrics.
 //!
 //! Names: `train_steps`, `train_seconds`, `train_samples_per_s`, `train_final_loss`, `best_valid_rank_ic`;
-//! `<split>_rank_ic`, `_rank_icir`, `_ic`, `_icir`, `_codebook_usage_ts|cs`, `_codebook_perplexity_ts|cs`;
+//! `<split>_rank_ic`, `_rank_icir`, `_rank_ic_t`, `_ic`, `_icir`, `_codebook_usage_ts|cs`, `_codebook_perplexity_ts|cs`;
 //! `<scope>_<financial>` for the scopes `pm` (the backtest's strategy), `ew`, `index`, `trade_<T>`,
 //! `trade_<T>_raw`, `bh_<T>` and the financial metrics [`Financial::ALL`]; `trade_<T>[_raw]_trades`.
 
@@ -119,6 +119,8 @@ pub enum TrainMetric {
 pub enum EvalMetric {
     RankIc,
     RankIcir,
+    /// The RankIC's Newey–West t-statistic over the split's days.
+    RankIcT,
     Ic,
     Icir,
     CodebookUsageTs,
@@ -128,9 +130,10 @@ pub enum EvalMetric {
 }
 
 impl EvalMetric {
-    pub const ALL: [EvalMetric; 8] = [
+    pub const ALL: [EvalMetric; 9] = [
         EvalMetric::RankIc,
         EvalMetric::RankIcir,
+        EvalMetric::RankIcT,
         EvalMetric::Ic,
         EvalMetric::Icir,
         EvalMetric::CodebookUsageTs,
@@ -143,6 +146,7 @@ impl EvalMetric {
         match self {
             EvalMetric::RankIc => "rank_ic",
             EvalMetric::RankIcir => "rank_icir",
+            EvalMetric::RankIcT => "rank_ic_t",
             EvalMetric::Ic => "ic",
             EvalMetric::Icir => "icir",
             EvalMetric::CodebookUsageTs => "codebook_usage_ts",
@@ -156,6 +160,7 @@ impl EvalMetric {
         match self {
             EvalMetric::RankIc => Some(r.rank_ic),
             EvalMetric::RankIcir => Some(r.rank_icir),
+            EvalMetric::RankIcT => r.rank_ic_t,
             EvalMetric::Ic => Some(r.ic),
             EvalMetric::Icir => Some(r.icir),
             EvalMetric::CodebookUsageTs => r.codebook_usage_ts,
