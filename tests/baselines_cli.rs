@@ -142,6 +142,22 @@ fn transformer_learns_the_signal() {
     assert!(rank_ic > 0.15, "Transformer test RankIC {rank_ic:.4}");
 }
 
+#[test]
+fn cafactor_learns_the_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, oracle) = market(dir.path());
+    let (run, rank_ic) = train_and_eval(dir.path(), "cafactor", &[]);
+    assert!(
+        rank_ic >= 0.5 * oracle,
+        "CAFactor test RankIC {rank_ic:.4} is below half the oracle's {oracle:.4}"
+    );
+    let header = std::fs::read_to_string(run.join("losses.csv")).unwrap();
+    assert!(header.starts_with("step,epoch,lr,loss,grad_norm,skipped,mse\n"));
+    // Embeddings are the K = 6 loadings β.
+    let out = ok(&["export", "--run", &s(&run)]);
+    assert!(out.contains("6-dim"), "{out}");
+}
+
 /// The ablation configs train and evaluate; each has only its own branch's codebook.
 #[test]
 fn storm_ablations_train_with_one_branch() {

@@ -181,6 +181,11 @@ fn bench_train(a: TrainBenchArgs) -> Result<()> {
             root.join("transformer.toml"),
             false,
         ),
+        (
+            "CAFactor (configs/cafactor.toml)",
+            root.join("cafactor.toml"),
+            false,
+        ),
     ];
     if a.bf16 {
         cases.push(("paper, bf16 autocast", root.join("dj30.toml"), true));

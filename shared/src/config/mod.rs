@@ -164,7 +164,7 @@ impl SplitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Model family: `storm`, a baseline (`factorvae`, `lstm`, `gru`, `transformer`) or `reference` (a
+    /// Model family: `storm`, a baseline (`factorvae`, `cafactor`, `lstm`, `gru`, `transformer`) or `reference` (a
     /// zero-training price factor). The fields below up to `reconstruction` describe STORM; the baselines
     /// read their own sub-tables.
     pub kind: ModelKind,
@@ -214,6 +214,9 @@ pub struct ModelConfig {
     /// The price factor of `kind = "reference"`.
     #[serde(skip_serializing_if = "is_default")]
     pub reference: ReferenceFactor,
+    /// The conditional autoencoder (`kind = "cafactor"`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub cafactor: CaFactorConfig,
 }
 
 /// Which model a config trains. Every kind is trained, evaluated and backtested the same way.
@@ -227,16 +230,19 @@ pub enum ModelKind {
     Transformer,
     /// A zero-training reference factor (`model.reference`): nothing to train, evaluated like a model.
     Reference,
+    /// The conditional autoencoder of Gu, Kelly & Xiu (2021), `model.cafactor`.
+    CaFactor,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 6] = [
+    pub const ALL: [ModelKind; 7] = [
         ModelKind::Storm,
         ModelKind::FactorVae,
         ModelKind::Lstm,
         ModelKind::Gru,
         ModelKind::Transformer,
         ModelKind::Reference,
+        ModelKind::CaFactor,
     ];
 
     /// The name used in configs (`model.kind`).
@@ -248,6 +254,7 @@ impl ModelKind {
             ModelKind::Gru => "gru",
             ModelKind::Transformer => "transformer",
             ModelKind::Reference => "reference",
+            ModelKind::CaFactor => "cafactor",
         }
     }
 }
@@ -276,6 +283,27 @@ impl Default for FactorVaeConfig {
             portfolios: 10,
             gamma: 0.01,
             leaky_slope: 0.01,
+        }
+    }
+}
+
+/// The conditional autoencoder of Gu, Kelly & Xiu (2021, "Autoencoder asset pricing models", J.
+/// Econometrics): a beta network from each stock's last-day characteristics to K loadings and, in training,
+/// a linear factor network on characteristic-managed portfolios. Defaults CA2, K = 6.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaFactorConfig {
+    /// Hidden layers of the beta network, 1..=3: CA1 = [32], CA2 = [32, 16], CA3 = [32, 16, 8].
+    pub depth: usize,
+    /// Latent factors K.
+    pub factors: usize,
+}
+
+impl Default for CaFactorConfig {
+    fn default() -> Self {
+        CaFactorConfig {
+            depth: 2,
+            factors: 6,
         }
     }
 }
@@ -329,6 +357,7 @@ impl Default for ModelConfig {
             factorvae: FactorVaeConfig::default(),
             sequence: SequenceConfig::default(),
             reference: ReferenceFactor::default(),
+            cafactor: CaFactorConfig::default(),
         }
     }
 }

@@ -165,6 +165,36 @@ fn model_kinds_parse_and_validate_their_own_tables() {
     assert_eq!(field_of(err.unwrap_err()), "model.factorvae.gamma");
     let err = load("[model]\nkind = \"factorvae\"\n[model.factorvae]\nportfolios = 0\n");
     assert_eq!(field_of(err.unwrap_err()), "model.factorvae.portfolios");
+    let cfg =
+        load("[model]\nkind = \"cafactor\"\n[model.cafactor]\ndepth = 3\nfactors = 4\n").unwrap();
+    assert_eq!(
+        cfg.model.cafactor,
+        CaFactorConfig {
+            depth: 3,
+            factors: 4
+        }
+    );
+    for bad in ["depth = 0", "depth = 4"] {
+        let err = load(&format!(
+            "[model]\nkind = \"cafactor\"\n[model.cafactor]\n{bad}\n"
+        ));
+        assert_eq!(field_of(err.unwrap_err()), "model.cafactor.depth", "{bad}");
+    }
+    let err = load("[model]\nkind = \"cafactor\"\n[model.cafactor]\nfactors = 0\n");
+    assert_eq!(field_of(err.unwrap_err()), "model.cafactor.factors");
+    let err = load("[model]\nkind = \"cafactor\"\n[model.cafactor]\nwidth = 8\n");
+    assert_eq!(field_of(err.unwrap_err()), "model.cafactor.width");
+    // at its defaults the table is left out of the serialised config, so older hashes do not change
+    let plain = load("").unwrap();
+    assert_eq!(
+        plain.hash(),
+        load("[model.cafactor]\ndepth = 2\nfactors = 6\n")
+            .unwrap()
+            .hash()
+    );
+    assert!(!serde_json::to_string(&plain.model)
+        .unwrap()
+        .contains("cafactor"));
 }
 
 #[test]

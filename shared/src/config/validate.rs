@@ -56,6 +56,7 @@ impl ExperimentConfig {
                 self.validate_sequence(origin)?
             }
             ModelKind::Reference => self.validate_reference(origin)?,
+            ModelKind::CaFactor => self.validate_cafactor(origin)?,
         }
         self.validate_factor_module_options(origin)?;
         let t = &self.train;
@@ -242,6 +243,28 @@ impl ExperimentConfig {
                 "model.factorvae.leaky_slope",
                 format!("{} must be in [0, 1)", f.leaky_slope),
             );
+        }
+        Ok(())
+    }
+
+    fn validate_cafactor(&self, origin: &str) -> Result<()> {
+        let c = &self.model.cafactor;
+        if !(1..=3).contains(&c.depth) {
+            return Err(Error::config(
+                origin,
+                "model.cafactor.depth",
+                format!(
+                    "{} is out of range 1..=3 (CA1 = [32], CA2 = [32, 16], CA3 = [32, 16, 8])",
+                    c.depth
+                ),
+            ));
+        }
+        if c.factors == 0 {
+            return Err(Error::config(
+                origin,
+                "model.cafactor.factors",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use tch::{nn, Tensor};
 
+use super::cafactor::CaFactor;
 use super::factorvae::FactorVae;
 use super::sequence::SequencePredictor;
 use super::storm::{term_weights, weighted_total, Storm};
@@ -90,6 +91,13 @@ pub fn build_model(
         ModelKind::FactorVae => Box::new(FactorVae::new(
             p,
             &m.factorvae,
+            n_stocks,
+            n_features,
+            window,
+        )?),
+        ModelKind::CaFactor => Box::new(CaFactor::new(
+            p,
+            &m.cafactor,
             n_stocks,
             n_features,
             window,

@@ -1,6 +1,6 @@
 //! Factor models behind one interface (`FactorModel`, built by `build_model` from the config's
-//! `model.kind`): STORM, FactorVAE (`factorvae.rs`) and the LSTM/GRU/Transformer return predictors
-//! (`sequence.rs`); and the zero-training reference factors (`reference.rs`), which score days from
+//! `model.kind`): STORM, FactorVAE (`factorvae.rs`), the conditional autoencoder CAFactor (`cafactor.rs`)
+//! and the LSTM/GRU/Transformer return predictors (`sequence.rs`); and the zero-training reference factors (`reference.rs`), which score days from
 //! prices without a torch module.
 //!
 //! The STORM model (paper §4): two VQ-VAE branches over the same window — time-series (TS: p days × one
@@ -24,6 +24,7 @@
 //! recomputes it.
 
 mod branch;
+mod cafactor;
 mod factor_head;
 mod factorvae;
 mod fusion;
@@ -37,6 +38,7 @@ mod storm;
 mod transformer;
 
 pub use branch::{reconstruction_loss, Branch, BranchKind};
+pub use cafactor::CaFactor;
 pub use factor_head::{
     gaussian_nll, kl_diag_gaussian, FactorHead, FactorOutput, HeadConfig, PriorAttention,
 };
