@@ -32,10 +32,12 @@ variants=(
   "storm-attention-noid|$C/experiments/storm-stock.toml|model.reconstruction=mean model.stock_embedding=none"
   "storm-attention-sqnorm|$C/experiments/storm-stock.toml|"
   # ablations of the in-sample fit: only the factor losses (NLL + KL) train the encoders; a wider factor
-  # head (FactorVAE's 128); a 3x larger learning rate
+  # head (FactorVAE's 128, and 256); a 3x larger learning rate; a wider encoder with the wider head
   "storm-nll-only|$C/experiments/storm-stock.toml|train.loss_weight_clip=0 train.loss_weight_recon_ts=0 train.loss_weight_recon_cs=0 train.loss_weight_commit=0 train.loss_weight_orthogonal=0 train.loss_weight_diversity=0"
   "storm-head128|$C/experiments/storm-stock.toml|model.factor_hidden=128"
   "storm-lr3e-3|$C/experiments/storm-stock.toml|train.lr=3e-3"
+  "storm-head256|$C/experiments/storm-stock.toml|model.factor_hidden=256"
+  "storm-head128-embed128|$C/experiments/storm-stock.toml|model.factor_hidden=128 model.embed_dim=128"
   # the zero-training reference factors (nothing is trained: seconds)
   "reversal-1d|$C/dj30-small.toml|model.kind=reference model.reference=reversal_1d"
   "momentum-20d|$C/dj30-small.toml|model.kind=reference model.reference=momentum_20d"
