@@ -296,6 +296,10 @@ fn reference_factors_score_from_prices_without_training() {
     assert!(run.join("portfolio_test.json").is_file());
     let text = ok(&["diagnose", "--run", &s(&run)]);
     assert!(text.contains("| test |"), "{text}");
+    assert!(
+        !text.contains("Prior vs posterior"),
+        "no factor head: {text}"
+    );
     let err = fails(&["export", "--run", &s(&run)]);
     assert!(err.contains("no factor embeddings"), "{err}");
     // a window too short for the factor's history is refused at load

@@ -190,6 +190,21 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     assert!(train["rank_autocorrelation"].as_f64().unwrap().abs() <= 1.0);
     assert!(!d["grad_norms"].as_array().unwrap().is_empty());
     assert!(full.join("diagnose.md").exists());
+    // prior vs posterior of the factor head: one correlation and one KL per factor, variance shares ≥ 0
+    assert!(text.contains("Prior vs posterior"), "{text}");
+    let agreement = &train["prior_agreement"];
+    let corr = agreement["factor_mean_correlation"].as_array().unwrap();
+    assert!(!corr.is_empty(), "{agreement}");
+    assert_eq!(
+        corr.len(),
+        agreement["kl_per_factor"].as_array().unwrap().len()
+    );
+    assert!(corr
+        .iter()
+        .all(|c| c.as_f64().is_none_or(|c| c.abs() <= 1.0 + 1e-9)));
+    for share in ["alpha_variance_share", "beta_variance_share"] {
+        assert!(agreement[share].as_f64().unwrap() >= 0.0, "{agreement}");
+    }
 
     let png = read(&full.join("codebook_usage_test.png"));
     assert_eq!(

@@ -37,6 +37,19 @@ pub enum PriorAttention {
     ReluCosine,
 }
 
+/// See [`FactorHead::parts`]; the prediction is `alpha + beta_mu`.
+#[derive(Debug)]
+pub struct HeadParts {
+    /// Prior and posterior factor means (B, K).
+    pub mu_prior: Tensor,
+    pub mu_post: Tensor,
+    /// KL(posterior ‖ prior) of each factor (B, K).
+    pub kl: Tensor,
+    /// μ_α (B, N) and β · μ_prior (B, N).
+    pub alpha: Tensor,
+    pub beta_mu: Tensor,
+}
+
 /// Sizes and choices of a factor head.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadConfig {
@@ -188,6 +201,25 @@ impl FactorHead {
             decode_mean(&mu_alpha, &beta, &mu_prior),
             decode_std(&sigma_alpha, &beta, &sigma_prior),
         )
+    }
+
+    /// The parts of a prediction that say whether the prior learned what the posterior sees (issue 19):
+    /// prior and posterior factor means, the KL per factor, and the prediction's two summands.
+    pub fn parts(&self, e: &Tensor, y: &Tensor) -> HeadParts {
+        let (mu_alpha, _, beta) = self.alpha_beta(e);
+        let (mu_prior, sigma_prior) = self.prior(e);
+        let (mu_post, sigma_post) = self.posterior(e, y);
+        let kl = (&sigma_prior / &sigma_post).log()
+            + (sigma_post.square() + (&mu_post - &mu_prior).square())
+                / (sigma_prior.square() * 2.0)
+            - 0.5;
+        HeadParts {
+            beta_mu: Tensor::einsum("bnk,bk->bn", &[&beta, &mu_prior], None::<i64>),
+            alpha: mu_alpha,
+            mu_prior,
+            mu_post,
+            kl,
+        }
     }
 
     /// Prediction, NLL and KL for embeddings e (B, N, H) and labels y (B, N).

@@ -99,6 +99,10 @@ impl FactorModel for FactorVae {
         self.head.predict(&self.features(x))
     }
 
+    fn head_parts(&self, x: &Tensor, y: &Tensor) -> Option<super::factor_head::HeadParts> {
+        Some(self.head.parts(&self.features(x), y))
+    }
+
     fn gradient_probe(&self, _weights: &TrainConfig) -> Option<crate::model::GradientProbe> {
         Some(crate::model::GradientProbe {
             prefixes: vec!["extractor."],

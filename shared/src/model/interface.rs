@@ -5,6 +5,7 @@
 use tch::{nn, Tensor};
 
 use super::cafactor::CaFactor;
+use super::factor_head::HeadParts;
 use super::factorvae::FactorVae;
 use super::sequence::SequencePredictor;
 use super::storm::{term_weights, weighted_total, Storm};
@@ -68,6 +69,12 @@ pub trait FactorModel: std::fmt::Debug {
 
     /// Codes per codebook, for models that have codebooks.
     fn codebook_size(&self) -> Option<i64> {
+        None
+    }
+
+    /// The factor head's prior/posterior parts for windows x and labels y, for models with a FactorVAE-style
+    /// head (STORM, FactorVAE); `storm diagnose` reports how well the prior agrees with the posterior.
+    fn head_parts(&self, _x: &Tensor, _y: &Tensor) -> Option<HeadParts> {
         None
     }
 
@@ -167,6 +174,10 @@ impl FactorModel for Storm {
 
     fn codebook_size(&self) -> Option<i64> {
         self.ts().or(self.cs()).map(|b| b.quantizer().codes())
+    }
+
+    fn head_parts(&self, x: &Tensor, y: &Tensor) -> Option<HeadParts> {
+        Some(self.factor_head().parts(&self.factor_embeddings(x).0, y))
     }
 }
 

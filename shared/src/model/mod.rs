@@ -40,7 +40,7 @@ mod transformer;
 pub use branch::{reconstruction_loss, Branch, BranchKind};
 pub use cafactor::CaFactor;
 pub use factor_head::{
-    gaussian_nll, kl_diag_gaussian, FactorHead, FactorOutput, HeadConfig, PriorAttention,
+    gaussian_nll, kl_diag_gaussian, FactorHead, FactorOutput, HeadConfig, HeadParts, PriorAttention,
 };
 pub use factorvae::FactorVae;
 pub use fusion::{clip_loss, Clip, Fusion};

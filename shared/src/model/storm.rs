@@ -141,6 +141,10 @@ impl Storm {
         })
     }
 
+    pub fn factor_head(&self) -> &FactorHead {
+        &self.factor
+    }
+
     pub fn ts(&self) -> Option<&Branch> {
         self.ts.as_ref()
     }

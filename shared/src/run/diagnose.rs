@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::csv_log::CsvLog;
+use super::prior_agreement::{prior_agreement, PriorAgreement};
 use super::trained::TrainedRun;
 use crate::config::Split;
 use crate::data::windows::{split_window_ends, Labels};
@@ -28,6 +29,9 @@ pub struct SplitDiagnosis {
     pub rank_autocorrelation: f64,
     /// Mean over days of the Spearman correlation of the predictions with each stock's mean training return.
     pub memorisation: f64,
+    /// Prior vs posterior of the factor head (models with one; labelled days only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_agreement: Option<PriorAgreement>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +95,7 @@ pub fn diagnose_days(split: Split, days: &[DayPredictions], train_means: &[f64])
         rank_ic: hac_mean_test(&ics, None),
         rank_autocorrelation: rank_autocorrelation(days),
         memorisation: correlation_with(days, train_means),
+        prior_agreement: None,
     }
 }
 
@@ -104,7 +109,13 @@ pub fn diagnose(run: &TrainedRun) -> Result<DiagnoseReport> {
     let mut splits = Vec::new();
     for split in Split::ALL {
         let days = run.predict_days(&tensors, &ends(split)?)?;
-        splits.push(diagnose_days(split, &days, &train_means));
+        let mut diagnosis = diagnose_days(split, &days, &train_means);
+        if let Some(model) = run.model() {
+            let labelled =
+                split_window_ends(panel, &cfg.splits, split, cfg.data.window, Labels::Required)?;
+            diagnosis.prior_agreement = prior_agreement(model, &tensors, &labelled)?;
+        }
+        splits.push(diagnosis);
     }
     let validation_curve = CsvLog::read(&run.dir.valid_csv())?
         .and_then(|log| {
@@ -185,6 +196,45 @@ pub fn markdown(r: &DiagnoseReport) -> String {
          of consecutive days' scores (near 1: one fixed ranking). Memorisation: mean Spearman correlation of \
          the scores with each stock's mean return over the training days.\n",
     );
+    let agreements: Vec<(&str, &PriorAgreement)> = r
+        .splits
+        .iter()
+        .filter_map(|s| Some((s.split.as_str(), s.prior_agreement.as_ref()?)))
+        .collect();
+    if !agreements.is_empty() {
+        md.push_str(
+            "\n## Prior vs posterior of the factor head\n\n\
+             | split | corr(μ_prior, μ_post) mean over factors | per factor | KL per factor (mean) | \
+             var share α | var share β·μ_prior |\n|---|---|---|---|---|---|\n",
+        );
+        for (split, a) in agreements {
+            let list =
+                |v: &[f64], d: usize| v.iter().map(|x| num(*x, d)).collect::<Vec<_>>().join(", ");
+            let finite: Vec<f64> = a
+                .factor_mean_correlation
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {split} | {} | {} | {} | {} | {} |",
+                num(finite.iter().sum::<f64>() / finite.len() as f64, 3),
+                list(&a.factor_mean_correlation, 2),
+                num(
+                    a.kl_per_factor.iter().sum::<f64>() / a.kl_per_factor.len() as f64,
+                    3
+                ),
+                num(a.alpha_variance_share, 3),
+                num(a.beta_variance_share, 3)
+            );
+        }
+        md.push_str(
+            "\nThe prior sees only the features; the posterior also sees the day's returns. Correlations near 0 \
+             and a β·μ_prior share near 0 mean that the prediction comes from α alone: the factors carry no \
+             forecast.\n",
+        );
+    }
     if !r.validation_curve.is_empty() {
         md.push_str("\n## Validation curve (`valid.csv`)\n\n| step | RankIC |\n|---|---|\n");
         for (step, ic) in &r.validation_curve {

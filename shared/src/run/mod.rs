@@ -19,6 +19,7 @@ pub mod evaluate;
 pub mod export;
 pub mod info;
 pub mod metrics;
+pub mod prior_agreement;
 pub mod publish;
 pub mod report;
 pub mod trade;
