@@ -223,6 +223,40 @@ impl PaperConfig {
 mod tests {
     use super::*;
 
+    /// Every shipped paper config loads and plans: each model has one job per seed, a reference factor
+    /// one job, and the model kinds the entries name are the ones planned.
+    #[test]
+    fn every_shipped_paper_config_plans() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/paper");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let cfg =
+                PaperConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let plan = cfg
+                .plan(&path, &PaperOverrides::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for model in &cfg.models {
+                let jobs: Vec<_> = plan
+                    .jobs
+                    .iter()
+                    .filter(|j| j.labels[0] == model.name)
+                    .collect();
+                let reference = jobs[0].config.model.kind == ModelKind::Reference;
+                let expected = if reference { 1 } else { cfg.seeds as usize };
+                assert_eq!(jobs.len(), expected, "{}: {}", path.display(), model.name);
+                if let Some(kind) = model.set.iter().find_map(|s| s.strip_prefix("model.kind=")) {
+                    assert_eq!(jobs[0].config.model.kind.name(), kind, "{}", model.name);
+                }
+            }
+            seen += 1;
+        }
+        assert!(seen >= 5, "only {seen} paper configs in {}", dir.display());
+    }
+
     fn setup(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

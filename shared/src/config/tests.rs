@@ -278,3 +278,21 @@ fn select_by_parses_names_its_choices_and_keeps_the_default_hash() {
     assert!(err.to_string().contains("smoothed_rank_ic"), "{err}");
     assert_eq!(field_of(err), "train.select_by");
 }
+
+/// Every shipped experiment config (configs/*.toml, configs/experiments/*.toml) loads and validates.
+#[test]
+fn every_shipped_experiment_config_loads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut seen = 0;
+    for dir in [root.clone(), root.join("experiments")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                ExperimentConfig::load(&path, &[])
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 10, "only {seen} configs under {}", root.display());
+}
