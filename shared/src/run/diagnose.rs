@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::eval::predictions::{daily_rank_ics, DayPredictions};
 use crate::stats::hac::{hac_mean_test, MeanTest};
 use crate::stats::rank_ic::daily_rank_ic;
+use crate::train::grad_probe::{shares, term_columns};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SplitDiagnosis {
@@ -131,12 +132,11 @@ pub fn diagnose(run: &TrainedRun) -> Result<DiagnoseReport> {
         .unwrap_or_default();
     let grad_norms = CsvLog::read(&run.dir.grad_norms_csv())?
         .and_then(|log| {
-            let last = log.rows.last()?.clone();
+            let last = log.rows.last()?;
             Some(
-                log.columns
-                    .iter()
-                    .zip(last)
-                    .filter_map(|(c, v)| Some((c.strip_prefix("grad_norm_")?.to_string(), v)))
+                term_columns(&log.columns)
+                    .into_iter()
+                    .map(|(i, term)| (term.to_string(), last[i]))
                     .collect(),
             )
         })
@@ -242,22 +242,13 @@ pub fn markdown(r: &DiagnoseReport) -> String {
         }
     }
     if !r.grad_norms.is_empty() {
-        let total: f64 = r
-            .grad_norms
-            .iter()
-            .map(|(_, v)| v)
-            .filter(|v| v.is_finite())
-            .sum();
         md.push_str(
             "\n## Gradient balance at the last probed step (`grad_norms.csv`)\n\n\
              | term | ‖∇ weight·term‖ on the shared encoder | share |\n|---|---|---|\n",
         );
-        for (term, v) in &r.grad_norms {
-            let share = if total > 0.0 {
-                num(100.0 * v / total, 1) + " %"
-            } else {
-                "n/a".into()
-            };
+        let norms: Vec<f64> = r.grad_norms.iter().map(|(_, v)| *v).collect();
+        for ((term, v), share) in r.grad_norms.iter().zip(shares(&norms)) {
+            let share = share.map_or("n/a".into(), |s| num(100.0 * s, 1) + " %");
             let _ = writeln!(md, "| {term} | {v:.3e} | {share} |");
         }
     }

@@ -14,6 +14,7 @@ use super::csv_log::{draw_loss_curves, CsvLog};
 use super::dir::{file_name, RunDir, CONFIG_FILE, GRAD_NORMS_FILE, LOSSES_FILE, VALID_FILE};
 use crate::config::Split;
 use crate::error::{Error, Result};
+use crate::train::grad_probe::{shares, term_columns};
 
 /// Validation rows listed in full; longer logs show the best and the last ones.
 const VALID_ROWS: usize = 12;
@@ -181,17 +182,8 @@ fn training_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) -
 /// step, and its share of the sum of norms at the last one.
 fn gradient_balance_table(norms: &CsvLog, md: &mut String) {
     let (first, last) = (&norms.rows[0], &norms.rows[norms.rows.len() - 1]);
-    let terms: Vec<(usize, &str)> = norms
-        .columns
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| Some((i, c.strip_prefix("grad_norm_")?)))
-        .collect();
-    let total: f64 = terms
-        .iter()
-        .map(|&(i, _)| last[i])
-        .filter(|v| v.is_finite())
-        .sum();
+    let terms = term_columns(&norms.columns);
+    let last_shares = shares(&terms.iter().map(|&(i, _)| last[i]).collect::<Vec<_>>());
     let _ = writeln!(
         md,
         "Gradient balance (`{GRAD_NORMS_FILE}`: ‖∇ weight·term‖ on the shared encoder; {} probed steps, \
@@ -201,8 +193,7 @@ fn gradient_balance_table(norms: &CsvLog, md: &mut String) {
         last[0]
     );
     md.push_str("| term | first | last | share of last |\n|---|---|---|---|\n");
-    for (i, term) in terms {
-        let share = (total > 0.0).then(|| last[i] / total);
+    for ((i, term), share) in terms.into_iter().zip(last_shares) {
         let _ = writeln!(
             md,
             "| {term} | {:.3e} | {:.3e} | {} |",

@@ -10,6 +10,27 @@ use tch::Tensor;
 use crate::error::{Error, Result};
 use crate::model::GradientProbe;
 
+/// Prefix of each term's column in `grad_norms.csv` (`grad_norm_<term>`).
+pub const COLUMN_PREFIX: &str = "grad_norm_";
+
+/// The (column index, term) of every term column among a `grad_norms.csv` header.
+pub fn term_columns(columns: &[String]) -> Vec<(usize, &str)> {
+    columns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c.strip_prefix(COLUMN_PREFIX)?)))
+        .collect()
+}
+
+/// Each norm's share of the sum of the finite norms; None when that sum is not positive.
+pub fn shares(norms: &[f64]) -> Vec<Option<f64>> {
+    let total: f64 = norms.iter().filter(|v| v.is_finite()).sum();
+    norms
+        .iter()
+        .map(|v| (total > 0.0).then(|| v / total))
+        .collect()
+}
+
 pub struct GradProbe {
     /// The probed parameters (every trainable variable whose name starts with one of the probe's prefixes).
     params: Vec<Tensor>,
@@ -70,6 +91,18 @@ impl GradProbe {
 mod tests {
     use super::*;
     use tch::{Device, Kind};
+
+    #[test]
+    fn term_columns_and_shares() {
+        let header: Vec<String> = ["step", "grad_norm_nll", "grad_norm_kl"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(term_columns(&header), vec![(1, "nll"), (2, "kl")]);
+        assert_eq!(shares(&[3.0, 1.0]), vec![Some(0.75), Some(0.25)]);
+        assert_eq!(shares(&[0.0, 0.0]), vec![None, None]);
+        // a non-finite norm is left out of the sum
+        assert_eq!(shares(&[1.0, f64::INFINITY])[0], Some(1.0));
+    }
 
     #[test]
     fn norms_are_weighted_per_term_and_leave_gradients_untouched() {

@@ -123,7 +123,7 @@ impl LossLog {
         if !self.grad_norms.exists() {
             text.push_str("step");
             for (name, _) in norms {
-                text.push_str(&format!(",grad_norm_{name}"));
+                text.push_str(&format!(",{}{name}", super::grad_probe::COLUMN_PREFIX));
             }
             text.push('\n');
         }
