@@ -193,13 +193,7 @@ impl FactorModel for CaFactor {
         if f.requires_grad() {
             self.update_factor_mean(&f);
         }
-        ModelOutput {
-            loss: mse.shallow_clone(),
-            terms: vec![("mse", mse)],
-            prediction,
-            ts_indices: None,
-            cs_indices: None,
-        }
+        ModelOutput::mse(mse, prediction)
     }
 
     fn predict(&self, x: &Tensor) -> Tensor {

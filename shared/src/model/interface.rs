@@ -26,6 +26,19 @@ pub struct ModelOutput {
     pub cs_indices: Option<Tensor>,
 }
 
+impl ModelOutput {
+    /// The output of a model trained by one MSE term and without codebooks.
+    pub fn mse(mse: Tensor, prediction: Tensor) -> Self {
+        ModelOutput {
+            loss: mse.shallow_clone(),
+            terms: vec![("mse", mse)],
+            prediction,
+            ts_indices: None,
+            cs_indices: None,
+        }
+    }
+}
+
 /// Per-stock embeddings of a batch, for factor export and the trading task.
 #[derive(Debug)]
 pub struct Embeddings {

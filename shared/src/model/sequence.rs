@@ -97,13 +97,7 @@ impl FactorModel for SequencePredictor {
     fn forward_loss(&self, x: &Tensor, y: &Tensor, _weights: &TrainConfig) -> ModelOutput {
         let prediction = self.predict(x);
         let mse = prediction.mse_loss(y, Reduction::Mean);
-        ModelOutput {
-            loss: mse.shallow_clone(),
-            terms: vec![("mse", mse)],
-            prediction,
-            ts_indices: None,
-            cs_indices: None,
-        }
+        ModelOutput::mse(mse, prediction)
     }
 
     fn predict(&self, x: &Tensor) -> Tensor {

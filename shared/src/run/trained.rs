@@ -54,41 +54,39 @@ impl TrainedRun {
     ) -> Result<Self> {
         let (config, info) = dir.load()?;
         let panel = Panel::load(&info.data_dir)?;
-        let mut run = TrainedRun {
+        let (scorer, checkpoint, checkpoint_step) = if config.model.kind == ModelKind::Reference {
+            (Scorer::Reference(config.model.reference), None, 0)
+        } else {
+            let checkpoint =
+                evaluation_checkpoint(dir.path(), config.train.keep_checkpoints, choice)?
+                    .ok_or_else(|| {
+                        Error::Run(format!(
+                            "{} has no checkpoint{purpose}",
+                            dir.path().display()
+                        ))
+                    })?;
+            let mut vars = VarStore::new(device);
+            let model = build_model(
+                &vars.root(),
+                &config,
+                panel.n_tickers() as i64,
+                panel.n_features() as i64,
+                config.data.window as i64,
+            )?;
+            let state = load_checkpoint(&checkpoint, &mut vars, None)?;
+            (Scorer::Model { model, vars }, Some(checkpoint), state.step)
+        };
+        Ok(TrainedRun {
             dir: dir.clone(),
-            scorer: Scorer::Reference(config.model.reference),
             config,
             info,
             panel,
-            checkpoint: None,
-            checkpoint_step: 0,
+            scorer,
+            checkpoint,
+            checkpoint_step,
             choice,
             device,
-        };
-        if run.config.model.kind == ModelKind::Reference {
-            return Ok(run);
-        }
-        let cfg = &run.config;
-        let checkpoint = evaluation_checkpoint(dir.path(), cfg.train.keep_checkpoints, choice)?
-            .ok_or_else(|| {
-                Error::Run(format!(
-                    "{} has no checkpoint{purpose}",
-                    dir.path().display()
-                ))
-            })?;
-        let mut vars = VarStore::new(device);
-        let model = build_model(
-            &vars.root(),
-            cfg,
-            run.panel.n_tickers() as i64,
-            run.panel.n_features() as i64,
-            cfg.data.window as i64,
-        )?;
-        let state = load_checkpoint(&checkpoint, &mut vars, None)?;
-        run.scorer = Scorer::Model { model, vars };
-        run.checkpoint = Some(checkpoint);
-        run.checkpoint_step = state.step;
-        Ok(run)
+        })
     }
 
     /// The panel's windows on the run's device.
