@@ -140,6 +140,21 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
         assert_eq!(report["params"]["envs"], 2);
         assert_eq!(report["params"]["updates"], 2);
         assert_eq!(report["days"]["test_days"], n_test);
+        // Selection among updates 1 and 2 only, each candidate listed; episodes start at fresh days.
+        let candidates = report["valid_candidates"].as_array().unwrap();
+        let updates: Vec<u64> = candidates
+            .iter()
+            .map(|c| c["update"].as_u64().unwrap())
+            .collect();
+        assert_eq!(updates, vec![1, 2], "{report}");
+        assert!(report["best_update"].as_u64().unwrap() >= 1);
+        assert!(report["valid_buy_and_hold_cw"].as_f64().unwrap() > 0.0);
+        let coverage = &report["train_coverage"];
+        assert_eq!(coverage["days"], report["days"]["train_days"]);
+        assert!(
+            coverage["distinct_starts"].as_u64().unwrap() >= 2,
+            "{coverage}"
+        );
         let actions = run.join(format!("{}_actions.csv", stem(&ticker, features)));
         let csv = std::fs::read_to_string(actions).unwrap();
         let mut lines = csv.lines();

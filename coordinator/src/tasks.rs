@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use storm_shared::error::{Error, Result};
+use storm_shared::trading::ppo::PpoConfig;
 use storm_worker::{Step, TradeFeatures};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +54,8 @@ pub struct TradeSettings {
     pub cost: f64,
     /// Also run PPO on raw features (the "PPO" baseline), in the jobs of the first model only.
     pub raw_baseline: bool,
+    /// PPO hyper-parameters (`[trade.ppo]`).
+    pub ppo: PpoConfig,
 }
 
 impl Default for TradeSettings {
@@ -68,6 +71,7 @@ impl Default for TradeSettings {
             eval_every: 5,
             cost: 1e-4,
             raw_baseline: true,
+            ppo: PpoConfig::default(),
         }
     }
 }
@@ -116,7 +120,7 @@ impl TradeSettings {
         if !(self.cost.is_finite() && (0.0..1.0).contains(&self.cost)) {
             return fail("cost", format!("{} must be in [0, 1)", self.cost));
         }
-        Ok(())
+        self.ppo.validate_as(origin, "trade.ppo.")
     }
 }
 
@@ -194,6 +198,7 @@ impl JobTasks<'_> {
                         window: t.window,
                         eval_every: t.eval_every,
                         cost: t.cost,
+                        ppo: t.ppo,
                     });
                 }
             }
@@ -268,5 +273,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn ppo_settings_are_read_checked_and_carried_into_the_steps() {
+        let t: TradeSettings =
+            toml::from_str("tickers = [\"AAPL\"]\n[ppo]\nn_steps = 32\nhidden = 16\n").unwrap();
+        assert_eq!((t.ppo.n_steps, t.ppo.hidden), (32, 16));
+        assert_eq!(
+            t.ppo.epochs,
+            PpoConfig::default().epochs,
+            "unset fields keep the defaults"
+        );
+        let b = BacktestSettings::default();
+        let jt = JobTasks {
+            tasks: &[Task::Trade],
+            backtest: &b,
+            trade: &t,
+            trades: true,
+            raw_baseline: false,
+        };
+        let steps = jt.steps(0);
+        let Some(Step::Trade { ppo, .. }) = steps.last() else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(ppo.n_steps, 32);
+        let bad: TradeSettings = toml::from_str("[ppo]\ngamma = 2.0\n").unwrap();
+        let e = bad.validate("p.toml", false).unwrap_err().to_string();
+        assert!(e.contains("p.toml") && e.contains("trade.ppo.gamma"), "{e}");
+        assert!(
+            toml::from_str::<TradeSettings>("[ppo]\nnsteps = 3\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 }

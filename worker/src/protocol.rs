@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use storm_shared::trading::ppo::PpoConfig;
 
 /// File names inside a job directory.
 pub const SPEC_FILE: &str = "job.json";
@@ -97,6 +98,9 @@ pub enum Step {
         window: usize,
         eval_every: usize,
         cost: f64,
+        /// PPO hyper-parameters (the defaults when absent).
+        #[serde(default)]
+        ppo: PpoConfig,
     },
 }
 
@@ -341,6 +345,7 @@ mod tests {
                 window: 16,
                 eval_every: 1,
                 cost: 1e-4,
+                ppo: PpoConfig::default(),
             },
             Step::Trade {
                 ticker: "AAPL".into(),
@@ -351,6 +356,7 @@ mod tests {
                 window: 16,
                 eval_every: 1,
                 cost: 1e-4,
+                ppo: PpoConfig::default(),
             },
         ];
         let json = serde_json::to_string(&steps).unwrap();

@@ -347,7 +347,7 @@ fn bench_rollout(a: RolloutBenchArgs) -> Result<()> {
         .map(|e| TradingEnv::window(series.clone(), cfg, e * 10, e * 10 + 500))
         .collect::<storm_shared::error::Result<Vec<_>>>()?;
     let mut vec_env = VecEnv::new(envs)?;
-    vec_env.reset();
+    vec_env.reset()?;
     let rounds = a.steps.div_ceil(n_envs);
     let mut actions = vec![0usize; n_envs];
     let start = Instant::now();

@@ -25,7 +25,6 @@ use storm_shared::run::metrics::{
     backtest_metrics, eval_metrics, trade_metrics, train_metrics, MetricKey, TrainSummary, Value,
 };
 use storm_shared::run::{EvalReport, RunDir};
-use storm_shared::trading::ppo::PpoConfig;
 use storm_shared::trading::task::{FeatureSource, TradeParams, TradeReport};
 use storm_shared::trading::EnvConfig;
 use storm_shared::train::checkpoint::{read_state, CheckpointChoice, Checkpointer};
@@ -284,6 +283,7 @@ pub fn step_call(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<
             window,
             eval_every,
             cost,
+            ppo,
         } => StepCall::Trade {
             ticker: ticker.clone(),
             source: source(*features),
@@ -297,7 +297,7 @@ pub fn step_call(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<
                     cost_rate: *cost,
                     initial_cash: DEFAULT_CASH,
                 },
-                ppo: PpoConfig::default(),
+                ppo: *ppo,
                 risk_free: DEFAULT_RISK_FREE,
             },
         },
@@ -363,6 +363,7 @@ fn collect_metrics(spec: &JobSpec) -> Result<BTreeMap<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use storm_shared::trading::ppo::PpoConfig;
 
     fn spec() -> JobSpec {
         JobSpec {
@@ -435,10 +436,18 @@ mod tests {
             window: 32,
             eval_every: 1,
             cost: 1e-4,
+            ppo: PpoConfig {
+                n_steps: 8,
+                ..PpoConfig::default()
+            },
         })
         else {
             panic!("trade")
         };
+        assert_eq!(
+            params.ppo.n_steps, 8,
+            "the step's PPO settings reach the trainer"
+        );
         assert_eq!((ticker.as_str(), source), ("AAPL", FeatureSource::Raw));
         assert_eq!((params.seed, params.n_envs, params.n_updates), (3, 4, 2));
         assert_eq!((params.window, params.eval_every), (32, 1));

@@ -56,6 +56,52 @@ pub struct TradeArgs {
     /// Daily state the policy observes.
     #[arg(long, value_enum, default_value = "factors")]
     pub features: Features,
+    #[command(flatten)]
+    pub ppo: PpoArgs,
+}
+
+/// PPO hyper-parameters (the `[trade.ppo]` table of sweep and paper configs).
+#[derive(Args)]
+pub struct PpoArgs {
+    /// Steps per environment per rollout.
+    #[arg(long, default_value_t = PpoConfig::default().n_steps as i64, allow_negative_numbers = true)]
+    pub n_steps: i64,
+    /// Passes over each rollout.
+    #[arg(long, default_value_t = PpoConfig::default().epochs as i64, allow_negative_numbers = true)]
+    pub ppo_epochs: i64,
+    /// Samples per gradient step.
+    #[arg(long, default_value_t = PpoConfig::default().minibatch_size as i64, allow_negative_numbers = true)]
+    pub minibatch_size: i64,
+    #[arg(long, default_value_t = PpoConfig::default().learning_rate, allow_negative_numbers = true)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = PpoConfig::default().gamma, allow_negative_numbers = true)]
+    pub gamma: f64,
+    /// GAE λ.
+    #[arg(long, default_value_t = PpoConfig::default().lambda, allow_negative_numbers = true)]
+    pub gae_lambda: f64,
+    #[arg(long, default_value_t = PpoConfig::default().entropy_coef, allow_negative_numbers = true)]
+    pub entropy_coef: f64,
+    /// Width of the actor's and the critic's two hidden layers.
+    #[arg(long, default_value_t = PpoConfig::default().hidden, allow_negative_numbers = true)]
+    pub hidden: i64,
+}
+
+impl PpoArgs {
+    fn config(&self) -> Result<PpoConfig> {
+        let config = PpoConfig {
+            n_steps: count("n-steps", self.n_steps, 1)?,
+            epochs: count("ppo-epochs", self.ppo_epochs, 1)?,
+            minibatch_size: count("minibatch-size", self.minibatch_size, 1)?,
+            learning_rate: self.learning_rate,
+            gamma: self.gamma,
+            lambda: self.gae_lambda,
+            entropy_coef: self.entropy_coef,
+            hidden: self.hidden,
+            ..PpoConfig::default()
+        };
+        config.validate_as("storm trade", "--")?;
+        Ok(config)
+    }
 }
 
 /// Counts arrive signed so that a negative value gets the same clear message as zero.
@@ -79,7 +125,7 @@ fn params(a: &TradeArgs) -> Result<TradeParams> {
             cost_rate: a.cost,
             initial_cash: a.cash,
         },
-        ppo: PpoConfig::default(),
+        ppo: a.ppo.config()?,
         risk_free: a.risk_free,
     };
     p.validate()?;
@@ -138,6 +184,22 @@ pub fn trade_ticker(
     );
     println!("{}", row("Buy&Hold", &r.buy_and_hold, "1"));
     println!();
+    if let Some(c) = r.train_coverage {
+        println!(
+            "training: {} episodes from {} distinct start days covered {} of {} train days",
+            c.episodes, c.distinct_starts, c.days_seen, c.days
+        );
+    }
+    if let (true, Some(bh)) = (
+        r.no_better_than_buy_and_hold_on_valid(),
+        r.valid_buy_and_hold_cw,
+    ) {
+        println!(
+            "warning: the chosen policy (update {}) is no better than Buy&Hold on the valid days \
+             (CW {:.4} vs {:.4}); its test result is not evidence of skill",
+            r.best_update, r.best_valid_cw, bh
+        );
+    }
     super::print_written(&files.json, &files.csv, files.png.as_deref());
     Ok(())
 }

@@ -174,6 +174,9 @@ pub struct Transition {
     pub reward: f64,
     /// The next day is the episode's last: no further step.
     pub done: bool,
+    /// The episode ended at the series' real end (nothing follows), not only at its window's end: a
+    /// learner bootstraps from the next state's value on a `done` that is not `terminal`.
+    pub terminal: bool,
     pub info: StepInfo,
 }
 
@@ -208,12 +211,7 @@ impl TradingEnv {
         end: usize,
     ) -> Result<Self> {
         config.validate()?;
-        if start >= end || end >= series.len() {
-            return Err(Error::Trading(format!(
-                "episode days {start}..={end} must hold at least 2 days of the series' {}",
-                series.len()
-            )));
-        }
+        check_window(&series, start, end)?;
         let mut env = TradingEnv {
             series,
             config,
@@ -229,6 +227,24 @@ impl TradingEnv {
         };
         env.reset();
         Ok(env)
+    }
+
+    /// Moves the episode to the days `start..=end` (at least one step) and resets; returns the first
+    /// observation.
+    pub fn reset_to(&mut self, start: usize, end: usize) -> Result<Vec<f32>> {
+        check_window(&self.series, start, end)?;
+        (self.start, self.end) = (start, end);
+        Ok(self.reset())
+    }
+
+    /// First and last day of the episode (absolute indices in the series).
+    pub fn days(&self) -> (usize, usize) {
+        (self.start, self.end)
+    }
+
+    /// Days in the whole series.
+    pub fn series_len(&self) -> usize {
+        self.series.len()
     }
 
     /// Observation size: features + position.
@@ -275,6 +291,7 @@ impl TradingEnv {
             obs: self.observation(),
             reward: (after - before) / before,
             done: self.is_done(),
+            terminal: self.day + 1 >= self.series.len(),
             info: StepInfo {
                 day,
                 action,
@@ -376,6 +393,16 @@ impl TradingEnv {
     }
 }
 
+fn check_window(series: &PriceSeries, start: usize, end: usize) -> Result<()> {
+    if start >= end || end >= series.len() {
+        return Err(Error::Trading(format!(
+            "episode days {start}..={end} must hold at least 2 days of the series' {}",
+            series.len()
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,7 +467,10 @@ mod tests {
         assert_close!(s.info.cash, 988.021978021978);
         assert_close!(s.info.wealth, 988.021978021978);
         assert_close!(s.reward, -0.001);
-        assert!(s.info.traded && s.done);
+        assert!(
+            s.info.traded && s.done && s.terminal,
+            "the series' last day is terminal"
+        );
         assert_eq!(s.obs, vec![3.0, 0.0]);
 
         assert_eq!(env.n_trades(), 2);
@@ -487,10 +517,18 @@ mod tests {
         let mut env = TradingEnv::window(series.clone(), EnvConfig::default(), 1, 2).unwrap();
         assert_eq!(env.n_steps(), 1);
         let s = env.step(2).unwrap();
-        assert!(s.done);
+        assert!(
+            s.done && !s.terminal,
+            "day 2 ends the window, not the series"
+        );
         assert_eq!(s.info.day, 1);
         // Doubles from 2 to 4, less the 1 bp buy cost.
         assert_close!(s.reward, 2.0 / (1.0 + DEFAULT_COST_RATE) - 1.0);
+        assert_eq!(env.reset_to(2, 3).unwrap(), vec![0.0, 0.0]);
+        assert_eq!(env.days(), (2, 3));
+        let s = env.step(1).unwrap();
+        assert!(s.done && s.terminal && s.info.day == 2);
+        assert!(env.reset_to(3, 3).is_err());
         assert!(TradingEnv::window(series.clone(), EnvConfig::default(), 2, 2).is_err());
         assert!(TradingEnv::window(series, EnvConfig::default(), 1, 4).is_err());
     }

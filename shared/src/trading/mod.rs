@@ -3,6 +3,7 @@
 //! and a PPO agent that learns a policy on it.
 //!
 //! - [`env`]: [`TradingEnv`] — accounting (cash, shares, costs), rewards and the wealth series.
+//! - [`episodes`]: [`episodes::EpisodeStarts`] — a fresh seeded start day for every training episode.
 //! - [`vec_env`]: [`VecEnv`] — E environments stepped in lockstep with auto-reset.
 //! - [`ppo`]: actor-critic MLP, GAE and the clipped PPO update.
 //!
@@ -11,6 +12,7 @@
 //! V_0 is the starting cash, a trade's cost shows in V_{t+1}, and an episode of T + 1 days has T steps.
 
 pub mod env;
+pub mod episodes;
 pub mod ppo;
 pub mod task;
 pub mod vec_env;

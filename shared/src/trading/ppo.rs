@@ -4,16 +4,18 @@
 //! (initial weights, action sampling, minibatch order) comes from libtorch's generator: seed it with
 //! `tch::manual_seed` for a reproducible run on CPU.
 
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use super::env::{Action, TradingEnv};
-use super::vec_env::VecEnv;
+use super::vec_env::{StepEnd, VecEnv};
 use crate::error::{Error, Result};
 use crate::portfolio::WealthSeries;
 
-/// PPO hyper-parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// PPO hyper-parameters (`[trade.ppo]` in sweep and paper configs; every field optional).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PpoConfig {
     /// Steps per environment per rollout.
     pub n_steps: usize,
@@ -55,18 +57,46 @@ impl Default for PpoConfig {
 
 impl PpoConfig {
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, why: &str| Err(Error::config("ppo", field, why));
-        if self.n_steps == 0 || self.epochs == 0 || self.minibatch_size == 0 {
-            return bad("n_steps/epochs/minibatch_size", "must be positive");
+        self.validate_as("trade", "ppo.")
+    }
+
+    /// Checks every field; a message names `origin` and the field as `<prefix><field>`.
+    pub fn validate_as(&self, origin: &str, prefix: &str) -> Result<()> {
+        let bad =
+            |field: &str, why: String| Err(Error::config(origin, format!("{prefix}{field}"), why));
+        for (field, v) in [
+            ("n_steps", self.n_steps),
+            ("epochs", self.epochs),
+            ("minibatch_size", self.minibatch_size),
+        ] {
+            if v == 0 {
+                return bad(field, "must be at least 1".into());
+            }
         }
-        if !(0.0..=1.0).contains(&self.gamma) || !(0.0..=1.0).contains(&self.lambda) {
-            return bad("gamma/lambda", "must be in [0, 1]");
+        for (field, v) in [("gamma", self.gamma), ("lambda", self.lambda)] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(field, format!("{v} must be in [0, 1]"));
+            }
         }
-        if !(self.clip > 0.0 && self.learning_rate > 0.0 && self.max_grad_norm > 0.0) {
-            return bad("clip/learning_rate/max_grad_norm", "must be positive");
+        for (field, v) in [
+            ("clip", self.clip),
+            ("learning_rate", self.learning_rate),
+            ("max_grad_norm", self.max_grad_norm),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(field, format!("{v} must be finite and > 0"));
+            }
+        }
+        for (field, v) in [
+            ("value_coef", self.value_coef),
+            ("entropy_coef", self.entropy_coef),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(field, format!("{v} must be finite and ≥ 0"));
+            }
         }
         if self.hidden <= 0 {
-            return bad("hidden", "must be positive");
+            return bad("hidden", format!("{} must be at least 1", self.hidden));
         }
         Ok(())
     }
@@ -105,25 +135,37 @@ fn mlp(p: &nn::Path, input: i64, hidden: i64, output: i64) -> nn::Sequential {
         .add(nn::linear(p / "out", hidden, output, Default::default()))
 }
 
+/// How a rollout step relates to the step after it, for [`gae`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Boundary {
+    /// The episode goes on: bootstrap from the next step's value and carry its advantage back.
+    Continues,
+    /// The series ended: no value follows.
+    Terminal,
+    /// The episode was cut at its window's end: bootstrap from the critic's value of the state it ended
+    /// on, but carry nothing back from the next (new) episode.
+    Truncated { next_value: f32 },
+}
+
 /// Generalised advantage estimates and returns (advantage + value) of a time-major rollout
-/// (`rewards[t * n_envs + e]`). `dones[t * n_envs + e]` means the episode ended with step t, so nothing
-/// is bootstrapped across it; `last_values` are the critic's values of the observations after the last step.
+/// (`rewards[t * n_envs + e]`); `boundaries[t * n_envs + e]` says how step t of environment e ends and
+/// `last_values` are the critic's values of the observations after the last step.
 /// Errors when the lengths do not describe whole steps of `last_values.len()` environments.
 pub fn gae(
     rewards: &[f32],
     values: &[f32],
-    dones: &[bool],
+    boundaries: &[Boundary],
     last_values: &[f32],
     gamma: f32,
     lambda: f32,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let n_envs = last_values.len();
     let n = rewards.len();
-    if n_envs == 0 || values.len() != n || dones.len() != n || !n.is_multiple_of(n_envs) {
+    if n_envs == 0 || values.len() != n || boundaries.len() != n || !n.is_multiple_of(n_envs) {
         return Err(Error::Trading(format!(
-            "GAE needs whole steps of {n_envs} environments: {n} rewards, {} values, {} dones",
+            "GAE needs whole steps of {n_envs} environments: {n} rewards, {} values, {} boundaries",
             values.len(),
-            dones.len()
+            boundaries.len()
         )));
     }
     let mut advantages = vec![0.0f32; n];
@@ -131,9 +173,13 @@ pub fn gae(
     let mut next_value = last_values.to_vec();
     for i in (0..n).rev() {
         let e = i % n_envs;
-        let live = if dones[i] { 0.0 } else { 1.0 };
-        let delta = rewards[i] + gamma * next_value[e] * live - values[i];
-        next_adv[e] = delta + gamma * lambda * live * next_adv[e];
+        let (bootstrap, carry) = match boundaries[i] {
+            Boundary::Continues => (next_value[e], 1.0),
+            Boundary::Terminal => (0.0, 0.0),
+            Boundary::Truncated { next_value } => (next_value, 0.0),
+        };
+        let delta = rewards[i] + gamma * bootstrap - values[i];
+        next_adv[e] = delta + gamma * lambda * carry * next_adv[e];
         advantages[i] = next_adv[e];
         next_value[e] = values[i];
     }
@@ -150,7 +196,7 @@ pub struct Rollout {
     pub log_probs: Vec<f32>,
     pub values: Vec<f32>,
     pub rewards: Vec<f32>,
-    pub dones: Vec<bool>,
+    pub boundaries: Vec<Boundary>,
     /// Critic values of the observations after the last step, one per environment.
     pub last_values: Vec<f32>,
 }
@@ -214,7 +260,7 @@ impl Ppo {
             log_probs: Vec::with_capacity(n),
             values: Vec::with_capacity(n),
             rewards: Vec::with_capacity(n),
-            dones: Vec::with_capacity(n),
+            boundaries: Vec::with_capacity(n),
             last_values: Vec::new(),
         };
         for _ in 0..self.config.n_steps {
@@ -225,15 +271,50 @@ impl Ppo {
             r.actions.extend(actions);
             r.log_probs.extend(log_probs);
             r.values.extend(values);
-            r.rewards.extend(step.rewards);
-            r.dones.extend(step.dones);
+            r.rewards.extend(&step.rewards);
+            r.boundaries.extend(self.boundaries(&step.ends)?);
             *obs = step.obs;
         }
-        r.last_values = tch::no_grad(|| {
-            let (_, values) = self.model.forward(&self.tensor(obs));
-            Vec::<f32>::try_from(values.to_kind(Kind::Float))
-        })?;
+        r.last_values = self.values(obs)?;
         Ok(r)
+    }
+
+    /// The critic's values of E × obs_dim observations.
+    fn values(&self, obs: &[f32]) -> Result<Vec<f32>> {
+        tch::no_grad(|| {
+            let (_, values) = self.model.forward(&self.tensor(obs));
+            Ok(Vec::<f32>::try_from(values.to_kind(Kind::Float))?)
+        })
+    }
+
+    /// One step's boundaries, with the critic's values of the states truncated episodes ended on
+    /// (one batched forward pass, only on steps where some episode was truncated).
+    fn boundaries(&self, ends: &[StepEnd]) -> Result<Vec<Boundary>> {
+        let cut: Vec<f32> = ends
+            .iter()
+            .filter_map(|e| match e {
+                StepEnd::Truncated(obs) => Some(obs.as_slice()),
+                _ => None,
+            })
+            .flatten()
+            .copied()
+            .collect();
+        let mut cut_values = if cut.is_empty() {
+            Vec::new()
+        } else {
+            self.values(&cut)?
+        }
+        .into_iter();
+        ends.iter()
+            .map(|e| match e {
+                StepEnd::Continues => Ok(Boundary::Continues),
+                StepEnd::Terminal => Ok(Boundary::Terminal),
+                StepEnd::Truncated(_) => cut_values
+                    .next()
+                    .map(|next_value| Boundary::Truncated { next_value })
+                    .ok_or_else(|| Error::Trading("a truncated episode has no value".into())),
+            })
+            .collect()
     }
 
     /// Sampled actions with their log-probabilities and the critic's values.
@@ -255,7 +336,7 @@ impl Ppo {
         let (adv, returns) = gae(
             &rollout.rewards,
             &rollout.values,
-            &rollout.dones,
+            &rollout.boundaries,
             &rollout.last_values,
             c.gamma as f32,
             c.lambda as f32,
@@ -327,7 +408,7 @@ impl Ppo {
 
     /// `n_updates` rounds of collect + update on `env`, starting from a reset.
     pub fn train(&mut self, env: &mut VecEnv, n_updates: usize) -> Result<Vec<UpdateStats>> {
-        let mut obs = env.reset();
+        let mut obs = env.reset()?;
         (0..n_updates)
             .map(|_| {
                 let rollout = self.collect(env, &mut obs)?;
@@ -367,32 +448,76 @@ mod tests {
 
     #[test]
     fn gae_three_steps_by_hand() {
-        // One env, γ = 0.5, λ = 0.5 (γλ = 0.25); r = [1, 2, 3], V = [0.5, 1, 1.5], V(after) = 2, no done:
+        use Boundary::{Continues as C, Terminal as T};
+        // One env, γ = 0.5, λ = 0.5 (γλ = 0.25); r = [1, 2, 3], V = [0.5, 1, 1.5], V(after) = 2, no end:
         //   δ_2 = 3 + 0.5·2   − 1.5 = 2.5         A_2 = 2.5
         //   δ_1 = 2 + 0.5·1.5 − 1   = 1.75        A_1 = 1.75 + 0.25·2.5   = 2.375
         //   δ_0 = 1 + 0.5·1   − 0.5 = 1.0         A_0 = 1.0  + 0.25·2.375 = 1.59375
         let (rewards, values) = ([1.0, 2.0, 3.0], [0.5, 1.0, 1.5]);
-        let (adv, ret) = gae(&rewards, &values, &[false; 3], &[2.0], 0.5, 0.5).unwrap();
+        let (adv, ret) = gae(&rewards, &values, &[C; 3], &[2.0], 0.5, 0.5).unwrap();
         assert_eq!(adv, vec![1.59375, 2.375, 2.5]);
         assert_eq!(ret, vec![2.09375, 3.375, 4.0]);
-        // Episode ends with step 1: no bootstrap from V_2 into step 1, nor from V(after) if step 2 ends.
+        // The series ends with step 1 (and step 2 ends another): no bootstrap into either.
         //   A_2 = 3 − 1.5 = 1.5;  A_1 = 2 − 1 = 1;  A_0 = 1 + 0.5·1 − 0.5 + 0.25·1 = 1.25
-        let (adv, _) = gae(&rewards, &values, &[false, true, true], &[2.0], 0.5, 0.5).unwrap();
+        let (adv, _) = gae(&rewards, &values, &[C, T, T], &[2.0], 0.5, 0.5).unwrap();
         assert_eq!(adv, vec![1.25, 1.0, 1.5]);
+        // Step 1's window is cut where the critic values the next state at 4: it bootstraps from 4 but
+        // takes no advantage from step 2 (a new episode).
+        //   A_2 = 2.5 (as in the first case);  A_1 = 2 + 0.5·4 − 1 = 3;  A_0 = 1 + 0.5·1 − 0.5 + 0.25·3 = 1.75
+        let cut = Boundary::Truncated { next_value: 4.0 };
+        let (adv, _) = gae(&rewards, &values, &[C, cut, C], &[2.0], 0.5, 0.5).unwrap();
+        assert_eq!(adv, vec![1.75, 3.0, 2.5]);
         // Two envs interleaved time-major are independent.
         let (adv2, _) = gae(
             &[1.0, 0.0, 2.0, 0.0, 3.0, 0.0],
             &[0.5, 0.0, 1.0, 0.0, 1.5, 0.0],
-            &[false; 6],
+            &[C; 6],
             &[2.0, 0.0],
             0.5,
             0.5,
         )
         .unwrap();
         assert_eq!(adv2, vec![1.59375, 0.0, 2.375, 0.0, 2.5, 0.0]);
-        assert!(gae(&rewards, &values, &[false; 2], &[2.0], 0.5, 0.5).is_err());
-        assert!(gae(&rewards, &values, &[false; 3], &[2.0, 1.0], 0.5, 0.5).is_err());
-        assert!(gae(&rewards, &values, &[false; 3], &[], 0.5, 0.5).is_err());
+        assert!(gae(&rewards, &values, &[C; 2], &[2.0], 0.5, 0.5).is_err());
+        assert!(gae(&rewards, &values, &[C; 3], &[2.0, 1.0], 0.5, 0.5).is_err());
+        assert!(gae(&rewards, &values, &[C; 3], &[], 0.5, 0.5).is_err());
+    }
+
+    #[test]
+    fn truncated_steps_bootstrap_from_the_critic() {
+        tch::manual_seed(0);
+        let series = planted(20, 1);
+        let envs = vec![TradingEnv::window(series.clone(), EnvConfig::default(), 0, 3).unwrap()];
+        let mut vec_env = VecEnv::new(envs).unwrap();
+        let ppo = Ppo::new(
+            2,
+            PpoConfig {
+                n_steps: 7,
+                ..PpoConfig::default()
+            },
+            Device::Cpu,
+        )
+        .unwrap();
+        let mut obs = vec_env.reset().unwrap();
+        let r = ppo.collect(&mut vec_env, &mut obs).unwrap();
+        // Windows of 3 steps over 20 days: steps 2 and 5 are cut, none reaches the series' end. A replay of
+        // the same actions ends on the observation whose critic value each cut step bootstraps from.
+        let mut replay = TradingEnv::window(series, EnvConfig::default(), 0, 3).unwrap();
+        let mut cuts = 0;
+        for (t, b) in r.boundaries.iter().enumerate() {
+            let step = replay.step(r.actions[t] as usize).unwrap();
+            match b {
+                Boundary::Truncated { next_value } => {
+                    assert!(step.done && !step.terminal, "step {t}");
+                    assert_eq!(*next_value, ppo.values(&step.obs).unwrap()[0]);
+                    replay.reset();
+                    cuts += 1;
+                }
+                Boundary::Continues => assert!(!step.done, "step {t}"),
+                Boundary::Terminal => panic!("no step reaches the series' end"),
+            }
+        }
+        assert_eq!(cuts, 2);
     }
 
     /// Feature f_t = ±1 at random; the price moves by +2 % × f_t from day t to t + 1.

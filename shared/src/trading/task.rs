@@ -1,18 +1,17 @@
 //! The single-stock trading task on one ticker's daily states and prices per split ([`TickerData`]): train
-//! PPO on seeded windows of the train days while keeping the parameters with the best greedy cumulative
-//! wealth on the valid days, and report the chosen policy on the test days against Buy&Hold
-//! ([`TradeReport`]), with the per-day actions. Loading a ticker from a run directory and writing the
+//! PPO on episodes that each start at a fresh seeded day of the train period, keep the parameters (after
+//! at least one update) with the best greedy cumulative wealth on the valid days, and report the chosen
+//! policy on the test days against Buy&Hold ([`TradeReport`]), with the per-day actions. Loading a ticker from a run directory and writing the
 //! outputs is `crate::run::trade`.
 
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::env::{Action, EnvConfig, PriceSeries, TradingEnv};
+use super::episodes::{Coverage, EpisodeStarts};
 use super::ppo::{Ppo, PpoConfig};
 use super::vec_env::VecEnv;
 use crate::error::{Error, Result};
@@ -58,7 +57,7 @@ pub struct TickerData {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TradeParams {
     pub seed: u64,
-    /// Training environments (each on its own seeded window of the train days).
+    /// Training environments (each episode on a fresh seeded window of the train days).
     pub n_envs: usize,
     /// PPO updates (rollout + optimisation rounds).
     pub n_updates: usize,
@@ -111,6 +110,19 @@ pub struct ParamsReport {
     pub minibatch_size: usize,
     pub learning_rate: f64,
     pub hidden: i64,
+    /// The remaining PPO hyper-parameters (absent in reports written before they were configurable).
+    #[serde(default)]
+    pub gamma: Option<f64>,
+    #[serde(default)]
+    pub lambda: Option<f64>,
+    #[serde(default)]
+    pub clip: Option<f64>,
+    #[serde(default)]
+    pub value_coef: Option<f64>,
+    #[serde(default)]
+    pub entropy_coef: Option<f64>,
+    #[serde(default)]
+    pub max_grad_norm: Option<f64>,
 }
 
 impl From<&TradeParams> for ParamsReport {
@@ -129,6 +141,12 @@ impl From<&TradeParams> for ParamsReport {
             minibatch_size: p.ppo.minibatch_size,
             learning_rate: p.ppo.learning_rate,
             hidden: p.ppo.hidden,
+            gamma: Some(p.ppo.gamma),
+            lambda: Some(p.ppo.lambda),
+            clip: Some(p.ppo.clip),
+            value_coef: Some(p.ppo.value_coef),
+            entropy_coef: Some(p.ppo.entropy_coef),
+            max_grad_norm: Some(p.ppo.max_grad_norm),
         }
     }
 }
@@ -151,6 +169,13 @@ pub struct SplitDays {
     pub test_last_date: NaiveDate,
 }
 
+/// One model-selection candidate: the greedy policy's cumulative wealth on the valid days after an update.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ValidCandidate {
+    pub update: usize,
+    pub valid_cw: f64,
+}
+
 /// `trading_<TICKER>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TradeReport {
@@ -158,11 +183,28 @@ pub struct TradeReport {
     pub features: FeatureSource,
     pub ppo: PolicyReport,
     pub buy_and_hold: FinancialMetrics,
-    /// Update count of the chosen parameters (0 = the initial policy).
+    /// Update count of the chosen parameters (≥ 1: the untrained policy is never a candidate).
     pub best_update: usize,
     pub best_valid_cw: f64,
+    /// Every candidate of the selection, in update order.
+    #[serde(default)]
+    pub valid_candidates: Vec<ValidCandidate>,
+    /// Buy&Hold's cumulative wealth on the valid days, the bar the chosen policy is held to.
+    #[serde(default)]
+    pub valid_buy_and_hold_cw: Option<f64>,
+    /// What the training episodes covered of the train days.
+    #[serde(default)]
+    pub train_coverage: Option<Coverage>,
     pub days: SplitDays,
     pub params: ParamsReport,
+}
+
+impl TradeReport {
+    /// The chosen policy did no better than Buy&Hold on the valid days it was selected on.
+    pub fn no_better_than_buy_and_hold_on_valid(&self) -> bool {
+        self.valid_buy_and_hold_cw
+            .is_some_and(|bh| self.best_valid_cw <= bh)
+    }
 }
 
 /// One test day: the close, the action traded at it (none on the last day), the position after it and
@@ -187,7 +229,8 @@ pub struct TradeOutcome {
 
 // --------------------------------------------------------------------------------------------- training
 
-/// `n_envs` environments on seeded random windows of `window` steps (at most the whole series).
+/// `n_envs` environments whose every episode starts at a fresh seeded window of `window` steps (at most
+/// the whole series).
 pub fn train_envs(
     series: &Arc<PriceSeries>,
     env: EnvConfig,
@@ -195,16 +238,9 @@ pub fn train_envs(
     window: usize,
     seed: u64,
 ) -> Result<VecEnv> {
-    let last = series.len() - 1;
-    let steps = window.min(last);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let envs = (0..n_envs)
-        .map(|_| {
-            let start = rng.random_range(0..=last - steps);
-            TradingEnv::window(series.clone(), env, start, start + steps)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    VecEnv::new(envs)
+    let starts = EpisodeStarts::new(series.len(), window, seed)?;
+    let envs = vec![TradingEnv::new(series.clone(), env)?; n_envs];
+    VecEnv::with_starts(envs, starts)
 }
 
 /// Deep copies of the model's parameters.
@@ -279,13 +315,8 @@ pub fn run_trading(data: &TickerData, params: &TradeParams) -> Result<TradeOutco
         params.window,
         params.seed,
     )?;
-    let valid_cw = |ppo: &Ppo| -> Result<f64> {
-        Ok(cumulative_wealth(
-            &greedy_episode(ppo, &data.valid.series, params.env)?.0,
-        ))
-    };
-    let (mut best_update, mut best_cw, mut best) = (0, valid_cw(&ppo)?, snapshot(&ppo));
-    let mut obs = envs.reset();
+    let mut selection = Selection::default();
+    let mut obs = envs.reset()?;
     for u in 1..=params.n_updates {
         let started = std::time::Instant::now();
         let rollout = ppo.collect(&mut envs, &mut obs)?;
@@ -296,7 +327,8 @@ pub fn run_trading(data: &TickerData, params: &TradeParams) -> Result<TradeOutco
             episode_return: mean_episode_return(&envs),
         });
         if u % params.eval_every == 0 || u == params.n_updates {
-            let cw = valid_cw(&ppo)?;
+            let (valid_env, _) = greedy_episode(&ppo, &data.valid.series, params.env)?;
+            let cw = cumulative_wealth(&valid_env);
             crate::telemetry::record_ppo_valid(cw);
             tracing::info!(
                 update = u,
@@ -304,13 +336,59 @@ pub fn run_trading(data: &TickerData, params: &TradeParams) -> Result<TradeOutco
                 mean_reward = stats.mean_reward,
                 "trade"
             );
-            if cw > best_cw {
-                (best_update, best_cw, best) = (u, cw, snapshot(&ppo));
-            }
+            selection.offer(&ppo, u, cw);
         }
     }
-    restore(&ppo, &best);
-    test_outcome(data, params, &ppo, best_update, best_cw)
+    let Some(best) = &selection.best else {
+        return Err(Error::Trading(
+            "no update was evaluated on the valid days".into(),
+        ));
+    };
+    restore(&ppo, best);
+    let valid_bh = cumulative_wealth(&buy_and_hold(&data.valid.series, params.env)?);
+    let mut outcome = test_outcome(data, params, &ppo, &selection.candidates)?;
+    outcome.report.valid_buy_and_hold_cw = Some(valid_bh);
+    outcome.report.train_coverage = envs.coverage();
+    if outcome.report.no_better_than_buy_and_hold_on_valid() {
+        tracing::warn!(
+            ticker = data.ticker,
+            valid_cw = outcome.report.best_valid_cw,
+            buy_and_hold_valid_cw = valid_bh,
+            "the chosen policy is no better than Buy&Hold on the valid days"
+        );
+    }
+    Ok(outcome)
+}
+
+/// Model selection on the valid days: every candidate, and the parameters of the first with the best CW.
+#[derive(Default)]
+struct Selection {
+    candidates: Vec<ValidCandidate>,
+    best: Option<Vec<(String, Tensor)>>,
+}
+
+impl Selection {
+    fn offer(&mut self, ppo: &Ppo, update: usize, valid_cw: f64) {
+        let best_cw = self.best_candidate().map(|c| c.valid_cw);
+        if best_cw.is_none_or(|b| valid_cw > b) {
+            self.best = Some(snapshot(ppo));
+        }
+        self.candidates.push(ValidCandidate { update, valid_cw });
+    }
+
+    fn best_candidate(&self) -> Option<&ValidCandidate> {
+        best_of(&self.candidates)
+    }
+}
+
+/// The first candidate with the highest valid CW.
+fn best_of(candidates: &[ValidCandidate]) -> Option<&ValidCandidate> {
+    candidates
+        .iter()
+        .fold(None, |best: Option<&ValidCandidate>, c| match best {
+            Some(b) if b.valid_cw >= c.valid_cw => Some(b),
+            _ => Some(c),
+        })
 }
 
 /// Mean over environments of the return (final / initial wealth − 1) of each one's last finished episode;
@@ -327,9 +405,10 @@ fn test_outcome(
     data: &TickerData,
     params: &TradeParams,
     ppo: &Ppo,
-    best_update: usize,
-    best_valid_cw: f64,
+    candidates: &[ValidCandidate],
 ) -> Result<TradeOutcome> {
+    let best =
+        best_of(candidates).ok_or_else(|| Error::Trading("no selection candidate".into()))?;
     let test = &data.test;
     let (env, actions) = greedy_episode(ppo, &test.series, params.env)?;
     let bh = buy_and_hold(&test.series, params.env)?;
@@ -342,8 +421,11 @@ fn test_outcome(
             trades: env.n_trades(),
         },
         buy_and_hold: bh.metrics(params.risk_free)?,
-        best_update,
-        best_valid_cw,
+        best_update: best.update,
+        best_valid_cw: best.valid_cw,
+        valid_candidates: candidates.to_vec(),
+        valid_buy_and_hold_cw: None,
+        train_coverage: None,
         days: SplitDays {
             train_days: data.train.dates.len(),
             valid_days: data.valid.dates.len(),
@@ -447,6 +529,14 @@ mod tests {
     }
 
     #[test]
+    fn the_first_best_candidate_wins() {
+        let c = |update, valid_cw| ValidCandidate { update, valid_cw };
+        assert_eq!(best_of(&[]), None);
+        let cands = [c(5, 1.1), c(10, 1.3), c(15, 1.3), c(20, 0.9)];
+        assert_eq!(best_of(&cands), Some(&c(10, 1.3)));
+    }
+
+    #[test]
     fn buy_and_hold_pays_one_cost() {
         let s = split(vec![100.0, 110.0, 121.0]);
         let cfg = EnvConfig {
@@ -496,6 +586,29 @@ mod tests {
         assert_eq!(a.actions[14].action, None);
         assert_eq!(a.report.ppo.metrics.n_days, 14);
         assert!(actions_csv(&a.actions).lines().count() == 16);
+        // Selection: after each of the 2 updates, never the untrained policy.
+        let r = &a.report;
+        assert_eq!(
+            r.valid_candidates
+                .iter()
+                .map(|c| c.update)
+                .collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            Some(r.best_valid_cw),
+            r.valid_candidates
+                .iter()
+                .map(|c| c.valid_cw)
+                .reduce(f64::max)
+        );
+        assert!(r.best_update >= 1);
+        assert!(r.valid_buy_and_hold_cw.is_some_and(|cw| cw > 0.0));
+        // 2 envs × 2 updates × 16 steps in windows of 10 steps: each env starts 4 episodes (at steps 0, 10,
+        // 20, 30), each at a fresh day.
+        let c = r.train_coverage.unwrap();
+        assert_eq!((c.episodes, c.days), (8, 40));
+        assert!(c.distinct_starts > 2 && c.days_seen > 11, "{c:?}");
         let bad = TradeParams {
             n_envs: 0,
             ..params()

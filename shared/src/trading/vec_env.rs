@@ -1,11 +1,32 @@
 //! [`VecEnv`]: E [`TradingEnv`]s (e.g. windows at different start days) stepped in lockstep, with their
 //! observations and rewards packed into flat `f32` buffers for the policy, and auto-reset of finished
-//! episodes. Fully deterministic: no randomness lives here.
+//! episodes: to the same window, or with [`VecEnv::with_starts`] to a fresh window drawn from a seeded
+//! [`EpisodeStarts`]. Deterministic: the only randomness is that seeded stream.
 
 use crate::error::{Error, Result};
 
 use super::env::TradingEnv;
+use super::episodes::{Coverage, EpisodeStarts};
 use crate::portfolio::WealthSeries;
+
+/// How a step left its environment's episode.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepEnd {
+    /// The episode goes on.
+    Continues,
+    /// The series itself ended: nothing follows, the next state has no value.
+    Terminal,
+    /// Only the episode's window ended (the environment was reset): the observation it ended on, whose
+    /// value a learner bootstraps from.
+    Truncated(Vec<f32>),
+}
+
+impl StepEnd {
+    /// The episode ended on this step (and the environment was reset).
+    pub fn is_done(&self) -> bool {
+        !matches!(self, StepEnd::Continues)
+    }
+}
 
 /// The result of [`VecEnv::step`].
 #[derive(Debug, Clone, PartialEq)]
@@ -14,8 +35,14 @@ pub struct VecStep {
     pub obs: Vec<f32>,
     /// One reward per environment.
     pub rewards: Vec<f32>,
-    /// Whether each environment's episode ended on this step (and was reset).
-    pub dones: Vec<bool>,
+    /// How each environment's episode stands after this step.
+    pub ends: Vec<StepEnd>,
+}
+
+impl VecStep {
+    pub fn dones(&self) -> Vec<bool> {
+        self.ends.iter().map(StepEnd::is_done).collect()
+    }
 }
 
 /// E environments with the same observation size.
@@ -25,6 +52,8 @@ pub struct VecEnv {
     obs_dim: usize,
     /// The wealth series of each environment's last finished episode.
     finished: Vec<Option<WealthSeries>>,
+    /// Where each new episode starts; None: every environment replays its own window.
+    starts: Option<EpisodeStarts>,
 }
 
 impl VecEnv {
@@ -46,7 +75,31 @@ impl VecEnv {
             envs,
             obs_dim,
             finished,
+            starts: None,
         })
+    }
+
+    /// Environments whose every episode, the first included, starts at the next window of `starts`.
+    pub fn with_starts(envs: Vec<TradingEnv>, starts: EpisodeStarts) -> Result<Self> {
+        let mut v = VecEnv::new(envs)?;
+        v.starts = Some(starts);
+        Ok(v)
+    }
+
+    /// What the episodes started so far covered (None without [`EpisodeStarts`]).
+    pub fn coverage(&self) -> Option<Coverage> {
+        self.starts.as_ref().map(EpisodeStarts::coverage)
+    }
+
+    /// Resets environment i, at a fresh window when there are [`EpisodeStarts`].
+    fn reset_env(&mut self, i: usize) -> Result<Vec<f32>> {
+        match &mut self.starts {
+            Some(starts) => {
+                let (start, end) = starts.next_window();
+                self.envs[i].reset_to(start, end)
+            }
+            None => Ok(self.envs[i].reset()),
+        }
     }
 
     pub fn n_envs(&self) -> usize {
@@ -62,12 +115,12 @@ impl VecEnv {
     }
 
     /// Resets every environment; returns the E × obs_dim first observations.
-    pub fn reset(&mut self) -> Vec<f32> {
+    pub fn reset(&mut self) -> Result<Vec<f32>> {
         let mut obs = Vec::with_capacity(self.n_envs() * self.obs_dim);
-        for env in &mut self.envs {
-            obs.extend(env.reset());
+        for i in 0..self.n_envs() {
+            obs.extend(self.reset_env(i)?);
         }
-        obs
+        Ok(obs)
     }
 
     /// Steps environment i with `actions[i]`; an environment whose episode ends is reset.
@@ -83,16 +136,21 @@ impl VecEnv {
         let mut out = VecStep {
             obs: Vec::with_capacity(n * self.obs_dim),
             rewards: Vec::with_capacity(n),
-            dones: Vec::with_capacity(n),
+            ends: Vec::with_capacity(n),
         };
-        for (i, (env, &action)) in self.envs.iter_mut().zip(actions).enumerate() {
-            let step = env.step(action)?;
+        for (i, &action) in actions.iter().enumerate() {
+            let step = self.envs[i].step(action)?;
             out.rewards.push(step.reward as f32);
-            out.dones.push(step.done);
             if step.done {
-                self.finished[i] = Some(env.wealth_series());
-                out.obs.extend(env.reset());
+                self.finished[i] = Some(self.envs[i].wealth_series());
+                out.ends.push(if step.terminal {
+                    StepEnd::Terminal
+                } else {
+                    StepEnd::Truncated(step.obs)
+                });
+                out.obs.extend(self.reset_env(i)?);
             } else {
+                out.ends.push(StepEnd::Continues);
                 out.obs.extend(step.obs);
             }
         }
@@ -125,12 +183,12 @@ mod tests {
         let mut single = TradingEnv::new(s.clone(), cfg).unwrap();
         let mut vec = VecEnv::new(vec![TradingEnv::new(s, cfg).unwrap(); 3]).unwrap();
         let first = single.reset();
-        assert_eq!(vec.reset(), first.repeat(3));
+        assert_eq!(vec.reset().unwrap(), first.repeat(3));
         for action in [2, 1, 0, 2, 1] {
             let step = single.step(action).unwrap();
             let out = vec.step(&[action; 3]).unwrap();
             assert_eq!(out.rewards, vec![step.reward as f32; 3]);
-            assert_eq!(out.dones, vec![step.done; 3]);
+            assert_eq!(out.dones(), vec![step.done; 3]);
             if !step.done {
                 assert_eq!(out.obs, step.obs.repeat(3));
             }
@@ -148,13 +206,18 @@ mod tests {
         ];
         let mut vec = VecEnv::new(envs).unwrap();
         // Features of day t are [t, t + 0.5]; position last.
-        assert_eq!(vec.reset(), vec![0.0, 0.5, 0.0, 3.0, 3.5, 0.0]);
+        assert_eq!(vec.reset().unwrap(), vec![0.0, 0.5, 0.0, 3.0, 3.5, 0.0]);
         let out = vec.step(&[2, 2]).unwrap();
         assert_eq!(out.obs, vec![1.0, 1.5, 1.0, 4.0, 4.5, 1.0]);
-        assert_eq!(out.dones, vec![false, false]);
+        assert_eq!(out.dones(), vec![false, false]);
         assert!(vec.last_episode(0).is_none());
         let out = vec.step(&[1, 1]).unwrap();
-        assert_eq!(out.dones, vec![true, true]);
+        // Env 0's window ended at day 2 of 6 (truncated, with day 2's observation); env 1 reached the
+        // series' last day (terminal).
+        assert_eq!(
+            out.ends,
+            vec![StepEnd::Truncated(vec![2.0, 2.5, 1.0]), StepEnd::Terminal]
+        );
         // Both episodes ended: back to their first day, flat.
         assert_eq!(out.obs, vec![0.0, 0.5, 0.0, 3.0, 3.5, 0.0]);
         assert_eq!(vec.last_episode(1).unwrap().wealth.len(), 3);
@@ -164,6 +227,31 @@ mod tests {
         for actions in [[2, 0], [0, 2], [1, 1]] {
             assert_eq!(a.step(&actions).unwrap(), b.step(&actions).unwrap());
         }
+    }
+
+    #[test]
+    fn fresh_windows_on_every_reset() {
+        let s = series();
+        let cfg = EnvConfig::default();
+        let envs = vec![TradingEnv::new(s.clone(), cfg).unwrap(); 2];
+        let starts = EpisodeStarts::new(s.len(), 2, 5).unwrap();
+        let mut expected = starts.clone();
+        let mut vec = VecEnv::with_starts(envs, starts).unwrap();
+        vec.reset().unwrap();
+        let mut windows = [expected.next_window(), expected.next_window()];
+        for _ in 0..10 {
+            assert_eq!(vec.envs()[0].days(), windows[0]);
+            assert_eq!(vec.envs()[1].days(), windows[1]);
+            let out = vec.step(&[1, 1]).unwrap();
+            // Each reset (in environment order) takes the stream's next window.
+            for (i, end) in out.ends.iter().enumerate() {
+                if end.is_done() {
+                    windows[i] = expected.next_window();
+                }
+            }
+        }
+        assert_eq!(vec.coverage(), Some(expected.coverage()));
+        assert!(vec.coverage().unwrap().episodes > 2);
     }
 
     #[test]
