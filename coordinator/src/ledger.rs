@@ -112,7 +112,10 @@ fn read_events(path: &Path) -> Result<Vec<Event>> {
     let text = std::str::from_utf8(complete).map_err(|e| {
         Error::input(
             path,
-            format!("not UTF-8 at byte {}; the sweep directory is damaged", e.valid_up_to()),
+            format!(
+                "not UTF-8 at byte {}; the sweep directory is damaged",
+                e.valid_up_to()
+            ),
         )
     })?;
     let mut events = parse_lines(text, path)?;
@@ -333,7 +336,11 @@ mod tests {
             fold(&events)["a"].last_error.as_deref(),
             Some("données → échec")
         );
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "repaired in place");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "repaired in place"
+        );
         l.append("a", running(2)).unwrap();
         let (_, events) = Ledger::open(dir.path()).unwrap();
         assert_eq!(events.len(), 3, "the next append starts on its own line");

@@ -60,9 +60,10 @@ impl SweepLock {
             let holder = std::fs::read_to_string(&path)
                 .ok()
                 .and_then(|t| t.trim().parse::<u32>().ok())
-                .map_or("a process that has not yet written its pid".to_string(), |pid| {
-                    format!("pid {pid}")
-                });
+                .map_or(
+                    "a process that has not yet written its pid".to_string(),
+                    |pid| format!("pid {pid}"),
+                );
             return Err(Error::Sweep(format!(
                 "{} is in use by another storm sweep ({holder} holds the lock {}); wait for it to end \
                  or stop it, then pass --resume",
@@ -111,7 +112,10 @@ pub fn open(
         atomic::write_file(&plan_path, &serde_json::to_vec_pretty(&record)?)?;
         lock
     };
-    Ok((std::path::absolute(out).map_err(|e| Error::io(out, e))?, lock))
+    Ok((
+        std::path::absolute(out).map_err(|e| Error::io(out, e))?,
+        lock,
+    ))
 }
 
 fn check_resumable(out: &Path, plan_path: &Path, record: &PlanRecord) -> Result<()> {
@@ -139,8 +143,8 @@ fn check_resumable(out: &Path, plan_path: &Path, record: &PlanRecord) -> Result<
 
 /// A new sweep needs a new or empty directory (a lock file left by a finished sweep does not count).
 fn ensure_empty(out: &Path) -> Result<()> {
-    let non_empty = std::fs::read_dir(out)
-        .is_ok_and(|d| d.flatten().any(|e| e.file_name() != LOCK_FILE));
+    let non_empty =
+        std::fs::read_dir(out).is_ok_and(|d| d.flatten().any(|e| e.file_name() != LOCK_FILE));
     if non_empty {
         return Err(Error::Sweep(format!(
             "{} already exists and is not empty; pass --resume to continue the sweep in it, or pick \

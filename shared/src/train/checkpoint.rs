@@ -148,8 +148,7 @@ impl Checkpointer {
 
     /// The `best/` checkpoint (or the copy a crash while replacing it left aside), if it is complete.
     pub fn best(&self) -> Option<PathBuf> {
-        atomic::published_or_aside(&self.dir.join(BEST_DIR))
-            .filter(|d| d.join(STATE_FILE).exists())
+        atomic::published_or_aside(&self.dir.join(BEST_DIR)).filter(|d| d.join(STATE_FILE).exists())
     }
 
     /// Step directories with a complete state file, oldest first; one per step (a step's set-aside copy
@@ -312,7 +311,10 @@ mod tests {
         let got = ckpt.load_latest_readable(&mut vs, &mut opt)?;
         if let Some((_, s)) = &got {
             assert_eq!(value(&vs), s.step as f64, "the model is the checkpoint's");
-            assert_eq!(opt.steps, s.step as i64, "the optimizer is the checkpoint's");
+            assert_eq!(
+                opt.steps, s.step as i64,
+                "the optimizer is the checkpoint's"
+            );
         }
         Ok(got)
     }
@@ -332,12 +334,22 @@ mod tests {
             .set_len(len / 2)
             .unwrap();
         let (dir, got) = resume(&ckpt).unwrap().unwrap();
-        assert_eq!((got.step, dir), (2, run.path().join("checkpoints/step-00000002")));
-        fs::write(ckpt.dir.join("step-00000002").join(STATE_FILE), "{\"step\": 2").unwrap();
+        assert_eq!(
+            (got.step, dir),
+            (2, run.path().join("checkpoints/step-00000002"))
+        );
+        fs::write(
+            ckpt.dir.join("step-00000002").join(STATE_FILE),
+            "{\"step\": 2",
+        )
+        .unwrap();
         assert_eq!(resume(&ckpt).unwrap().unwrap().1.step, 1);
         fs::write(ckpt.dir.join("step-00000001").join(OPTIM_FILE), b"").unwrap();
         let err = resume(&ckpt).unwrap_err().to_string();
-        assert!(err.contains("no checkpoint") && err.contains("step-00000001"), "{err}");
+        assert!(
+            err.contains("no checkpoint") && err.contains("step-00000001"),
+            "{err}"
+        );
         assert!(resume(&Checkpointer::new(&run.path().join("none"), 1))
             .unwrap()
             .is_none());
