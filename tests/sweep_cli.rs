@@ -480,3 +480,54 @@ eval_every = 1
     assert!(r0["metrics"]["test_rank_ic_t"].as_f64().is_some(), "{r0}");
     assert!(table1.contains(" ± "), "{table1}");
 }
+
+#[test]
+fn a_second_coordinator_on_a_running_sweep_fails_at_once_and_sigkill_releases_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sweep_setup(
+        dir.path(),
+        "lock",
+        "seeds = [0, 1]\nmax_steps = 6\ntasks = [\"eval\"]\n",
+    );
+    let out = path(dir.path(), "sweep");
+    let sweep = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["sweep", "--config", &s(&cfg), "--out", &s(&out)]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let mut first = Command::new(env!("CARGO_BIN_EXE_storm"))
+        .args(sweep(&["--workers", "cpu:1"]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ledger(&out).iter().any(|e| e["state"] == "running") {
+        assert!(start.elapsed() < Duration::from_secs(120), "sweep too slow");
+        assert!(first.try_wait().unwrap().is_none(), "sweep ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for extra in [&["--resume"][..], &[][..]] {
+        let args = sweep(extra);
+        let started = Instant::now();
+        let err = common::fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "it did not fail at once"
+        );
+        assert!(
+            err.contains("in use by another storm sweep")
+                && err.contains(&format!("pid {}", first.id()))
+                && err.contains("sweep.lock"),
+            "{err}"
+        );
+    }
+    first.kill().unwrap(); // SIGKILL: the kernel drops the lock with the process
+    first.wait().unwrap();
+    let args = sweep(&["--resume", "--workers", "cpu:1"]);
+    let text = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(text.contains("2 jobs: 2 done"), "{text}");
+}

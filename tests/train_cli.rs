@@ -338,3 +338,62 @@ fn small_config_learns_half_the_planted_oracle() {
         "test RankIC {rank_ic:.4} is below half the oracle's {oracle_ic:.4}"
     );
 }
+
+#[test]
+fn resume_skips_a_truncated_newest_checkpoint_and_still_matches_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_setup(dir.path(), 6, 700);
+    let data = path(dir.path(), "data");
+    ok(&["data", "prepare", "--config", &s(&cfg), "--out", &s(&data)]);
+    let pretrain = |out: &Path, steps: &str, resume: bool| {
+        let (cfg, data, out) = (s(&cfg), s(&data), s(out));
+        let mut args = vec![
+            "pretrain",
+            "--config",
+            &cfg,
+            "--data",
+            &data,
+            "--out",
+            &out,
+            "--max-steps",
+            steps,
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        common::storm(&args)
+    };
+    let full = path(dir.path(), "full");
+    assert!(pretrain(&full, "12", false).status.success());
+    let damaged = path(dir.path(), "damaged");
+    assert!(pretrain(&damaged, "8", false).status.success());
+    // a crash (or a full disk) cut the newest checkpoint's model file in half
+    let model = final_checkpoint(&damaged, 8).join("model.safetensors");
+    let bytes = read(&model);
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+
+    let out = pretrain(&damaged, "12", true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let skipped: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("skipping the unreadable checkpoint"))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{stderr}");
+    assert!(
+        skipped[0].contains("step-00000008") && skipped[0].contains("model.safetensors"),
+        "{stderr}"
+    );
+    // it resumed from step 4, and steps 5..12 are the same as in the run that never failed
+    for file in ["model.safetensors", "optim.safetensors"] {
+        assert_eq!(
+            read(&final_checkpoint(&full, 12).join(file)),
+            read(&final_checkpoint(&damaged, 12).join(file)),
+            "{file} differs"
+        );
+    }
+    assert_eq!(
+        read(&full.join("losses.csv")),
+        read(&damaged.join("losses.csv"))
+    );
+}

@@ -3,12 +3,13 @@
 //! skips `done` jobs and reruns everything else (`running` at crash time means the attempt was lost; its
 //! run directory resumes from the last checkpoint).
 //!
-//! A crash can tear the last line; it is dropped (and cut off the file) when the ledger is reopened. A
-//! malformed line anywhere else is an error naming the line.
+//! A crash can tear the last line (even inside a multi-byte character); it is dropped (and cut off the
+//! file, fsync'd) when the ledger is reopened, or kept if it is a whole event that only lacks its newline.
+//! A malformed line anywhere else is an error naming the line.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -80,9 +81,7 @@ impl Ledger {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         // a new ledger's directory entry must survive a crash too
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+        storm_shared::atomic::sync_dir(dir)?;
         Ok((Ledger { path, file }, events))
     }
 
@@ -103,39 +102,50 @@ impl Ledger {
     }
 }
 
-/// Reads every event; a torn last line (no trailing newline, unparsable) is cut off the file.
+/// Reads every event. The last line, if it lacks its newline, was torn by a crash (its bytes may end inside
+/// a multi-byte character): a complete event there is kept and given its newline, anything else is cut
+/// off the file. Either repair is fsync'd before the ledger is used; no line before it is touched.
 fn read_events(path: &Path) -> Result<Vec<Event>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let complete = match text.rfind('\n') {
-        Some(i) => &text[..=i],
-        None => "",
-    };
-    let torn = &text[complete.len()..];
-    if !torn.is_empty() {
-        if let Ok(e) = serde_json::from_str::<Event>(torn) {
-            // a complete event that only lacks its newline: keep it and add the newline
-            let mut f = OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map_err(|e| Error::io(path, e))?;
-            f.write_all(b"\n").map_err(|e| Error::io(path, e))?;
-            let mut events = parse_lines(complete, path)?;
-            events.push(e);
-            return Ok(events);
-        }
-        tracing::warn!(
-            "{}: dropping a torn last line left by a crash: {torn:?}",
-            path.display()
-        );
-        let f = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
-        f.set_len(complete.len() as u64)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| Error::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let complete_len = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let (complete, torn) = bytes.split_at(complete_len);
+    let text = std::str::from_utf8(complete).map_err(|e| {
+        Error::input(
+            path,
+            format!(
+                "not UTF-8 at byte {}; the sweep directory is damaged",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let mut events = parse_lines(text, path)?;
+    if torn.is_empty() {
+        return Ok(events);
     }
-    parse_lines(complete, path)
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    match serde_json::from_slice::<Event>(torn) {
+        Ok(event) => {
+            // a complete event that only lacks its newline: keep it and add the newline
+            f.seek(SeekFrom::End(0))
+                .and_then(|_| f.write_all(b"\n"))
+                .map_err(|e| Error::io(path, e))?;
+            events.push(event);
+        }
+        Err(_) => {
+            tracing::warn!(
+                "{}: dropping a torn last line left by a crash: {:?}",
+                path.display(),
+                String::from_utf8_lossy(torn)
+            );
+            f.set_len(complete_len as u64)
+                .map_err(|e| Error::io(path, e))?;
+        }
+    }
+    f.sync_all().map_err(|e| Error::io(path, e))?;
+    Ok(events)
 }
 
 fn parse_lines(text: &str, path: &Path) -> Result<Vec<Event>> {
@@ -272,6 +282,68 @@ mod tests {
         .unwrap();
         let (_, events) = Ledger::open(dir.path()).unwrap();
         assert_eq!(fold(&events)["a"].state, JobState::Done);
+    }
+
+    /// A ledger holding one `running` and one `retry` event whose error has multi-byte characters, as text.
+    fn two_events(dir: &Path) -> String {
+        {
+            let (mut l, _) = Ledger::open(dir).unwrap();
+            l.append("a", running(1)).unwrap();
+            l.append(
+                "a",
+                Change::Retry {
+                    attempt: 1,
+                    error: "données → échec".into(),
+                },
+            )
+            .unwrap();
+        }
+        std::fs::read_to_string(dir.join(LEDGER_FILE)).unwrap()
+    }
+
+    #[test]
+    fn a_tail_torn_inside_a_multibyte_character_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = two_events(dir.path());
+        let first_line_len = text.find('\n').unwrap() + 1;
+        // the crash hit the second event in the middle of `→` (3 bytes in UTF-8)
+        let cut = text.find('→').unwrap() + 1;
+        let path = dir.path().join(LEDGER_FILE);
+        std::fs::write(&path, &text.as_bytes()[..cut]).unwrap();
+        let (mut l, events) = Ledger::open(dir.path()).unwrap();
+        assert_eq!(events.len(), 1, "the event before the torn line is kept");
+        assert_eq!(fold(&events)["a"].state, JobState::Running);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            text.as_bytes()[..first_line_len],
+            "the file is cut back to its last whole line"
+        );
+        l.append("a", running(2)).unwrap();
+        let (_, events) = Ledger::open(dir.path()).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(fold(&events)["a"].attempts, 2);
+    }
+
+    #[test]
+    fn a_whole_last_event_without_its_newline_is_kept_and_terminated() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = two_events(dir.path());
+        let path = dir.path().join(LEDGER_FILE);
+        std::fs::write(&path, text.trim_end_matches('\n')).unwrap();
+        let (mut l, events) = Ledger::open(dir.path()).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            fold(&events)["a"].last_error.as_deref(),
+            Some("données → échec")
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "repaired in place"
+        );
+        l.append("a", running(2)).unwrap();
+        let (_, events) = Ledger::open(dir.path()).unwrap();
+        assert_eq!(events.len(), 3, "the next append starts on its own line");
     }
 
     #[test]

@@ -60,7 +60,8 @@ pub fn run_sweep(plan: &Plan, opts: SweepOptions) -> Result<SweepOutcome> {
         return Err(Error::Sweep("a sweep needs at least one worker".into()));
     }
     let source = opts.source.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
-    let dir = sweep_dir::open(&opts.out, plan, opts.resume, source)?;
+    // held until this session ends: a second coordinator on the same directory fails at once
+    let (dir, _lock) = sweep_dir::open(&opts.out, plan, opts.resume, source)?;
     let mut cluster = opts.cluster.clone();
     if let Some(c) = &mut cluster {
         let how = c.settle_cookie(&dir)?;

@@ -57,6 +57,7 @@ pub fn run(a: JobArgs) -> Result<()> {
     let fault = fault::active(&faults, &spec.id, spec.attempt);
     std::fs::create_dir_all(spec.job_dir.join(storm_worker::protocol::DONE_DIR))
         .with_context(|| format!("creating {}", spec.job_dir.display()))?;
+    storm_shared::atomic::sync_dir(&spec.job_dir)?;
     let _lock = lock_job_dir(&spec.job_dir)?;
     let started = Instant::now();
     for (i, step) in spec.steps.iter().enumerate() {
@@ -97,7 +98,8 @@ pub fn run(a: JobArgs) -> Result<()> {
         if faulting {
             inject(fault.expect("faulting implies a fault"), &spec, &key)?;
         }
-        std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))?;
+        storm_shared::atomic::write_file(&marker, b"")
+            .with_context(|| format!("writing {}", marker.display()))?;
     }
     if let (Some(kind), true) = (fault, spec.steps.is_empty()) {
         inject(kind, &spec, "start")?;

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use super::checkpoint::{load_checkpoint, CheckpointChoice, Checkpointer, TrainState, BEST_DIR};
+use super::checkpoint::{CheckpointChoice, Checkpointer, TrainState};
 use super::console::Console;
 use super::grad_probe::GradProbe;
 use super::loss_log::{LossLog, LossRow};
@@ -202,29 +202,33 @@ impl<'a> Trainer<'a> {
     }
 
     fn initial_state(&mut self) -> Result<TrainState> {
-        let latest = self.checkpoints.latest();
-        match (self.opts.resume, latest) {
-            (true, Some(dir)) => {
-                let state = load_checkpoint(&dir, &mut self.vs, Some(&mut self.opt))?;
-                if state.config_hash != self.cfg.hash() {
-                    return Err(Error::Run(format!(
-                        "{} was written with a different config (hash {} vs {}); resume with the run's \
-                         config.toml or start a new --out",
-                        dir.display(),
-                        state.config_hash,
-                        self.cfg.hash()
-                    )));
-                }
-                tracing::info!(step = state.step, "resumed from {}", dir.display());
-                Ok(state)
-            }
-            (false, Some(dir)) => Err(Error::Run(format!(
-                "{} already holds checkpoints (latest {}); pass --resume to continue it or choose a new --out",
-                self.run_dir.display(),
-                dir.display()
-            ))),
-            (_, None) => Ok(self.fresh_state()),
+        if !self.opts.resume {
+            return match self.checkpoints.latest() {
+                Some(dir) => Err(Error::Run(format!(
+                    "{} already holds checkpoints (latest {}); pass --resume to continue it or choose a new --out",
+                    self.run_dir.display(),
+                    dir.display()
+                ))),
+                None => Ok(self.fresh_state()),
+            };
         }
+        let Some((dir, state)) = self
+            .checkpoints
+            .load_latest_readable(&mut self.vs, &mut self.opt)?
+        else {
+            return Ok(self.fresh_state());
+        };
+        if state.config_hash != self.cfg.hash() {
+            return Err(Error::Run(format!(
+                "{} was written with a different config (hash {} vs {}); resume with the run's \
+                 config.toml or start a new --out",
+                dir.display(),
+                state.config_hash,
+                self.cfg.hash()
+            )));
+        }
+        tracing::info!(step = state.step, "resumed from {}", dir.display());
+        Ok(state)
     }
 
     /// Validation RankIC with the current parameters.
@@ -411,9 +415,8 @@ pub fn evaluation_checkpoint(
     choice: CheckpointChoice,
 ) -> Result<Option<PathBuf>> {
     let ckpt = Checkpointer::new(run_dir, keep);
-    let best = ckpt.dir.join(BEST_DIR);
     Ok(match choice {
-        CheckpointChoice::Best if best.join(super::checkpoint::STATE_FILE).exists() => Some(best),
+        CheckpointChoice::Best if ckpt.best().is_some() => ckpt.best(),
         CheckpointChoice::Best | CheckpointChoice::Last => ckpt.latest(),
         CheckpointChoice::Step(step) => {
             let kept = ckpt.list();
