@@ -485,7 +485,8 @@ mod tests {
 
     #[test]
     fn truncated_steps_bootstrap_from_the_critic() {
-        tch::manual_seed(0);
+        // No manual_seed: the assertions hold for any weights, and reseeding libtorch's global generator
+        // here would disturb tests running in parallel that draw from it.
         let series = planted(20, 1);
         let envs = vec![TradingEnv::window(series.clone(), EnvConfig::default(), 0, 3).unwrap()];
         let mut vec_env = VecEnv::new(envs).unwrap();
