@@ -102,3 +102,16 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_states_its_os_message_once_in_a_printed_chain() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let err = anyhow::Error::new(Error::io("prices.csv", os)).context("preparing");
+        let printed = format!("{err:#}");
+        assert_eq!(printed, "preparing: prices.csv: entity not found");
+    }
+}

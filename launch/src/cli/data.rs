@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use storm_shared::config::{ExperimentConfig, MissingPolicy, Split};
-use storm_shared::data::windows::{split_window_ends, Labels};
 use storm_shared::data::prepare::summarise;
+use storm_shared::data::windows::{split_window_ends, Labels};
 use storm_shared::data::{self, synth, Manifest, Panel, PrepareOptions, Source};
 
 #[derive(Subcommand)]

@@ -19,7 +19,11 @@ pub enum MissingPolicy {
 }
 
 impl MissingPolicy {
-    pub const ALL: [MissingPolicy; 3] = [MissingPolicy::Error, MissingPolicy::Drop, MissingPolicy::Ffill];
+    pub const ALL: [MissingPolicy; 3] = [
+        MissingPolicy::Error,
+        MissingPolicy::Drop,
+        MissingPolicy::Ffill,
+    ];
 
     /// The name used in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -43,6 +47,8 @@ impl std::str::FromStr for MissingPolicy {
         MissingPolicy::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown missing-value policy `{s}`; expected error, drop or ffill"))
+            .ok_or_else(|| {
+                format!("unknown missing-value policy `{s}`; expected error, drop or ffill")
+            })
     }
 }

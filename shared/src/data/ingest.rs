@@ -273,11 +273,11 @@ fn normalise(path: &Path, raw: DataFrame, unit: RowUnit) -> Result<(DataFrame, b
         let close = frame.column(CLOSE)?.clone().with_name(ADJ_CLOSE.into());
         frame.with_column(close)?;
     }
-    let lines: Vec<u32> = (0..frame.height())
-        .map(|i| unit.number(i) as u32)
-        .collect();
+    let lines: Vec<u32> = (0..frame.height()).map(|i| unit.number(i) as u32).collect();
     frame.with_column(Column::new(LINE.into(), lines))?;
-    let frame = frame.select([DATE, TICKER, OPEN, HIGH, LOW, CLOSE, ADJ_CLOSE, VOLUME, LINE])?;
+    let frame = frame.select([
+        DATE, TICKER, OPEN, HIGH, LOW, CLOSE, ADJ_CLOSE, VOLUME, LINE,
+    ])?;
     Ok((frame, has_adj_close))
 }
 
@@ -375,9 +375,11 @@ fn parse_numbers(path: &Path, name: &str, col: &Column, unit: RowUnit) -> Result
             }
         }
     }
-    Ok(Float64Chunked::from_iter_options(name.into(), out.into_iter())
-        .into_series()
-        .into())
+    Ok(
+        Float64Chunked::from_iter_options(name.into(), out.into_iter())
+            .into_series()
+            .into(),
+    )
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

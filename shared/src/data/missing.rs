@@ -168,7 +168,12 @@ fn refusal(frame: &DataFrame, cells: &[Cell], path: &Path, unit: RowUnit) -> Res
 }
 
 fn repair(frame: &DataFrame, row: usize, field: &str, action: RepairAction) -> Result<Repair> {
-    let ticker = frame.column(TICKER)?.str()?.get(row).unwrap_or("").to_string();
+    let ticker = frame
+        .column(TICKER)?
+        .str()?
+        .get(row)
+        .unwrap_or("")
+        .to_string();
     let day = frame.column(DATE)?.date()?.physical().get(row);
     Ok(Repair {
         ticker,

@@ -32,14 +32,20 @@ pub fn rows(path: &Path, frame: &DataFrame, unit: RowUnit) -> Result<()> {
         }
     }
     for name in PRICE_COLUMNS {
-        if let Some(i) = values(frame, name)?.iter().position(|x| x.is_some_and(|x| x <= 0.0)) {
+        if let Some(i) = values(frame, name)?
+            .iter()
+            .position(|x| x.is_some_and(|x| x <= 0.0))
+        {
             return Err(Error::input(
                 path,
                 format!("{}, column `{name}`: prices must be positive", at(i)),
             ));
         }
     }
-    if let Some(i) = values(frame, VOLUME)?.iter().position(|x| x.is_some_and(|x| x < 0.0)) {
+    if let Some(i) = values(frame, VOLUME)?
+        .iter()
+        .position(|x| x.is_some_and(|x| x < 0.0))
+    {
         return Err(Error::input(
             path,
             format!("{}, column `{VOLUME}`: volume must not be negative", at(i)),
@@ -143,7 +149,12 @@ pub fn bars(
         return Ok(None);
     };
     let tickers = frame.column(TICKER)?.str()?;
-    let day = frame.column(DATE)?.date()?.physical().get(i).map(day_string);
+    let day = frame
+        .column(DATE)?
+        .date()?
+        .physical()
+        .get(i)
+        .map(day_string);
     let first = format!(
         "{} {}, {} on {}: open {}, high {}, low {}, close {}",
         unit.name(),

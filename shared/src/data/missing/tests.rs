@@ -18,10 +18,7 @@ fn frame(rows: &[Row]) -> DataFrame {
             .into_date()
             .into_series()
             .into(),
-        Column::new(
-            TICKER.into(),
-            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-        ),
+        Column::new(TICKER.into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()),
         Column::new(OPEN.into(), field(0)),
         Column::new(HIGH.into(), field(1)),
         Column::new(LOW.into(), field(2)),
@@ -34,7 +31,13 @@ fn frame(rows: &[Row]) -> DataFrame {
 }
 
 fn run(rows: &[Row], policy: MissingPolicy) -> Result<Repaired> {
-    apply(frame(rows), policy, false, Path::new("p.csv"), RowUnit::Line)
+    apply(
+        frame(rows),
+        policy,
+        false,
+        Path::new("p.csv"),
+        RowUnit::Line,
+    )
 }
 
 fn column(f: &DataFrame, name: &str) -> Vec<Option<f64>> {
@@ -42,7 +45,13 @@ fn column(f: &DataFrame, name: &str) -> Vec<Option<f64>> {
 }
 
 fn bar(o: f64, c: f64, v: f64) -> [Option<f64>; 5] {
-    [Some(o), Some(o.max(c) + 1.0), Some(o.min(c) - 1.0), Some(c), Some(v)]
+    [
+        Some(o),
+        Some(o.max(c) + 1.0),
+        Some(o.min(c) - 1.0),
+        Some(c),
+        Some(v),
+    ]
 }
 
 fn with(mut b: [Option<f64>; 5], k: usize) -> [Option<f64>; 5] {
@@ -67,7 +76,14 @@ fn fixture() -> Vec<Row> {
 fn actions(r: &Repaired) -> Vec<(&str, &str, &str, RepairAction)> {
     r.repairs
         .iter()
-        .map(|x| (x.ticker.as_str(), x.date.as_str(), x.field.as_str(), x.action))
+        .map(|x| {
+            (
+                x.ticker.as_str(),
+                x.date.as_str(),
+                x.field.as_str(),
+                x.action,
+            )
+        })
         .collect()
 }
 
@@ -86,27 +102,43 @@ fn error_names_the_first_five_lines_in_file_order_and_the_totals() {
     let mut rows = fixture();
     rows.push(("C", 2, with(with(bar(5.0, 6.0, 1.0), 1), 2)));
     let err = run(&rows, MissingPolicy::Error).err().unwrap().to_string();
-    assert!(err.starts_with("p.csv: 7 missing value(s) in 6 line(s): "), "{err}");
+    assert!(
+        err.starts_with("p.csv: 7 missing value(s) in 6 line(s): "),
+        "{err}"
+    );
     assert!(
         err.contains("line 3 (`close`), line 4 (`volume`), line 5 (`open`), line 6 (`close`), line 8 (`close`), …"),
         "{err}"
     );
     assert!(!err.contains("line 9"), "only five lines: {err}");
-    assert!(err.contains("--missing drop") && err.contains("--missing ffill"), "{err}");
+    assert!(
+        err.contains("--missing drop") && err.contains("--missing ffill"),
+        "{err}"
+    );
 }
 
 #[test]
 fn error_lists_several_fields_of_one_line_together() {
     let rows = vec![("C", 2, with(with(bar(5.0, 6.0, 1.0), 1), 2))];
     let err = run(&rows, MissingPolicy::Error).err().unwrap().to_string();
-    assert!(err.contains("2 missing value(s) in 1 line(s): line 2 (`high`, `low`);"), "{err}");
+    assert!(
+        err.contains("2 missing value(s) in 1 line(s): line 2 (`high`, `low`);"),
+        "{err}"
+    );
 }
 
 #[test]
 fn drop_removes_every_incomplete_row_and_records_each_cell() {
     let out = run(&fixture(), MissingPolicy::Drop).unwrap();
     assert_eq!(column(&out.frame, CLOSE), vec![Some(11.0), Some(53.0)]);
-    let lines: Vec<u32> = out.frame.column(LINE).unwrap().u32().unwrap().into_no_null_iter().collect();
+    let lines: Vec<u32> = out
+        .frame
+        .column(LINE)
+        .unwrap()
+        .u32()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
     assert_eq!(lines, vec![2, 7]);
     use RepairAction::Dropped;
     assert_eq!(
@@ -124,7 +156,15 @@ fn drop_removes_every_incomplete_row_and_records_each_cell() {
 #[test]
 fn ffill_carries_within_the_ticker_zeroes_volume_and_drops_leading_rows() {
     let out = run(&fixture(), MissingPolicy::Ffill).unwrap();
-    let tickers: Vec<&str> = out.frame.column(TICKER).unwrap().str().unwrap().into_no_null_iter().collect();
+    let tickers: Vec<&str> = out
+        .frame
+        .column(TICKER)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .collect();
     assert_eq!(tickers, vec!["A", "A", "A", "B", "B"]);
     // A's day-3 close is day 2's 11; B's day-5 close is day 4's 53, never A's last close
     assert_eq!(
@@ -160,7 +200,10 @@ fn ffill_never_carries_across_tickers_or_backwards() {
     ];
     let out = run(&rows, MissingPolicy::Ffill).unwrap();
     assert_eq!(column(&out.frame, CLOSE), vec![Some(11.0), Some(61.0)]);
-    assert_eq!(actions(&out), vec![("B", "2020-01-02", "close", RepairAction::LeadingDropped)]);
+    assert_eq!(
+        actions(&out),
+        vec![("B", "2020-01-02", "close", RepairAction::LeadingDropped)]
+    );
 }
 
 #[test]
@@ -173,9 +216,22 @@ fn ffill_chains_over_consecutive_gaps_and_fills_adj_close_when_the_file_has_one(
     let mut f = frame(&rows);
     f.with_column(Column::new(ADJ_CLOSE.into(), [Some(5.5), None, Some(6.5)]))
         .unwrap();
-    let out = apply(f, MissingPolicy::Ffill, true, Path::new("p.csv"), RowUnit::Line).unwrap();
-    assert_eq!(column(&out.frame, CLOSE), vec![Some(11.0), Some(11.0), Some(11.0)]);
-    assert_eq!(column(&out.frame, ADJ_CLOSE), vec![Some(5.5), Some(5.5), Some(6.5)]);
+    let out = apply(
+        f,
+        MissingPolicy::Ffill,
+        true,
+        Path::new("p.csv"),
+        RowUnit::Line,
+    )
+    .unwrap();
+    assert_eq!(
+        column(&out.frame, CLOSE),
+        vec![Some(11.0), Some(11.0), Some(11.0)]
+    );
+    assert_eq!(
+        column(&out.frame, ADJ_CLOSE),
+        vec![Some(5.5), Some(5.5), Some(6.5)]
+    );
     let fields: Vec<&str> = out.repairs.iter().map(|r| r.field.as_str()).collect();
     assert_eq!(fields, vec!["close", "adj_close", "close"]);
 }
