@@ -114,7 +114,10 @@ pub fn resolve_job_config(
             field,
             message,
         },
-        Error::Io { path, source } => Error::Sweep(format!(
+        Error::Io {
+            path,
+            error: source,
+        } => Error::Sweep(format!(
             "{sweep_origin}: base config {}: {source}",
             path.display()
         )),

@@ -7,11 +7,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    /// A file could not be read or written. The OS message is part of this error's own message and is
+    /// deliberately not also its `source()`: a printed chain (`{:#}`) would repeat it.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The input price file is malformed (missing column, bad value, duplicates, ...).
     #[error("{path}: {message}")]
@@ -78,7 +79,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 
@@ -99,5 +100,18 @@ impl Error {
             field: field.into(),
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_states_its_os_message_once_in_a_printed_chain() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let err = anyhow::Error::new(Error::io("prices.csv", os)).context("preparing");
+        let printed = format!("{err:#}");
+        assert_eq!(printed, "preparing: prices.csv: entity not found");
     }
 }

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use storm_shared::config::{ExperimentConfig, Split};
+use storm_shared::config::{ExperimentConfig, MissingPolicy, Split};
+use storm_shared::data::prepare::summarise;
 use storm_shared::data::windows::{split_window_ends, Labels};
-use storm_shared::data::{self, synth, Panel, Source};
+use storm_shared::data::{self, synth, Manifest, Panel, PrepareOptions, Source};
 
 #[derive(Subcommand)]
 pub enum DataCommand {
@@ -33,6 +34,22 @@ pub struct PrepareArgs {
     /// Override a config value, e.g. --set data.scaler_window=32 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// What to do with an empty price or volume field: error (refuse the file), drop (remove the row) or
+    /// ffill (carry the ticker's previous value forward; a missing volume becomes 0). Overrides the
+    /// config's data.missing (default error).
+    #[arg(long, value_name = "error|drop|ffill", value_parser = parse_missing)]
+    pub missing: Option<MissingPolicy>,
+    /// Refuse bars whose open or close lies outside [low, high] (by default they are kept with a warning).
+    #[arg(long)]
+    pub strict: bool,
+    /// Also write features_raw.parquet: the 152 features before the causal z-score, same columns and
+    /// rows as features.parquet.
+    #[arg(long)]
+    pub unscaled: bool,
+}
+
+fn parse_missing(s: &str) -> std::result::Result<MissingPolicy, String> {
+    s.parse()
 }
 
 #[derive(Args)]
@@ -77,13 +94,21 @@ pub fn load_config(path: Option<&Path>, overrides: &[String]) -> Result<Experime
 }
 
 fn prepare(a: PrepareArgs) -> Result<()> {
-    let cfg = load_config(a.config.as_deref(), &a.overrides)?;
+    let mut cfg = load_config(a.config.as_deref(), &a.overrides)?;
+    if let Some(policy) = a.missing {
+        cfg.data.missing = policy;
+    }
     let source = match &a.input {
         Some(p) => Source::File(p.clone()),
         None => Source::parse(&cfg.data.source),
     };
     let started = Instant::now();
-    let manifest = data::prepare(&cfg.data, &source, &a.out, super::show_progress())
+    let options = PrepareOptions {
+        progress: super::show_progress(),
+        strict: a.strict,
+        unscaled: a.unscaled,
+    };
+    let manifest = data::prepare_with(&cfg.data, &source, &a.out, options)
         .with_context(|| format!("preparing features into {}", a.out.display()))?;
     println!(
         "prepared {} rows × {} features for {} tickers ({} .. {}) in {:.2}s → {}",
@@ -100,6 +125,7 @@ fn prepare(a: PrepareArgs) -> Result<()> {
 
 fn describe(a: DescribeArgs) -> Result<()> {
     let cfg = load_config(a.config.as_deref(), &a.overrides)?;
+    let manifest = Manifest::load(&a.data)?;
     let panel = Panel::load(&a.data)?;
     println!(
         "{}: {} tickers × {} days × {} features ({} .. {})",
@@ -118,6 +144,7 @@ fn describe(a: DescribeArgs) -> Result<()> {
             .map(|d| d.to_string())
             .unwrap_or_default(),
     );
+    print_input_repairs(&manifest);
     println!("| split | range | windows | first window end | last window end | batch x shape |");
     println!("|---|---|---|---|---|---|");
     for split in Split::ALL {
@@ -143,6 +170,28 @@ fn describe(a: DescribeArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The missing-value policy and its counts, and the bars kept outside [low, high].
+fn print_input_repairs(m: &Manifest) {
+    let cells = &m.missing_values;
+    if cells.is_empty() {
+        println!("missing values (policy {}): none", m.missing_policy);
+    } else {
+        let mut tickers: Vec<&str> = cells.iter().map(|r| r.ticker.as_str()).collect();
+        tickers.dedup();
+        println!(
+            "missing values (policy {}): {} cell(s) in {} ticker(s): {}",
+            m.missing_policy,
+            cells.len(),
+            tickers.len(),
+            summarise(cells)
+        );
+    }
+    println!(
+        "bars with open or close outside [low, high]: {}",
+        m.bars_outside_range
+    );
 }
 
 fn synthesize(a: SynthArgs) -> Result<()> {

@@ -2,6 +2,7 @@
 //! unknown keys, every value is range-checked once here at load, and errors name the offending field.
 
 mod base;
+mod data_options;
 mod model_options;
 mod overrides;
 mod validate;
@@ -12,6 +13,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use data_options::MissingPolicy;
 use model_options::is_default;
 pub use model_options::{FactorPooling, Reconstruction, ReferenceFactor, SelectBy, StockEmbedding};
 pub use overrides::apply_override;
@@ -55,6 +57,9 @@ pub struct DataConfig {
     pub window: usize,
     /// Rows of past statistics used by the causal per-ticker z-score.
     pub scaler_window: usize,
+    /// What to do with an empty price or volume field (see `MissingPolicy`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub missing: MissingPolicy,
 }
 
 impl Default for DataConfig {
@@ -66,6 +71,7 @@ impl Default for DataConfig {
             end: None,
             window: 64,
             scaler_window: 64,
+            missing: MissingPolicy::Error,
         }
     }
 }

@@ -296,3 +296,28 @@ fn every_shipped_experiment_config_loads() {
     }
     assert!(seen >= 10, "only {seen} configs under {}", root.display());
 }
+
+#[test]
+fn data_missing_defaults_to_error_parses_each_policy_and_keeps_the_hash() {
+    let default = load("").unwrap();
+    assert_eq!(default.data.missing, MissingPolicy::Error);
+    for policy in MissingPolicy::ALL {
+        let cfg = load(&format!("[data]\nmissing = \"{policy}\"\n")).unwrap();
+        assert_eq!(cfg.data.missing, policy);
+        assert_eq!(policy.name().parse::<MissingPolicy>(), Ok(policy));
+    }
+    // the default is left out of the serialised config, so hashes of older configs do not change
+    assert_eq!(
+        load("[data]\nmissing = \"error\"\n").unwrap().hash(),
+        default.hash()
+    );
+    assert_ne!(
+        load("[data]\nmissing = \"ffill\"\n").unwrap().hash(),
+        default.hash()
+    );
+    assert_eq!(
+        field_of(load("[data]\nmissing = \"fill\"\n").unwrap_err()),
+        "data.missing"
+    );
+    assert!("fill".parse::<MissingPolicy>().is_err());
+}

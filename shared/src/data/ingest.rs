@@ -1,6 +1,7 @@
 //! Reading and validating long-format daily prices (one row per date and ticker) from CSV, gzipped CSV or
 //! Parquet. Column names are matched case-insensitively with common aliases; every problem is reported with
-//! the file, and where it applies the row and column, so that a user can fix the input.
+//! the file, and where it applies the row and column, so that a user can fix the input. Empty price and
+//! volume fields are kept as nulls here; `missing.rs` applies the configured policy to them.
 
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
@@ -9,8 +10,10 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::dates::{day_string, days_from_date};
+use super::csv_text::{find_ragged_line, printable};
+use super::dates::days_from_date;
 use super::embedded;
+use super::validate;
 use crate::config::BUILTIN_DJ30;
 use crate::error::{Error, Result};
 
@@ -23,8 +26,11 @@ pub const LOW: &str = "low";
 pub const CLOSE: &str = "close";
 pub const ADJ_CLOSE: &str = "adj_close";
 pub const VOLUME: &str = "volume";
+/// Where each row sits in the source file (see [`RowUnit`]); dropped before features are computed.
+pub const LINE: &str = "_line";
 
-const PRICE_COLUMNS: [&str; 4] = [OPEN, HIGH, LOW, CLOSE];
+/// The price columns, `adj_close` last (it is a copy of `close` when the file has none).
+pub const PRICE_COLUMNS: [&str; 5] = [OPEN, HIGH, LOW, CLOSE, ADJ_CLOSE];
 
 /// Accepted spellings of each column, compared after lower-casing and mapping spaces/dashes to '_'.
 const ALIASES: [(&str, &[&str]); 8] = [
@@ -44,13 +50,47 @@ const ALIASES: [(&str, &[&str]); 8] = [
     (VOLUME, &["volume", "vol"]),
 ];
 
-/// Validated input: columns date (Date), ticker (String), open/high/low/close/adj_close/volume (Float64),
-/// sorted by ticker then date. `adj_close` equals `close` when the file has none.
+/// Validated input in file order: columns date (Date), ticker (String), open/high/low/close/adj_close/volume
+/// (Float64, null where the file has an empty field) and [`LINE`] (UInt32). `adj_close` equals `close` when
+/// the file has none.
 pub struct PriceTable {
     pub frame: DataFrame,
+    pub path: PathBuf,
     pub source: String,
     pub source_sha256: String,
     pub has_adj_close: bool,
+    pub row_unit: RowUnit,
+}
+
+/// How the [`LINE`] column counts: file lines of a CSV (header = line 1) or 1-based rows of a Parquet file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowUnit {
+    Line,
+    Row,
+}
+
+impl RowUnit {
+    fn of(format: Format) -> Self {
+        match format {
+            Format::Parquet => RowUnit::Row,
+            Format::Csv | Format::CsvGz => RowUnit::Line,
+        }
+    }
+
+    /// The number naming 0-based data row `i`.
+    pub fn number(self, i: usize) -> usize {
+        match self {
+            RowUnit::Line => i + 2,
+            RowUnit::Row => i + 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RowUnit::Line => "line",
+            RowUnit::Row => "row",
+        }
+    }
 }
 
 /// Where the raw bytes come from: a file on disk or the data set embedded in the binary.
@@ -117,13 +157,16 @@ pub fn read_prices(source: &Source) -> Result<PriceTable> {
     };
     let source_sha256 = hex(&Sha256::digest(&bytes));
     let raw = parse_table(&path, bytes, format)?;
-    let (frame, has_adj_close) = normalise(&path, raw)?;
-    validate(&path, &frame)?;
+    let row_unit = RowUnit::of(format);
+    let (frame, has_adj_close) = normalise(&path, raw, row_unit)?;
+    validate::rows(&path, &frame, row_unit)?;
     Ok(PriceTable {
         frame,
         source: path.display().to_string(),
+        path,
         source_sha256,
         has_adj_close,
+        row_unit,
     })
 }
 
@@ -155,12 +198,21 @@ fn read_csv_strings(path: &Path, bytes: Vec<u8>) -> Result<DataFrame> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(Error::input(path, "the file is empty"));
     }
-    CsvReadOptions::default()
+    let parsed = CsvReadOptions::default()
         .with_has_header(true)
         .with_infer_schema_length(Some(0))
-        .into_reader_with_file_handle(Cursor::new(bytes))
-        .finish()
-        .map_err(|e| Error::input(path, format!("cannot parse CSV: {e}")))
+        .into_reader_with_file_handle(Cursor::new(bytes.as_slice()))
+        .finish();
+    parsed.map_err(|e| match find_ragged_line(&bytes) {
+        Some(r) => Error::input(
+            path,
+            format!(
+                "line {}: {} fields, but the header has {}",
+                r.line, r.fields, r.header_fields
+            ),
+        ),
+        None => Error::input(path, format!("cannot parse CSV: {e}")),
+    })
 }
 
 fn canonical_header(name: &str) -> String {
@@ -172,7 +224,7 @@ fn canonical_header(name: &str) -> String {
 }
 
 /// Maps aliased columns to canonical names and parses dates and numbers with row-level error messages.
-fn normalise(path: &Path, raw: DataFrame) -> Result<(DataFrame, bool)> {
+fn normalise(path: &Path, raw: DataFrame, unit: RowUnit) -> Result<(DataFrame, bool)> {
     let found: Vec<String> = raw
         .get_column_names()
         .iter()
@@ -192,7 +244,11 @@ fn normalise(path: &Path, raw: DataFrame) -> Result<(DataFrame, bool)> {
                     format!(
                         "missing column `{canon}` (also accepted: {}); columns found: {}",
                         aliases.join(", "),
-                        found.join(", ")
+                        found
+                            .iter()
+                            .map(|n| printable(n))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ))
             }
@@ -202,12 +258,13 @@ fn normalise(path: &Path, raw: DataFrame) -> Result<(DataFrame, bool)> {
     let mut columns: Vec<Column> = Vec::with_capacity(8);
     for (canon, name) in &picked {
         let col = raw.column(name)?;
+        let shown = printable(name);
         let parsed = match *canon {
-            DATE => parse_dates(path, name, col)?,
+            DATE => parse_dates(path, &shown, col)?,
             TICKER => col
                 .cast(&DataType::String)
-                .map_err(|e| Error::input(path, format!("column `{name}`: {e}")))?,
-            _ => parse_numbers(path, name, col)?,
+                .map_err(|e| Error::input(path, format!("column `{shown}`: {e}")))?,
+            _ => parse_numbers(path, &shown, col, unit)?,
         };
         columns.push(parsed.with_name((*canon).into()));
     }
@@ -216,7 +273,11 @@ fn normalise(path: &Path, raw: DataFrame) -> Result<(DataFrame, bool)> {
         let close = frame.column(CLOSE)?.clone().with_name(ADJ_CLOSE.into());
         frame.with_column(close)?;
     }
-    let frame = frame.select([DATE, TICKER, OPEN, HIGH, LOW, CLOSE, ADJ_CLOSE, VOLUME])?;
+    let lines: Vec<u32> = (0..frame.height()).map(|i| unit.number(i) as u32).collect();
+    frame.with_column(Column::new(LINE.into(), lines))?;
+    let frame = frame.select([
+        DATE, TICKER, OPEN, HIGH, LOW, CLOSE, ADJ_CLOSE, VOLUME, LINE,
+    ])?;
     Ok((frame, has_adj_close))
 }
 
@@ -249,8 +310,9 @@ fn parse_dates(path: &Path, name: &str, col: &Column) -> Result<Column> {
                 return Err(Error::input(
                     path,
                     format!(
-                        "line {}, column `{name}`: cannot parse date {s:?} (expected YYYY-MM-DD)",
-                        line_of(i)
+                        "line {}, column `{name}`: cannot parse date \"{}\" (expected YYYY-MM-DD)",
+                        line_of(i),
+                        printable(s)
                     ),
                 ))
             }
@@ -262,29 +324,36 @@ fn parse_dates(path: &Path, name: &str, col: &Column) -> Result<Column> {
         .into())
 }
 
-fn parse_numbers(path: &Path, name: &str, col: &Column) -> Result<Column> {
+/// Parses a price or volume column; an empty field (or a Parquet null) stays null for the missing-value
+/// policy, anything else that is not a finite number is an error.
+fn parse_numbers(path: &Path, name: &str, col: &Column, unit: RowUnit) -> Result<Column> {
     if col.dtype().is_primitive_numeric() {
         let values = col.cast(&DataType::Float64)?;
         let ca = values.f64()?;
-        if let Some(i) = ca.iter().position(|v| !v.is_some_and(f64::is_finite)) {
-            let what = match ca.get(i) {
-                Some(x) => format!("value {x} is not finite"),
-                None => "missing value".to_string(),
-            };
+        if let Some(i) = ca.iter().position(|v| v.is_some_and(|x| !x.is_finite())) {
             return Err(Error::input(
                 path,
-                format!("row {}, column `{name}`: {what}", i + 1),
+                format!(
+                    "{} {}, column `{name}`: value {} is not finite",
+                    unit.name(),
+                    unit.number(i),
+                    ca.get(i).unwrap_or(f64::NAN)
+                ),
             ));
         }
         return Ok(values.with_name(name.into()));
     }
     let strings = col.cast(&DataType::String)?;
     let ca = strings.str()?;
-    let mut out: Vec<f64> = Vec::with_capacity(ca.len());
+    let mut out: Vec<Option<f64>> = Vec::with_capacity(ca.len());
     for (i, v) in ca.iter().enumerate() {
         let s = v.map(str::trim).unwrap_or("");
+        if s.is_empty() {
+            out.push(None);
+            continue;
+        }
         match s.parse::<f64>() {
-            Ok(x) if x.is_finite() => out.push(x),
+            Ok(x) if x.is_finite() => out.push(Some(x)),
             Ok(x) => {
                 return Err(Error::input(
                     path,
@@ -298,105 +367,19 @@ fn parse_numbers(path: &Path, name: &str, col: &Column) -> Result<Column> {
                 return Err(Error::input(
                     path,
                     format!(
-                        "line {}, column `{name}`: cannot parse number {s:?}",
-                        line_of(i)
+                        "line {}, column `{name}`: cannot parse number \"{}\"",
+                        line_of(i),
+                        printable(s)
                     ),
                 ))
             }
         }
     }
-    Ok(Float64Chunked::from_vec(name.into(), out)
-        .into_series()
-        .into())
-}
-
-/// Row-level checks on the canonical frame (still in file order, so row numbers match the file).
-fn validate(path: &Path, frame: &DataFrame) -> Result<()> {
-    if frame.height() == 0 {
-        return Err(Error::input(path, "the file has a header but no rows"));
-    }
-    let f64s = |name: &str| -> Result<Vec<f64>> {
-        Ok(frame
-            .column(name)?
-            .f64()?
-            .into_no_null_iter()
-            .collect::<Vec<_>>())
-    };
-    let tickers = frame.column(TICKER)?.str()?.clone();
-    for (i, t) in tickers.iter().enumerate() {
-        if t.map(str::trim).unwrap_or("").is_empty() {
-            return Err(Error::input(
-                path,
-                format!("line {}, column `{TICKER}`: empty ticker", line_of(i)),
-            ));
-        }
-    }
-    for name in PRICE_COLUMNS.iter().chain([&ADJ_CLOSE]) {
-        if let Some(i) = f64s(name)?.iter().position(|&x| x <= 0.0) {
-            return Err(Error::input(
-                path,
-                format!(
-                    "line {}, column `{name}`: prices must be positive",
-                    line_of(i)
-                ),
-            ));
-        }
-    }
-    if let Some(i) = f64s(VOLUME)?.iter().position(|&x| x < 0.0) {
-        return Err(Error::input(
-            path,
-            format!(
-                "line {}, column `{VOLUME}`: volume must not be negative",
-                line_of(i)
-            ),
-        ));
-    }
-    let (high, low) = (f64s(HIGH)?, f64s(LOW)?);
-    if let Some(i) = high.iter().zip(&low).position(|(h, l)| h < l) {
-        return Err(Error::input(
-            path,
-            format!(
-                "line {}: high {} is below low {}",
-                line_of(i),
-                high[i],
-                low[i]
-            ),
-        ));
-    }
-    check_duplicates(path, frame)
-}
-
-fn check_duplicates(path: &Path, frame: &DataFrame) -> Result<()> {
-    let dates: Vec<i32> = frame
-        .column(DATE)?
-        .date()?
-        .physical()
-        .into_no_null_iter()
-        .collect();
-    let tickers: Vec<&str> = frame
-        .column(TICKER)?
-        .str()?
-        .iter()
-        .map(|t| t.unwrap_or(""))
-        .collect();
-    let mut order: Vec<usize> = (0..frame.height()).collect();
-    order.sort_by(|&a, &b| (tickers[a], dates[a]).cmp(&(tickers[b], dates[b])));
-    for pair in order.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        if tickers[a] == tickers[b] && dates[a] == dates[b] {
-            let day = day_string(dates[a]);
-            return Err(Error::input(
-                path,
-                format!(
-                    "duplicate row for ticker {} on {day} (lines {} and {})",
-                    tickers[a],
-                    line_of(a.min(b)),
-                    line_of(a.max(b))
-                ),
-            ));
-        }
-    }
-    Ok(())
+    Ok(
+        Float64Chunked::from_iter_options(name.into(), out.into_iter())
+            .into_series()
+            .into(),
+    )
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

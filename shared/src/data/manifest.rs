@@ -1,15 +1,19 @@
 //! `manifest.json`: what a prepared feature store holds and where it came from. Written last, so its
-//! presence marks a complete store.
+//! presence marks a complete store. Fields added later default when absent, so older manifests still load.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::missing::Repair;
+use crate::config::MissingPolicy;
 use crate::error::{Error, Result};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const FEATURES_FILE: &str = "features.parquet";
+/// The features before scaling, written by `data prepare --unscaled`.
+pub const RAW_FEATURES_FILE: &str = "features_raw.parquet";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -32,6 +36,18 @@ pub struct Manifest {
     /// First date with scaled features, per ticker (late listings start later).
     pub ticker_first_dates: BTreeMap<String, String>,
     pub label: String,
+    /// The `data.missing` policy the store was prepared with.
+    #[serde(default)]
+    pub missing_policy: MissingPolicy,
+    /// Every missing input cell of the selected rows and what the policy did with it.
+    #[serde(default)]
+    pub missing_values: Vec<Repair>,
+    /// Bars kept although their open or close lies outside [low, high].
+    #[serde(default)]
+    pub bars_outside_range: usize,
+    /// Whether `features_raw.parquet` (the features before scaling) belongs to this store.
+    #[serde(default)]
+    pub unscaled: bool,
 }
 
 impl Manifest {

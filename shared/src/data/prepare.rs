@@ -1,5 +1,6 @@
-//! `storm data prepare`: price file → validated table → per-ticker causal features, labels and scaling →
-//! `features.parquet` + `manifest.json`, written atomically.
+//! `storm data prepare`: price file → validated table → missing-value policy → per-ticker causal features,
+//! labels and scaling → `features.parquet` (+ `features_raw.parquet` on request) + `manifest.json`, written
+//! atomically.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,15 +11,95 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::dates::day_string;
 use super::features::{feature_names, ticker_features, FEATURE_HISTORY};
-use super::ingest::{read_prices, Source, DATE, TICKER};
-use super::manifest::{Manifest, FEATURES_FILE, MANIFEST_FILE};
+use super::ingest::{read_prices, PriceTable, Source, DATE, LINE, TICKER};
+use super::manifest::{Manifest, FEATURES_FILE, MANIFEST_FILE, RAW_FEATURES_FILE};
+use super::missing::{self, Repair};
 use super::scaling::scale_ticker;
+use super::validate;
 use crate::atomic::Staging;
 use crate::config::DataConfig;
 use crate::error::{Error, Result};
 
+/// Choices of one `prepare` call that are not part of the experiment config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PrepareOptions {
+    /// Draw a progress bar.
+    pub progress: bool,
+    /// Refuse bars whose open or close lies outside [low, high] instead of warning.
+    pub strict: bool,
+    /// Also write `features_raw.parquet`, the features before scaling.
+    pub unscaled: bool,
+}
+
 /// Prepares the feature store for `cfg.source` (or `source_override`) into `out`.
 pub fn prepare(cfg: &DataConfig, source: &Source, out: &Path, progress: bool) -> Result<Manifest> {
+    let options = PrepareOptions {
+        progress,
+        ..PrepareOptions::default()
+    };
+    prepare_with(cfg, source, out, options)
+}
+
+/// The input rows that features are computed from, and what was done to reach them.
+struct Cleaned {
+    frame: DataFrame,
+    repairs: Vec<Repair>,
+    bars_outside_range: usize,
+}
+
+/// Selection, the missing-value policy and the bar checks; drops the line column.
+fn clean(cfg: &DataConfig, table: &PriceTable, strict: bool) -> Result<Cleaned> {
+    let frame = select_rows(cfg, table.frame.clone())?;
+    let repaired = missing::apply(
+        frame,
+        cfg.missing,
+        table.has_adj_close,
+        &table.path,
+        table.row_unit,
+    )?;
+    let outside = validate::bars(&table.path, &repaired.frame, table.row_unit, strict)?;
+    if let Some(o) = &outside {
+        tracing::warn!(
+            "{}: {} bar(s) with open or close outside [low, high], kept (first: {}); --strict refuses them",
+            table.source,
+            o.count,
+            o.first
+        );
+    }
+    let actions = summarise(&repaired.repairs);
+    if !actions.is_empty() {
+        tracing::warn!(
+            "{}: missing values ({}): {actions}; listed in {MANIFEST_FILE}",
+            table.source,
+            cfg.missing
+        );
+    }
+    Ok(Cleaned {
+        frame: repaired.frame.drop(LINE)?,
+        repairs: repaired.repairs,
+        bars_outside_range: outside.map_or(0, |o| o.count),
+    })
+}
+
+/// "3 filled, 1 volume_zeroed": the count of each action taken, in a fixed order.
+pub fn summarise(repairs: &[Repair]) -> String {
+    missing::RepairAction::ALL
+        .iter()
+        .filter_map(|a| {
+            let n = repairs.iter().filter(|r| r.action == *a).count();
+            (n > 0).then(|| format!("{n} {}", a.name()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// [`prepare`] with every option.
+pub fn prepare_with(
+    cfg: &DataConfig,
+    source: &Source,
+    out: &Path,
+    options: PrepareOptions,
+) -> Result<Manifest> {
     let clock = std::time::Instant::now();
     let table = read_prices(source)?;
     tracing::info!(
@@ -26,19 +107,22 @@ pub fn prepare(cfg: &DataConfig, source: &Source, out: &Path, progress: bool) ->
         secs = clock.elapsed().as_secs_f64(),
         "read and validated prices"
     );
-    let frame = select_rows(cfg, table.frame)?;
+    let cleaned = clean(cfg, &table, options.strict)?;
+    let frame = cleaned.frame;
     let min_rows = FEATURE_HISTORY + cfg.scaler_window + cfg.window;
     let tickers_frames = frame.partition_by_stable([TICKER], true)?;
     check_history(&tickers_frames, min_rows)?;
 
     let names = feature_names();
-    let bar = progress_bar(tickers_frames.len() as u64, progress);
+    let bar = progress_bar(tickers_frames.len() as u64, options.progress);
     let warmup = FEATURE_HISTORY + cfg.scaler_window;
+    let kept = |f: DataFrame| f.slice(warmup as i64, f.height().saturating_sub(warmup));
     let parts = map_parallel(&tickers_frames, |prices| {
         let raw = ticker_features(prices)?;
+        let unscaled = options.unscaled.then(|| kept(raw.clone()));
         let scaled = scale_ticker(raw, &names, cfg.scaler_window)?;
         bar.inc(1);
-        Ok(scaled.slice(warmup as i64, scaled.height().saturating_sub(warmup)))
+        Ok((kept(scaled), unscaled))
     })?;
     bar.finish_and_clear();
     tracing::info!(
@@ -46,34 +130,63 @@ pub fn prepare(cfg: &DataConfig, source: &Source, out: &Path, progress: bool) ->
         "features and scaling done"
     );
 
-    let mut features = concat_frames(parts)?;
+    let (scaled_parts, raw_parts): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    let mut features = concat_frames(scaled_parts)?;
+    let raw_features = match options.unscaled {
+        true => Some(concat_frames(raw_parts.into_iter().flatten().collect())?),
+        false => None,
+    };
     tracing::info!(secs = clock.elapsed().as_secs_f64(), "tickers concatenated");
-    let manifest = build_manifest(
-        &table.source,
-        &table.source_sha256,
-        table.has_adj_close,
-        &features,
-        frame.height(),
-        cfg,
-    )?;
-
-    let staging = Staging::new(out)?;
-    let file_path = staging.path(FEATURES_FILE);
-    let file = std::fs::File::create(&file_path).map_err(|e| Error::io(&file_path, e))?;
-    ParquetWriter::new(file)
-        // scaled floats do not compress; compression would only cost time
-        .with_compression(ParquetCompression::Uncompressed)
-        .with_statistics(StatisticsOptions::empty())
-        .finish(&mut features)?;
-    let json = serde_json::to_vec_pretty(&manifest)?;
-    let manifest_path = staging.path(MANIFEST_FILE);
-    std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
-    staging.commit(&[FEATURES_FILE, MANIFEST_FILE])?;
+    let mut manifest = build_manifest(&table, &features, frame.height(), cfg)?;
+    manifest.missing_values = cleaned.repairs;
+    manifest.bars_outside_range = cleaned.bars_outside_range;
+    manifest.unscaled = options.unscaled;
+    write_store(out, &mut features, raw_features, &manifest)?;
     tracing::info!(
         secs = clock.elapsed().as_secs_f64(),
         "feature store written"
     );
     Ok(manifest)
+}
+
+/// Writes the store through a staging directory, manifest last. A raw-features file left by an earlier
+/// `--unscaled` run is removed when this run writes none, so that it never describes another store.
+fn write_store(
+    out: &Path,
+    features: &mut DataFrame,
+    raw_features: Option<DataFrame>,
+    manifest: &Manifest,
+) -> Result<()> {
+    let staging = Staging::new(out)?;
+    write_parquet(&staging.path(FEATURES_FILE), features)?;
+    let mut files = vec![FEATURES_FILE];
+    match raw_features {
+        Some(mut raw) => {
+            write_parquet(&staging.path(RAW_FEATURES_FILE), &mut raw)?;
+            files.push(RAW_FEATURES_FILE);
+        }
+        None => {
+            let stale = out.join(RAW_FEATURES_FILE);
+            if stale.exists() {
+                std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+            }
+        }
+    }
+    let json = serde_json::to_vec_pretty(manifest)?;
+    let manifest_path = staging.path(MANIFEST_FILE);
+    std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
+    files.push(MANIFEST_FILE);
+    staging.commit(&files)
+}
+
+fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<()> {
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    ParquetWriter::new(file)
+        // scaled floats do not compress; compression would only cost time
+        .with_compression(ParquetCompression::Uncompressed)
+        .with_statistics(StatisticsOptions::empty())
+        .finish(frame)?;
+    Ok(())
 }
 
 /// Applies `f` to every item on plain worker threads (one per core), preserving order. Plain threads rather
@@ -222,9 +335,7 @@ fn concat_frames(parts: Vec<DataFrame>) -> Result<DataFrame> {
 }
 
 fn build_manifest(
-    source: &str,
-    sha: &str,
-    has_adj_close: bool,
+    table: &PriceTable,
     features: &DataFrame,
     input_rows: usize,
     cfg: &DataConfig,
@@ -248,9 +359,9 @@ fn build_manifest(
     let names = feature_names();
     Ok(Manifest {
         storm_version: env!("CARGO_PKG_VERSION").to_string(),
-        source: source.to_string(),
-        source_sha256: sha.to_string(),
-        has_adj_close,
+        source: table.source.clone(),
+        source_sha256: table.source_sha256.clone(),
+        has_adj_close: table.has_adj_close,
         tickers: first.keys().cloned().collect(),
         n_tickers: first.len(),
         n_features: names.len(),
@@ -263,5 +374,9 @@ fn build_manifest(
         scaler_window: cfg.scaler_window,
         ticker_first_dates: first,
         label: "next-day total return from adj_close (close when absent): a[t+1]/a[t] - 1".into(),
+        missing_policy: cfg.missing,
+        missing_values: Vec::new(),
+        bars_outside_range: 0,
+        unscaled: false,
     })
 }
