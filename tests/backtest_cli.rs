@@ -187,6 +187,61 @@ fn perfect_foresight_beats_equal_weight_and_writes_every_output() {
 }
 
 #[test]
+fn a_one_day_delay_trades_yesterdays_scores_beside_the_undelayed_backtest() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = path(dir.path(), "run");
+    let labels = write_run(&run);
+    let args = |delay: &'static str| {
+        vec![
+            "backtest".to_string(),
+            "--run".into(),
+            s(&run),
+            "--k".into(),
+            "2".into(),
+            "--drop".into(),
+            "2".into(),
+            "--delay".into(),
+            delay.into(),
+        ]
+    };
+    let run_with = |delay| {
+        let a = args(delay);
+        ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    run_with("0");
+    let out = run_with("1");
+    assert!(
+        out.contains("| TopK-Drop (k=2, drop=2), delay 1 |"),
+        "{out}"
+    );
+    let now = json(&run.join("portfolio_test.json"));
+    let late = json(&run.join("portfolio_test_delay1.json"));
+    assert_eq!(late["params"]["delay"], 1);
+    assert_eq!(now["params"]["delay"], 0);
+    let cw = |r: &serde_json::Value, part: &str| r[part]["cw"].as_f64().unwrap();
+    assert_eq!(cw(&now, "equal_weight"), cw(&late, "equal_weight"));
+    assert!(
+        cw(&late, "strategy") < cw(&now, "strategy"),
+        "foresight a day late is worth less: {} vs {}",
+        cw(&late, "strategy"),
+        cw(&now, "strategy")
+    );
+    let csv = std::fs::read_to_string(run.join("portfolio_test_delay1_daily.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[1].split(',').nth(7), Some("0"), "day 0 holds cash");
+    // Day t+1's book is day t's top 2 by label.
+    for t in 0..lines.len() - 3 {
+        let cells: Vec<&str> = lines[t + 2].split(',').collect();
+        let mut order: Vec<usize> = (0..TICKERS.len()).collect();
+        order.sort_by(|&a, &b| labels[t][b].total_cmp(&labels[t][a]));
+        let mut top: Vec<&str> = order[..2].iter().map(|&j| TICKERS[j]).collect();
+        top.sort();
+        assert_eq!(cells[8], top.join(";"), "day {}", t + 1);
+    }
+    assert!(run.join("wealth_test_delay1.png").is_file());
+}
+
+#[test]
 fn index_from_a_user_file_and_missing_index_dates() {
     let dir = tempfile::tempdir().unwrap();
     let run = path(dir.path(), "run");
@@ -232,7 +287,9 @@ fn bad_input_fails_with_one_error_line_and_writes_nothing() {
     std::fs::create_dir_all(&empty).unwrap();
     let run = path(dir.path(), "run");
     write_run(&run);
-    let cases: [(&Path, &[&str], &str); 5] = [
+    let cases: [(&Path, &[&str], &str); 7] = [
+        (&run, &["--delay", "-1"], "--delay must be between 0 and 21"),
+        (&run, &["--delay", "22"], "--delay must be between 0 and 21"),
         (&empty, &[], "run `storm eval --run"),
         (&run, &["--k", "0"], "--k must be at least 1"),
         (

@@ -406,6 +406,7 @@ name = "1-day reversal"
 set = ["model.kind=reference", "model.reference=reversal_1d"]
 [backtest]
 index = "none"
+delays = [0, 1]
 [trade]
 tickers = ["S0001"]
 seeds = 1
@@ -451,6 +452,7 @@ eval_every = 1
         "| Model | RankIC ↑ | 95 % interval over seeds | t (HAC) |",
         "## Significance (test split)",
         "| − 1-day reversal |",
+        "The same portfolios traded one day late (delay 1",
     ] {
         assert!(md.contains(needle), "{needle} missing:\n{md}");
     }
@@ -467,6 +469,10 @@ eval_every = 1
         r0["metrics"]["trade_S0001_raw_cw"].as_f64().is_some(),
         "{r0}"
     );
+    assert!(r0["metrics"]["pm_delay1_cw"].as_f64().is_some(), "{r0}");
+    assert!(out
+        .join("jobs/model=STORM_seed=0/run/portfolio_test_delay1.json")
+        .is_file());
     let table1 = md
         .lines()
         .find(|l| l.starts_with("| STORM | "))

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use storm_shared::config::Split;
 use storm_shared::error::Result;
 use storm_shared::run::metrics::{EvalMetric, Financial, MetricKey, Scope};
-use storm_shared::run::RunDir;
+use storm_shared::run::{PortfolioVariant, RunDir};
 use storm_shared::trading::task::FeatureSource;
 use storm_worker::protocol::RUN_DIR;
 
@@ -176,6 +176,7 @@ fn markdown(plan: &Plan, out: &SweepOutcome, meta: &PaperMeta, charts: &[(&str, 
         });
         let _ = writeln!(md, "{row}");
     }
+    delayed_table(&mut md, stats, &models);
     md.push_str(&significance::section(plan, out));
     trading_tables(&mut md, stats, &models, meta);
     if !charts.is_empty() {
@@ -186,6 +187,28 @@ fn markdown(plan: &Plan, out: &SweepOutcome, meta: &PaperMeta, charts: &[(&str, 
     }
     md.push_str(&failed_section(&out.rows));
     md
+}
+
+/// Table 2 again at execution delay 1 (`[backtest] delays` lists 1): each day's scores traded at the next close.
+fn delayed_table(md: &mut String, stats: &Stats, models: &[(String, Vec<String>)]) {
+    let delayed = Scope::PmDelayed(1);
+    if !models
+        .iter()
+        .any(|(c, _)| stats.metric(c, &fin(&delayed, Financial::Cw)).is_some())
+    {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nThe same portfolios traded one day late (delay 1: day t's scores at day t+1's close; the paper \
+         trades at day t's own close):\n"
+    );
+    let _ = writeln!(md, "{}", financial_header("Model"));
+    for (c, labels) in models {
+        let name = labels.first().cloned().unwrap_or_default();
+        let row = financial_row(&name, |f| stats.metric(c, &fin(&delayed, f)).cloned());
+        let _ = writeln!(md, "{row}");
+    }
 }
 
 /// Table 3: per ticker, Buy&Hold, PPO on raw features and PPO on each model's factors.
@@ -254,7 +277,7 @@ fn wealth_series(plan: &Plan, out: &SweepOutcome) -> Option<(Vec<String>, Vec<Cu
             .filter(|r| r.config == config && r.state == "done")
         {
             let run = RunDir::new(job_dir(&out.dir, &row.id).join(RUN_DIR));
-            let path = run.portfolio_daily_csv(Split::Test, false);
+            let path = run.portfolio_daily_csv(Split::Test, PortfolioVariant::PLAIN);
             let Some(table) = read_daily(&path) else {
                 continue;
             };

@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use storm_shared::config::{ModelKind, Split};
 use storm_shared::portfolio::Market;
-use storm_shared::run::RunDir;
+use storm_shared::run::{PortfolioVariant, RunDir};
 use storm_shared::stats::hac::{hac_mean_test, MeanTest};
 use storm_shared::stats::rank_ic::daily_rank_ic;
 use storm_worker::protocol::RUN_DIR;
@@ -98,7 +98,7 @@ fn run_rank_ics(run: &RunDir) -> Option<Daily> {
 
 /// Each test day's TopK-Drop return minus equal weight's, from one run's daily backtest table.
 fn run_excess_returns(run: &RunDir) -> Option<Daily> {
-    let table = read_daily(&run.portfolio_daily_csv(Split::Test, false))?;
+    let table = read_daily(&run.portfolio_daily_csv(Split::Test, PortfolioVariant::PLAIN))?;
     let ew = &table.benchmarks.first()?.1;
     let ret = |w: &[f64], t: usize| w[t] / w[t - 1] - 1.0;
     Some(

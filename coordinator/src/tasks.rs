@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use storm_shared::error::{Error, Result};
+use storm_shared::portfolio::report::MAX_DELAY;
 use storm_shared::trading::ppo::PpoConfig;
 use storm_worker::{Step, TradeFeatures};
 
@@ -28,6 +29,8 @@ pub struct BacktestSettings {
     pub cost: f64,
     /// `builtin:dji`, a CSV/Parquet file with date and close columns, or `none`.
     pub index: String,
+    /// Execution delays to backtest, each its own step (0: the paper's same-close trade; 1: the next close).
+    pub delays: Vec<usize>,
 }
 
 impl Default for BacktestSettings {
@@ -37,6 +40,7 @@ impl Default for BacktestSettings {
             drop: 3,
             cost: 1e-4,
             index: "builtin:dji".into(),
+            delays: vec![0],
         }
     }
 }
@@ -93,6 +97,24 @@ impl BacktestSettings {
         }
         if self.index.trim().is_empty() {
             return fail("index", "must be builtin:dji, a file or none".into());
+        }
+        if self.delays.is_empty() {
+            return fail(
+                "delays",
+                "must list at least one delay (0 is the paper's)".into(),
+            );
+        }
+        if let Some(d) = self.delays.iter().find(|d| **d > MAX_DELAY) {
+            return fail(
+                "delays",
+                format!("{d} must be at most {MAX_DELAY} trading days"),
+            );
+        }
+        let mut sorted = self.delays.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.delays.len() {
+            return fail("delays", format!("{:?} lists a delay twice", self.delays));
         }
         Ok(())
     }
@@ -169,13 +191,16 @@ impl JobTasks<'_> {
         }
         if has(Task::Backtest) {
             let b = self.backtest;
-            steps.push(Step::Backtest {
-                split: "test".into(),
-                k: b.k,
-                drop: b.drop,
-                cost: b.cost,
-                index: b.index.clone(),
-            });
+            for &delay in &b.delays {
+                steps.push(Step::Backtest {
+                    split: "test".into(),
+                    k: b.k,
+                    drop: b.drop,
+                    cost: b.cost,
+                    index: b.index.clone(),
+                    delay,
+                });
+            }
         }
         let trades = has(Task::Trade) && self.trades;
         if has(Task::Export) || trades {
@@ -248,6 +273,34 @@ mod tests {
             ..jt
         };
         assert_eq!(no_trade.steps(0).len(), 4);
+    }
+
+    #[test]
+    fn each_backtest_delay_is_its_own_step() {
+        let b: BacktestSettings = toml::from_str("delays = [0, 1]\n").unwrap();
+        b.validate("s.toml").unwrap();
+        let jt = JobTasks {
+            tasks: &[Task::Eval, Task::Backtest],
+            backtest: &b,
+            trade: &TradeSettings::default(),
+            trades: false,
+            raw_baseline: false,
+        };
+        let steps = jt.steps(0);
+        let keys: Vec<String> = steps.iter().map(Step::key).collect();
+        assert_eq!(
+            keys[3..],
+            ["backtest_test".to_string(), "backtest_test_delay1".into()]
+        );
+        for (bad, why) in [
+            ("[]", "at least one"),
+            ("[0, 0]", "twice"),
+            ("[22]", "at most"),
+        ] {
+            let b: BacktestSettings = toml::from_str(&format!("delays = {bad}\n")).unwrap();
+            let e = b.validate("s.toml").unwrap_err().to_string();
+            assert!(e.contains("backtest.delays") && e.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub enum Step {
         drop: usize,
         cost: f64,
         index: String,
+        /// Execution delay in days (0 when absent).
+        #[serde(default)]
+        delay: usize,
     },
     /// `storm export` (factor embeddings for trading).
     Export,
@@ -110,7 +113,10 @@ impl Step {
         match self {
             Step::Pretrain => "pretrain".into(),
             Step::Eval { split } => format!("eval_{split}"),
-            Step::Backtest { split, .. } => format!("backtest_{split}"),
+            Step::Backtest {
+                split, delay: 0, ..
+            } => format!("backtest_{split}"),
+            Step::Backtest { split, delay, .. } => format!("backtest_{split}_delay{delay}"),
             Step::Export => "export".into(),
             Step::Trade {
                 ticker, features, ..
@@ -334,6 +340,15 @@ mod tests {
                 drop: 3,
                 cost: 1e-4,
                 index: "none".into(),
+                delay: 0,
+            },
+            Step::Backtest {
+                split: "test".into(),
+                k: 5,
+                drop: 3,
+                cost: 1e-4,
+                index: "none".into(),
+                delay: 1,
             },
             Step::Export,
             Step::Trade {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use storm_shared::config::Split;
-use storm_shared::portfolio::report::{index_label, parse_index, strategy_label, BacktestParams};
+use storm_shared::portfolio::report::{
+    index_label, parse_index, strategy_label, BacktestParams, MAX_DELAY,
+};
 use storm_shared::run::backtest::backtest;
 use storm_shared::run::RunDir;
 use storm_shared::stats::financial::FinancialMetrics;
@@ -43,6 +45,10 @@ pub struct BacktestArgs {
     /// with a risk estimate: storm or factorvae). Results go to portfolio_<split>_tdrisk.* . 0 = TopK-Drop.
     #[arg(long, default_value_t = DEFAULT_RISK_AVERSION, allow_negative_numbers = true)]
     pub risk_aversion: f64,
+    /// Execution delay in trading days: 0 trades day t's scores at day t's close (the paper), 1 at the next
+    /// close. A delayed backtest writes portfolio_<split>[_tdrisk]_delay<d>.* beside the undelayed one.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub delay: i64,
     /// Index benchmark: builtin:dji, a CSV/CSV.gz/Parquet file with date and close columns, or none.
     #[arg(long, default_value = "builtin:dji")]
     pub index: String,
@@ -54,6 +60,12 @@ fn params(a: &BacktestArgs) -> Result<BacktestParams> {
         .map_err(|_| anyhow::anyhow!("--k must be at least 1 (got {})", a.k))?;
     let drop = usize::try_from(a.drop)
         .map_err(|_| anyhow::anyhow!("--drop must be between 0 and --k = {k} (got {})", a.drop))?;
+    let delay = usize::try_from(a.delay).map_err(|_| {
+        anyhow::anyhow!(
+            "--delay must be between 0 and {MAX_DELAY} trading days (got {})",
+            a.delay
+        )
+    })?;
     let params = BacktestParams {
         k,
         drop,
@@ -62,6 +74,7 @@ fn params(a: &BacktestArgs) -> Result<BacktestParams> {
         risk_free: a.risk_free,
         index: parse_index(&a.index)?,
         risk_aversion: a.risk_aversion,
+        delay,
     };
     params.validate()?;
     Ok(params)
@@ -83,14 +96,15 @@ pub fn backtest_split(run: &RunDir, split: Split, params: &BacktestParams) -> Re
     super::report::refresh(run);
     let r = &out.report;
     println!(
-        "{} split, {} .. {} ({} trading days, {} stocks), cost {}, cash {}",
+        "{} split, {} .. {} ({} trading days, {} stocks), cost {}, cash {}, delay {}",
         split.name(),
         r.period.first_date,
         r.period.last_date,
         r.period.n_trading_days,
         r.period.n_stocks,
         params.cost,
-        params.cash
+        params.cash,
+        params.delay
     );
     println!();
     println!("| strategy | APY | CW | CR | ASR | MDD | AVO | turnover |");

@@ -51,10 +51,32 @@ pub struct DataBenchArgs {
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
     /// Synthetic universe size (tickers × days).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 400)]
     pub tickers: usize,
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 6000)]
     pub days: usize,
+}
+
+/// The public reference's pandas pipeline on the CI machine kind (issue #18): 119 s measured for the bundled
+/// DJ30 set; its rate there, 173,251 rows / 119 s, extrapolates to any other universe.
+const REFERENCE_DJ30_SECONDS: f64 = 119.0;
+const DJ30_ROWS: usize = 173_251;
+
+/// The reference pipeline's time for a case: measured, or extrapolated from its DJ30 rate.
+enum Reference {
+    Measured(f64),
+    Extrapolated(f64),
+}
+
+struct DataCase<'a> {
+    name: String,
+    rows: usize,
+    args: Vec<&'a str>,
+    reference: Option<Reference>,
+}
+
+fn reference_seconds(rows: usize) -> f64 {
+    REFERENCE_DJ30_SECONDS * rows as f64 / DJ30_ROWS as f64
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -115,36 +137,51 @@ fn bench_data(a: DataBenchArgs) -> Result<()> {
     let out = dir.path().join("out");
     let out_s = out.to_string_lossy().to_string();
     let synth_s = synth_file.to_string_lossy().to_string();
-    let cases: Vec<(String, usize, Vec<&str>)> = vec![
-        (
-            "process start only (`storm --version`, loads libtorch)".to_string(),
-            0,
-            vec!["--version"],
-        ),
-        (
-            "DJ30 (bundled, 29 × 6,084)".to_string(),
-            173_251,
-            vec!["data", "prepare", "--out", &out_s],
-        ),
-        (
-            format!("synthetic {} × {}", a.tickers, a.days),
-            a.tickers * a.days,
-            vec!["data", "prepare", "--input", &synth_s, "--out", &out_s],
-        ),
+    let cases = [
+        DataCase {
+            name: "process start only (`storm --version`, loads libtorch)".to_string(),
+            rows: 0,
+            args: vec!["--version"],
+            reference: None,
+        },
+        DataCase {
+            name: "DJ30 (bundled, 29 × 6,084)".to_string(),
+            rows: DJ30_ROWS,
+            args: vec!["data", "prepare", "--out", &out_s],
+            reference: Some(Reference::Measured(REFERENCE_DJ30_SECONDS)),
+        },
+        DataCase {
+            name: format!("synthetic {} × {}", a.tickers, a.days),
+            rows: a.tickers * a.days,
+            args: vec!["data", "prepare", "--input", &synth_s, "--out", &out_s],
+            reference: Some(Reference::Extrapolated(reference_seconds(
+                a.tickers * a.days,
+            ))),
+        },
     ];
     println!(
-        "| case | input rows | wall time (median of {}) | rows/s | peak RSS |",
+        "| case | input rows | wall time (median of {}) | rows/s | peak RSS | reference | speed-up |",
         a.repeat
     );
-    println!("|---|---|---|---|---|");
-    for (name, rows, args) in cases {
+    println!("|---|---|---|---|---|---|---|");
+    for case in cases {
         let runs = (0..a.repeat.max(1))
-            .map(|_| measure(&args))
+            .map(|_| measure(&case.args))
             .collect::<Result<Vec<_>>>()?;
         let (secs, peak) = summarise(&runs);
+        let (reference, speedup) = match case.reference {
+            Some(Reference::Measured(r)) => (format!("{r:.0} s"), format!("{:.0}×", r / secs)),
+            Some(Reference::Extrapolated(r)) => (
+                format!("{r:.0} s (extrapolated)"),
+                format!("{:.0}×", r / secs),
+            ),
+            None => ("–".to_string(), "–".to_string()),
+        };
         println!(
-            "| {name} | {rows} | {secs:.2} s | {:.0} | {peak:.0} MiB |",
-            rows as f64 / secs
+            "| {} | {} | {secs:.2} s | {:.0} | {peak:.0} MiB | {reference} | {speedup} |",
+            case.name,
+            case.rows,
+            case.rows as f64 / secs
         );
         clean(&out);
     }

@@ -24,7 +24,7 @@ use storm_shared::portfolio::report::{parse_index, BacktestParams};
 use storm_shared::run::metrics::{
     backtest_metrics, eval_metrics, trade_metrics, train_metrics, MetricKey, TrainSummary, Value,
 };
-use storm_shared::run::{EvalReport, RunDir};
+use storm_shared::run::{EvalReport, PortfolioVariant, RunDir};
 use storm_shared::trading::task::{FeatureSource, TradeParams, TradeReport};
 use storm_shared::trading::EnvConfig;
 use storm_shared::train::checkpoint::{read_state, CheckpointChoice, Checkpointer};
@@ -263,6 +263,7 @@ pub fn step_call(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<
             drop,
             cost,
             index,
+            delay,
         } => StepCall::Backtest {
             split: parse_split(split)?,
             params: BacktestParams {
@@ -273,6 +274,7 @@ pub fn step_call(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<
                 risk_free: DEFAULT_RISK_FREE,
                 index: parse_index(index)?,
                 risk_aversion: DEFAULT_RISK_AVERSION,
+                delay: *delay,
             },
         },
         Step::Export => StepCall::Export { device },
@@ -340,8 +342,12 @@ fn step_metrics(run: &RunDir, step: &Step) -> Result<Vec<(MetricKey, Value)>> {
             let split = parse_split(split)?;
             eval_metrics(split, &EvalReport::load(run, split)?)
         }
-        Step::Backtest { split, .. } => {
-            backtest_metrics(&BacktestReport::load(run, parse_split(split)?, false)?)
+        Step::Backtest { split, delay, .. } => {
+            let variant = PortfolioVariant {
+                risk_aware: false,
+                delay: *delay,
+            };
+            backtest_metrics(&BacktestReport::load(run, parse_split(split)?, variant)?)
         }
         Step::Export => Vec::new(),
         Step::Trade {
@@ -410,9 +416,11 @@ mod tests {
             drop: 3,
             cost: 1e-4,
             index: "none".into(),
+            delay: 1,
         }) else {
             panic!("backtest")
         };
+        assert_eq!(params.delay, 1);
         assert_eq!(split, Split::Test);
         assert_eq!((params.k, params.drop, params.cost), (5, 3, 1e-4));
         assert_eq!(

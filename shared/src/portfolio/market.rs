@@ -45,6 +45,23 @@ impl Market {
         self.labels[day * self.n_tickers() + ticker]
     }
 
+    /// The same market traded `days` dates late: the score known at the close of D_t is acted on at the
+    /// close of D_{t+days} (the first `days` dates have no score, so the book starts in cash). Labels, and
+    /// so the returns a position earns, stay where they are.
+    pub fn delayed(&self, days: usize) -> Market {
+        let n = self.n_tickers();
+        let cells = self.scores.len();
+        let shift = (days * n).min(cells);
+        let mut scores = vec![None; shift];
+        scores.extend_from_slice(&self.scores[..cells - shift]);
+        Market {
+            dates: self.dates.clone(),
+            tickers: self.tickers.clone(),
+            scores,
+            labels: self.labels.clone(),
+        }
+    }
+
     /// Builds the grid from rows in any order; non-finite values count as missing. A repeated
     /// (date, ticker) is an error, and a backtest needs at least two dates.
     pub fn from_rows(rows: impl IntoIterator<Item = Row>) -> Result<Market> {

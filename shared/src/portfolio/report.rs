@@ -59,7 +59,14 @@ pub struct BacktestParams {
     pub index: Option<IndexSource>,
     /// η of the risk-aware variant (FactorVAE's TDrisk): rank by μ − η·σ. 0 is plain TopK-Drop.
     pub risk_aversion: f64,
+    /// Execution delay in trading days: 0 trades day t's scores at day t's close (the paper), 1 at day
+    /// t+1's close (what a practitioner who scores after the close can do).
+    #[serde(default)]
+    pub delay: usize,
 }
+
+/// The largest `--delay` accepted (a month of trading days).
+pub const MAX_DELAY: usize = 21;
 
 impl BacktestParams {
     pub fn strategy(&self) -> TopkDropParams {
@@ -96,6 +103,12 @@ impl BacktestParams {
             return bad(format!(
                 "--risk-aversion must be a finite number ≥ 0 (got {})",
                 self.risk_aversion
+            ));
+        }
+        if self.delay > MAX_DELAY {
+            return bad(format!(
+                "--delay must be between 0 and {MAX_DELAY} trading days (got {})",
+                self.delay
             ));
         }
         if !self.risk_free.is_finite() {
@@ -152,8 +165,9 @@ pub fn simulate(
     index: Option<&IndexPrices>,
 ) -> Result<Backtest> {
     params.validate()?;
+    let traded = market.delayed(params.delay);
     Ok(Backtest {
-        strategy: run_topk_drop(market, &params.strategy())?,
+        strategy: run_topk_drop(&traded, &params.strategy())?,
         equal_weight: equal_weight(market, params.cost, params.cash)?,
         index: index
             .map(|prices| index_wealth(prices, &market.dates, params.cash))
@@ -189,6 +203,14 @@ pub fn report(
 
 /// Display name of the strategy in tables and charts.
 pub fn strategy_label(params: &BacktestParams) -> String {
+    let label = plain_strategy_label(params);
+    match params.delay {
+        0 => label,
+        d => format!("{label}, delay {d}"),
+    }
+}
+
+fn plain_strategy_label(params: &BacktestParams) -> String {
     if params.risk_aversion > 0.0 {
         format!(
             "TDrisk (k={}, drop={}, η={})",

@@ -367,6 +367,7 @@ fn daily_csv_has_one_row_per_date() {
         risk_free: 0.0,
         index: None,
         risk_aversion: 0.0,
+        delay: 0,
     };
     let bt = simulate(&market, &params, Some(&index_prices())).unwrap();
     let csv = daily_csv(&market, &bt);
@@ -388,4 +389,43 @@ fn daily_csv_has_one_row_per_date() {
     assert!(lines[3].ends_with(",2,A;D,D,C"), "{}", lines[3]);
     assert!(lines[6].starts_with("2024-01-09,"));
     assert!(lines[6].ends_with(",0,0,2,C;D,,"), "{}", lines[6]);
+}
+
+#[test]
+fn a_delayed_backtest_trades_each_days_scores_one_close_later() {
+    let market = hand_market();
+    let params = |delay| BacktestParams {
+        k: 2,
+        drop: 1,
+        cost: 1e-3,
+        cash: 1000.0,
+        risk_free: 0.0,
+        index: None,
+        risk_aversion: 0.0,
+        delay,
+    };
+    let delayed = market.delayed(1);
+    assert_eq!(delayed.score(0, 0), None);
+    for day in 1..market.dates.len() {
+        for j in 0..market.n_tickers() {
+            assert_eq!(delayed.score(day, j), market.score(day - 1, j));
+            assert_eq!(delayed.label(day, j), market.label(day, j));
+        }
+    }
+    let now = simulate(&market, &params(0), None).unwrap();
+    let late = simulate(&market, &params(1), None).unwrap();
+    let csv = daily_csv(&market, &late);
+    let lines: Vec<&str> = csv.lines().collect();
+    // Day 0 has no score yet: nothing is bought. Day 1 buys day 0's top two, A and B.
+    assert!(lines[1].ends_with(",0,,,"), "{}", lines[1]);
+    assert!(lines[2].ends_with(",2,A;B,A;B,"), "{}", lines[2]);
+    // Day 1's wealth path starts a day later: A and B earn day 1's +5% and +3% on the cash after costs.
+    let invested = 1000.0 / (1.0 + 1e-3);
+    assert_close!(
+        late.strategy.series.wealth[2],
+        invested * (0.5 * 1.05 + 0.5 * 1.03)
+    );
+    assert_eq!(now.equal_weight.wealth, late.equal_weight.wealth);
+    let too_late = simulate(&market, &params(99), None).err().unwrap();
+    assert!(too_late.to_string().contains("--delay"), "{too_late}");
 }

@@ -1,11 +1,11 @@
 //! `storm backtest` on a run directory: TopK-Drop and the benchmarks on one split's predictions, and the
 //! outputs written atomically: `portfolio_<split>.json` ([`BacktestReport`]), `portfolio_<split>_daily.csv`
 //! (one row per date) and `wealth_<split>.png` (skipped with a warning when no font is available); the
-//! risk-aware variant writes the same names with `_tdrisk`.
+//! risk-aware variant writes the same names with `_tdrisk`, a delayed one with `_delay<d>`.
 
 use std::path::{Path, PathBuf};
 
-use super::dir::RunDir;
+use super::dir::{PortfolioVariant, RunDir};
 use super::publish::publish;
 use crate::config::Split;
 use crate::error::{Error, Result};
@@ -26,9 +26,9 @@ pub struct BacktestOutcome {
 }
 
 impl BacktestReport {
-    /// Reads the report `storm backtest` wrote for `split` (`tdrisk`: the risk-aware variant).
-    pub fn load(run: &RunDir, split: Split, tdrisk: bool) -> Result<Self> {
-        super::load_json(&run.portfolio_json(split, tdrisk))
+    /// Reads the report `storm backtest` wrote for `split` and `variant`.
+    pub fn load(run: &RunDir, split: Split, variant: PortfolioVariant) -> Result<Self> {
+        super::load_json(&run.portfolio_json(split, variant))
     }
 }
 
@@ -69,11 +69,11 @@ fn write_outputs(
     bt: &Backtest,
     report: &BacktestReport,
 ) -> Result<BacktestOutcome> {
-    let tdrisk = report.params.params.risk_aversion > 0.0;
+    let v = PortfolioVariant::of(&report.params.params);
     let paths = (
-        run.portfolio_json(split, tdrisk),
-        run.portfolio_daily_csv(split, tdrisk),
-        run.wealth_png(split, tdrisk),
+        run.portfolio_json(split, v),
+        run.portfolio_daily_csv(split, v),
+        run.wealth_png(split, v),
     );
     let draw = |png: &Path| draw_wealth(png, split, market, bt, report);
     let files = publish(run, paths, daily_csv(market, bt), draw, report)?;

@@ -12,8 +12,8 @@
 //! <run>/predictions_<split>.parquet      `storm eval`
 //! <run>/eval_<split>.json                `storm eval` (EvalReport)
 //! <run>/codebook_usage_<split>.png       `storm eval`
-//! <run>/portfolio_<split>[_tdrisk].json  `storm backtest` (BacktestReport), with _daily.csv and
-//! <run>/wealth_<split>[_tdrisk].png      its chart
+//! <run>/portfolio_<split>[_tdrisk][_delay<d>].json  `storm backtest` (BacktestReport), with _daily.csv and
+//! <run>/wealth_<split>[_tdrisk][_delay<d>].png      its chart
 //! <run>/factors.parquet                  `storm export`
 //! <run>/trading_<T>[_raw].json           `storm trade` (TradeReport), with _actions.csv and .png
 //! <run>/report.md, loss_curves.png       `storm report`
@@ -49,13 +49,40 @@ pub const DIAGNOSE_MD: &str = "diagnose.md";
 pub const LOSS_CURVES_PNG: &str = "loss_curves.png";
 const TRADING_PREFIX: &str = "trading_";
 
-/// `<split>` for TopK-Drop, `<split>_tdrisk` for the risk-aware variant, so neither overwrites the other.
-fn variant(split: Split, tdrisk: bool) -> String {
-    if tdrisk {
-        format!("{}_tdrisk", split.name())
-    } else {
-        split.name().to_string()
+/// Which backtest of a split a portfolio file holds: plain TopK-Drop or the risk-aware TDrisk, traded at the
+/// scores' own close (delay 0) or `delay` days later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PortfolioVariant {
+    pub risk_aware: bool,
+    pub delay: usize,
+}
+
+impl PortfolioVariant {
+    /// TopK-Drop at delay 0: the paper's backtest.
+    pub const PLAIN: PortfolioVariant = PortfolioVariant {
+        risk_aware: false,
+        delay: 0,
+    };
+
+    pub fn of(params: &crate::portfolio::report::BacktestParams) -> PortfolioVariant {
+        PortfolioVariant {
+            risk_aware: params.risk_aversion > 0.0,
+            delay: params.delay,
+        }
     }
+}
+
+/// `<split>`, then `_tdrisk` for the risk-aware variant and `_delay<d>` for a delayed one, so no backtest
+/// overwrites another.
+fn variant(split: Split, v: PortfolioVariant) -> String {
+    let mut name = split.name().to_string();
+    if v.risk_aware {
+        name.push_str("_tdrisk");
+    }
+    if v.delay > 0 {
+        name.push_str(&format!("_delay{}", v.delay));
+    }
+    name
 }
 
 /// `trading_<TICKER>` for factor states, `trading_<TICKER>_raw` for the raw-feature baseline.
@@ -142,14 +169,14 @@ impl RunDir {
         self.join(&format!("codebook_usage_{}.png", split.name()))
     }
 
-    pub fn portfolio_json(&self, split: Split, tdrisk: bool) -> PathBuf {
-        self.join(&format!("portfolio_{}.json", variant(split, tdrisk)))
+    pub fn portfolio_json(&self, split: Split, v: PortfolioVariant) -> PathBuf {
+        self.join(&format!("portfolio_{}.json", variant(split, v)))
     }
-    pub fn portfolio_daily_csv(&self, split: Split, tdrisk: bool) -> PathBuf {
-        self.join(&format!("portfolio_{}_daily.csv", variant(split, tdrisk)))
+    pub fn portfolio_daily_csv(&self, split: Split, v: PortfolioVariant) -> PathBuf {
+        self.join(&format!("portfolio_{}_daily.csv", variant(split, v)))
     }
-    pub fn wealth_png(&self, split: Split, tdrisk: bool) -> PathBuf {
-        self.join(&format!("wealth_{}.png", variant(split, tdrisk)))
+    pub fn wealth_png(&self, split: Split, v: PortfolioVariant) -> PathBuf {
+        self.join(&format!("wealth_{}.png", variant(split, v)))
     }
 
     pub fn factors(&self) -> PathBuf {
@@ -188,6 +215,10 @@ mod tests {
 
     #[test]
     fn names_follow_the_documented_layout() {
+        const TDRISK: PortfolioVariant = PortfolioVariant {
+            risk_aware: true,
+            delay: 0,
+        };
         let run = RunDir::new("/r");
         let name = |p: PathBuf| file_name(&p);
         assert_eq!(
@@ -196,15 +227,25 @@ mod tests {
         );
         assert_eq!(name(run.eval_json(Split::Valid)), "eval_valid.json");
         assert_eq!(
-            name(run.portfolio_json(Split::Test, true)),
+            name(run.portfolio_json(Split::Test, TDRISK)),
             "portfolio_test_tdrisk.json"
         );
         assert_eq!(
-            name(run.portfolio_daily_csv(Split::Test, false)),
+            name(run.portfolio_json(
+                Split::Test,
+                PortfolioVariant {
+                    risk_aware: true,
+                    delay: 1
+                }
+            )),
+            "portfolio_test_tdrisk_delay1.json"
+        );
+        assert_eq!(
+            name(run.portfolio_daily_csv(Split::Test, PortfolioVariant::PLAIN)),
             "portfolio_test_daily.csv"
         );
         assert_eq!(
-            name(run.wealth_png(Split::Valid, true)),
+            name(run.wealth_png(Split::Valid, TDRISK)),
             "wealth_valid_tdrisk.png"
         );
         assert_eq!(

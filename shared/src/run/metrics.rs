@@ -72,6 +72,8 @@ impl Financial {
 pub enum Scope {
     /// The backtest's TopK-Drop strategy.
     Pm,
+    /// TopK-Drop traded this many days after its scores (`--delay`).
+    PmDelayed(usize),
     /// The equal-weight benchmark.
     Ew,
     /// The index benchmark.
@@ -89,6 +91,7 @@ impl Scope {
     fn prefix(&self) -> String {
         match self {
             Scope::Pm => "pm".into(),
+            Scope::PmDelayed(delay) => format!("pm_delay{delay}"),
             Scope::Ew => "ew".into(),
             Scope::Index => "index".into(),
             Scope::Trade {
@@ -271,7 +274,11 @@ pub fn financial_metrics(scope: &Scope, m: &FinancialMetrics) -> Vec<(MetricKey,
 }
 
 pub fn backtest_metrics(r: &BacktestReport) -> Vec<(MetricKey, Value)> {
-    let mut out = financial_metrics(&Scope::Pm, &r.strategy);
+    let strategy = match r.params.params.delay {
+        0 => Scope::Pm,
+        d => Scope::PmDelayed(d),
+    };
+    let mut out = financial_metrics(&strategy, &r.strategy);
     out.extend(financial_metrics(&Scope::Ew, &r.equal_weight));
     if let Some(index) = &r.index {
         out.extend(financial_metrics(&Scope::Index, index));

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::csv_log::{draw_loss_curves, CsvLog};
-use super::dir::{file_name, RunDir, CONFIG_FILE, GRAD_NORMS_FILE, LOSSES_FILE, VALID_FILE};
+use super::dir::{
+    file_name, PortfolioVariant, RunDir, CONFIG_FILE, GRAD_NORMS_FILE, LOSSES_FILE, VALID_FILE,
+};
 use crate::config::Split;
 use crate::error::{Error, Result};
 use crate::train::grad_probe::{shares, term_columns};
@@ -309,18 +311,22 @@ fn metrics_row(md: &mut String, name: &str, m: &Value, last: &str) {
 
 fn backtest_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) -> Result<()> {
     let mut first = true;
-    let variants = Split::ALL
-        .into_iter()
-        .flat_map(|split| [(split, false), (split, true)]);
-    for (split, risk_aware) in variants {
-        let Some(v) = read_json(&run.portfolio_json(split, risk_aware))? else {
+    let variants = Split::ALL.into_iter().flat_map(|split| {
+        [(false, 0), (true, 0), (false, 1), (true, 1)]
+            .map(|(risk_aware, delay)| (split, PortfolioVariant { risk_aware, delay }))
+    });
+    for (split, variant) in variants {
+        let Some(v) = read_json(&run.portfolio_json(split, variant))? else {
             continue;
         };
-        let strategy = if risk_aware {
+        let mut strategy = if variant.risk_aware {
             format!("TDrisk (η = {})", text(&v["params"], "risk_aversion"))
         } else {
             "TopK-Drop".to_string()
         };
+        if variant.delay > 0 {
+            strategy.push_str(&format!(", delay {}", variant.delay));
+        }
         if first {
             md.push_str("## Portfolio backtest\n\n");
             first = false;
@@ -353,7 +359,7 @@ fn backtest_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) -
         image(
             md,
             embedded,
-            &run.wealth_png(split, risk_aware),
+            &run.wealth_png(split, variant),
             &format!("wealth, {} split", split.name()),
         );
     }
