@@ -157,6 +157,15 @@ fn perfect_foresight_beats_equal_weight_and_writes_every_output() {
     assert_eq!(report["params"]["drop"], 2);
     assert_eq!(report["params"]["index"], "builtin:dji");
     assert_eq!(report["params"]["split"], "test");
+    // The cost sweep's 1 bp point is the backtest itself; costs only lower the final wealth.
+    let sweep = report["cost_sweep"].as_array().unwrap();
+    let sweep_cw: Vec<f64> = sweep.iter().map(|c| c["cw"].as_f64().unwrap()).collect();
+    assert_eq!(sweep.len(), 4);
+    assert_eq!(sweep[1]["cost_bps"], 1.0);
+    assert!((sweep_cw[1] - cw("strategy")).abs() < 1e-12, "{sweep:?}");
+    assert!(sweep_cw.windows(2).all(|w| w[1] < w[0]), "{sweep:?}");
+    assert!(report["break_even"]["kind"].is_string(), "{report}");
+    assert!(out.contains("break-even cost: "), "{out}");
 
     let csv = std::fs::read_to_string(run.join("portfolio_test_daily.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();

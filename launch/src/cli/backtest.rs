@@ -115,6 +115,23 @@ pub fn backtest_split(run: &RunDir, split: Split, params: &BacktestParams) -> Re
         println!("{}", row(&index_label(params), m));
     }
     println!();
+    let sweep: Vec<String> = r
+        .cost_sweep
+        .iter()
+        .map(|c| {
+            format!(
+                "{} bp CW {:.4} (equal weight {:.4})",
+                c.cost_bps, c.cw, c.equal_weight_cw
+            )
+        })
+        .collect();
+    if !sweep.is_empty() {
+        println!("cost sweep, per side: {}", sweep.join(", "));
+    }
+    if let Some(b) = &r.break_even {
+        println!("break-even cost: {}", b.describe());
+    }
+    println!();
     super::print_written(&out.json, &out.csv, out.png.as_deref());
     Ok(())
 }

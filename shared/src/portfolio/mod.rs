@@ -13,6 +13,7 @@
 //! last day of the data) are never used, so the backtest never earns a return beyond the split.
 
 pub mod benchmarks;
+pub mod costs;
 pub mod market;
 pub mod report;
 pub mod topk_drop;

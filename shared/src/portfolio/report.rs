@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::benchmarks::{equal_weight, index_wealth, IndexPrices, IndexSource, BUILTIN_DJI};
+use super::costs::{break_even, cost_sweep, BreakEven, CostPoint};
 use super::topk_drop::{run_topk_drop, TopkDropParams, TopkDropRun};
 use super::{Market, WealthSeries};
 use crate::config::Split;
@@ -142,6 +143,12 @@ pub struct BacktestReport {
     pub index: Option<FinancialMetrics>,
     pub params: ReportParams,
     pub period: Period,
+    /// The strategy and equal weight at 0, 1, 5 and 10 bp per side.
+    #[serde(default)]
+    pub cost_sweep: Vec<CostPoint>,
+    /// The per-side cost at which the strategy's final wealth falls to equal weight's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_even: Option<BreakEven>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,7 +190,11 @@ pub fn report(
     bt: &Backtest,
 ) -> Result<BacktestReport> {
     let rf = params.risk_free;
+    let traded = market.delayed(params.delay);
+    let strategy = params.strategy();
     Ok(BacktestReport {
+        cost_sweep: cost_sweep(&traded, &strategy, rf)?,
+        break_even: Some(break_even(&traded, &strategy)?),
         strategy: bt.strategy.series.metrics(rf)?,
         equal_weight: bt.equal_weight.metrics(rf)?,
         index: bt.index.as_ref().map(|s| s.metrics(rf)).transpose()?,

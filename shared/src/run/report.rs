@@ -16,6 +16,7 @@ use super::dir::{
 };
 use crate::config::Split;
 use crate::error::{Error, Result};
+use crate::portfolio::costs::BreakEven;
 use crate::train::grad_probe::{shares, term_columns};
 
 /// Validation rows listed in full; longer logs show the best and the last ones.
@@ -356,6 +357,12 @@ fn backtest_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) -
             }
         }
         md.push('\n');
+        if let Some(b) = v
+            .get("break_even")
+            .and_then(|b| serde_json::from_value::<BreakEven>(b.clone()).ok())
+        {
+            let _ = writeln!(md, "Break-even cost: {}.\n", b.describe());
+        }
         image(
             md,
             embedded,
