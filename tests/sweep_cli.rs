@@ -537,3 +537,42 @@ fn a_second_coordinator_on_a_running_sweep_fails_at_once_and_sigkill_releases_th
     let text = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(text.contains("2 jobs: 2 done"), "{text}");
 }
+
+#[test]
+fn a_sweep_started_inside_a_launcher_allocation_runs_its_jobs_single_process() {
+    // Variables torchrun or Slurm set for their own ranks; a job that inherited them would wait for a
+    // data-parallel peer that never comes.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sweep_setup(
+        dir.path(),
+        "env",
+        "seeds = [0]\nmax_steps = 2\nmax_retries = 0\ntasks = [\"eval\"]\n",
+    );
+    let out = path(dir.path(), "sweep");
+    let started = Instant::now();
+    let run = storm_env(
+        &[
+            "sweep",
+            "--config",
+            &s(&cfg),
+            "--out",
+            &s(&out),
+            "--workers",
+            "cpu:1",
+        ],
+        &[
+            ("RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "9"),
+            ("SLURM_PROCID", "1"),
+            ("SLURM_NTASKS", "2"),
+        ],
+    );
+    let text =
+        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{text}");
+    assert!(text.contains("1 jobs: 1 done"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(300));
+}

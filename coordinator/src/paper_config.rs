@@ -209,13 +209,15 @@ impl PaperConfig {
             path.file_stem()
                 .map_or("paper".into(), |s| s.to_string_lossy().to_string())
         });
-        Ok(Plan {
+        let plan = Plan {
             name,
             keys,
             max_retries: self.max_retries,
             max_steps,
             jobs,
-        })
+        };
+        plan.check_unique_ids(&origin, "models")?;
+        Ok(plan)
     }
 }
 
@@ -350,6 +352,19 @@ tickers = ["AAPL"]
             setup("base = \"base.toml\"\n[[models]]\nname = \"A\"\n[[models]]\nname = \"A\"\n");
         let e = PaperConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("models[1].name") && e.contains("twice"), "{e}");
+        let (_d, p) = setup(
+            "base = \"base.toml\"\nseeds = 1\n[[models]]\nname = \"STORM w/o TS\"\n[[models]]\nname = \"STORM_w/o_TS\"\n",
+        );
+        let cfg = PaperConfig::load(&p).unwrap();
+        let e = cfg
+            .plan(&p, &PaperOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`model=STORM w/o TS` (seed 0) and `model=STORM_w/o_TS` (seed 0)")
+                && e.contains("model=STORM_w_o_TS_seed=0"),
+            "{e}"
+        );
         let (_d, p) = setup("base = \"base.toml\"\n[[models]]\nname = \"A\"\nsets = []\n");
         assert!(PaperConfig::load(&p)
             .unwrap_err()

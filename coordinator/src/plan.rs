@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use storm_shared::config::ExperimentConfig;
+use storm_shared::error::{Error, Result};
 use storm_worker::Step;
 
 #[derive(Debug, Clone)]
@@ -40,6 +41,32 @@ impl PlannedJob {
             .map(|(k, v)| format!("{}={v}", short_key(k, keys)))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+impl Plan {
+    /// Refuses two jobs whose configurations differ but whose ids (directory names) are the same, such as
+    /// models named `STORM w/o TS` and `STORM_w/o_TS`: they would share one job directory.
+    pub fn check_unique_ids(&self, origin: &str, field: &str) -> Result<()> {
+        let mut seen: BTreeMap<&str, &PlannedJob> = BTreeMap::new();
+        for job in &self.jobs {
+            if let Some(first) = seen.insert(&job.id, job) {
+                return Err(Error::config(
+                    origin,
+                    field,
+                    format!(
+                        "`{}` (seed {}) and `{}` (seed {}) map to the same job id `{}`: rename one \
+                         (characters outside [A-Za-z0-9._=+-] become `_` in job ids)",
+                        first.config_label(&self.keys),
+                        first.seed,
+                        job.config_label(&self.keys),
+                        job.seed,
+                        job.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -243,13 +243,15 @@ impl SweepConfig {
             path.file_stem()
                 .map_or("sweep".into(), |s| s.to_string_lossy().to_string())
         });
-        Ok(Plan {
+        let plan = Plan {
             name,
             keys,
             max_retries: self.max_retries,
             max_steps: self.max_steps,
             jobs,
-        })
+        };
+        plan.check_unique_ids(&origin, "grid")?;
+        Ok(plan)
     }
 }
 

@@ -104,9 +104,35 @@ impl ProcessRunner {
             cmd.env("POLARS_MAX_THREADS", n.to_string())
                 .env("RAYON_NUM_THREADS", n.to_string());
         }
+        scrub_launcher_env(&mut cmd);
         die_with_parent(&mut cmd);
         cmd.spawn()
             .map_err(|e| format!("could not start {}: {e}", self.exe.display()))
+    }
+}
+
+/// Variables a launcher (torchrun, `storm launch`, Slurm) sets for its own ranks. A worker started inside such
+/// an allocation must not pass them on: each job would take itself for a rank and try a data-parallel
+/// rendezvous. A job's own data parallelism is set up by the job, not inherited.
+const LAUNCHER_VARS: [&str; 6] = [
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "TORCHELASTIC_RUN_ID",
+];
+const LAUNCHER_PREFIXES: [&str; 3] = ["MASTER_", "SLURM_", "PMI_"];
+
+fn is_launcher_var(name: &str) -> bool {
+    LAUNCHER_VARS.contains(&name) || LAUNCHER_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+fn scrub_launcher_env(cmd: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_launcher_var) {
+            cmd.env_remove(&name);
+        }
     }
 }
 
@@ -328,6 +354,29 @@ impl JobRunner for ProcessRunner {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn launcher_variables_are_recognised() {
+        for name in [
+            "RANK",
+            "WORLD_SIZE",
+            "LOCAL_RANK",
+            "MASTER_ADDR",
+            "MASTER_PORT",
+            "SLURM_PROCID",
+        ] {
+            assert!(is_launcher_var(name), "{name}");
+        }
+        for name in [
+            "CUDA_VISIBLE_DEVICES",
+            "PATH",
+            "STORM_CLUSTER_COOKIE",
+            "RANKING",
+            "HOME",
+        ] {
+            assert!(!is_launcher_var(name), "{name}");
+        }
+    }
 
     /// A stand-in for `storm job`: a shell script that reads nothing but the environment.
     fn script(dir: &std::path::Path, body: &str) -> ProcessRunner {
