@@ -366,11 +366,23 @@ fn a_wrong_cookie_or_no_coordinator_is_a_clear_error() {
         "--connect",
         &format!("127.0.0.1:{port}"),
         "--cookie",
-        "wrong",
+        "a-wrong-cookie-of-24-byte",
         "--connect-timeout",
         "2",
     ]);
     assert!(err.contains("not accepted"), "{err}");
+    let err = common::fails(&[
+        "worker",
+        "--connect",
+        &format!("127.0.0.1:{port}"),
+        "--cookie",
+        "short",
+    ]);
+    assert!(
+        err.contains("--cookie: a cluster cookie must be at least 16 bytes (got 5)"),
+        "{err}"
+    );
+    assert!(err.contains("visible to other users"), "{err}");
     let err = common::fails(&["worker", "--connect", &format!("127.0.0.1:{port}")]);
     assert!(err.contains("cookie is needed"), "{err}");
     // a second coordinator on the taken port is refused before it writes anything

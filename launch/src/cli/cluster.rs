@@ -17,6 +17,29 @@ use super::sweep::{PoolArgs, EXIT_INTERRUPTED};
 /// Environment variable holding the cluster cookie (instead of `--cookie`).
 pub const COOKIE_ENV: &str = "STORM_CLUSTER_COOKIE";
 
+/// The shortest cookie accepted: 16 bytes, as long as the random one a coordinator makes (in hex, 32).
+pub const MIN_COOKIE_BYTES: usize = 16;
+
+/// Refuses an empty or short cookie; `origin` names where it came from.
+fn checked_cookie(origin: &str, cookie: String) -> Result<String> {
+    if cookie.len() < MIN_COOKIE_BYTES {
+        bail!(
+            "{origin}: a cluster cookie must be at least {MIN_COOKIE_BYTES} bytes (got {}); leave it out and \
+             the coordinator writes a random one to <out>/{COOKIE_FILE}",
+            cookie.len()
+        );
+    }
+    Ok(cookie)
+}
+
+/// `--cookie` shows the secret to every user of the machine (`ps`); say so once.
+fn warn_command_line_cookie() {
+    eprintln!(
+        "warning: --cookie is visible to other users of this machine in the process list; prefer \
+         --cookie-file or ${COOKIE_ENV}"
+    );
+}
+
 #[derive(Args, Clone, Default)]
 pub struct ClusterArgs {
     /// Accept remote workers (`storm worker --connect`) on HOST:PORT, e.g. 0.0.0.0:7070. Without
@@ -54,10 +77,17 @@ impl ClusterArgs {
                 self.heartbeat_timeout
             );
         }
-        let from_env = std::env::var(COOKIE_ENV).ok().filter(|c| !c.is_empty());
+        let cookie = match (&self.cookie, std::env::var(COOKIE_ENV)) {
+            (Some(c), _) => {
+                warn_command_line_cookie();
+                Some(checked_cookie("--cookie", c.clone())?)
+            }
+            (None, Ok(c)) if !c.is_empty() => Some(checked_cookie(&format!("${COOKIE_ENV}"), c)?),
+            (None, _) => None,
+        };
         Ok(Some(ClusterOptions {
             listen: addr,
-            cookie: self.cookie.clone().or(from_env),
+            cookie,
             heartbeat_timeout: Duration::from_secs_f64(self.heartbeat_timeout),
         }))
     }
@@ -84,7 +114,8 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     fn cookie(&self) -> Result<String> {
         if let Some(c) = &self.cookie {
-            return Ok(c.clone());
+            warn_command_line_cookie();
+            return checked_cookie("--cookie", c.clone());
         }
         if let Some(p) = &self.cookie_file {
             let c = std::fs::read_to_string(p)
@@ -93,10 +124,10 @@ impl WorkerArgs {
             if c.is_empty() {
                 bail!("--cookie-file {}: the file is empty", p.display());
             }
-            return Ok(c.to_string());
+            return checked_cookie(&format!("--cookie-file {}", p.display()), c.to_string());
         }
         match std::env::var(COOKIE_ENV) {
-            Ok(c) if !c.is_empty() => Ok(c),
+            Ok(c) if !c.is_empty() => checked_cookie(&format!("${COOKIE_ENV}"), c),
             _ => bail!(
                 "the coordinator's cookie is needed: --cookie-file <sweep dir>/{COOKIE_FILE}, --cookie, \
                  or ${COOKIE_ENV}"
