@@ -383,6 +383,44 @@ fn a_wrong_cookie_or_no_coordinator_is_a_clear_error() {
         "{err}"
     );
     assert!(err.contains("visible to other users"), "{err}");
+    for flag in ["--connect-timeout", "--heartbeat-timeout"] {
+        let args: Vec<String> = if flag == "--connect-timeout" {
+            [
+                "worker",
+                "--connect",
+                "127.0.0.1:1",
+                "--cookie",
+                COOKIE,
+                flag,
+                "1e30",
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            let addr = format!("127.0.0.1:{}", free_port());
+            [
+                "sweep",
+                "--config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/sweeps/tiny.toml"),
+                "--out",
+                "/nonexistent/x",
+                "--listen",
+                &addr,
+                flag,
+                "1e30",
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        let err = common::fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            err.contains(&format!(
+                "{flag} 1000000000000000000000000000000: must be between"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
     let err = common::fails(&["worker", "--connect", &format!("127.0.0.1:{port}")]);
     assert!(err.contains("cookie is needed"), "{err}");
     // a second coordinator on the taken port is refused before it writes anything

@@ -32,6 +32,17 @@ fn checked_cookie(origin: &str, cookie: String) -> Result<String> {
     Ok(cookie)
 }
 
+/// The longest timeout a flag accepts: a week (longer ones overflow a timer and mean "never" anyway).
+pub const MAX_TIMEOUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// A timeout flag's value as a duration, between `min` seconds and [`MAX_TIMEOUT_SECONDS`].
+fn timeout(flag: &str, seconds: f64, min: f64) -> Result<Duration> {
+    if !(seconds.is_finite() && (min..=MAX_TIMEOUT_SECONDS).contains(&seconds)) {
+        bail!("{flag} {seconds}: must be between {min} and {MAX_TIMEOUT_SECONDS} seconds (a week)");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
 /// `--cookie` shows the secret to every user of the machine (`ps`); say so once.
 fn warn_command_line_cookie() {
     eprintln!(
@@ -71,12 +82,7 @@ impl ClusterArgs {
         // binds it again moments later
         std::net::TcpListener::bind(addr)
             .with_context(|| format!("--listen {listen}: cannot listen there"))?;
-        if !(self.heartbeat_timeout.is_finite() && self.heartbeat_timeout >= 0.5) {
-            bail!(
-                "--heartbeat-timeout {}: must be at least 0.5 seconds",
-                self.heartbeat_timeout
-            );
-        }
+        let heartbeat_timeout = timeout("--heartbeat-timeout", self.heartbeat_timeout, 0.5)?;
         let cookie = match (&self.cookie, std::env::var(COOKIE_ENV)) {
             (Some(c), _) => {
                 warn_command_line_cookie();
@@ -88,7 +94,7 @@ impl ClusterArgs {
         Ok(Some(ClusterOptions {
             listen: addr,
             cookie,
-            heartbeat_timeout: Duration::from_secs_f64(self.heartbeat_timeout),
+            heartbeat_timeout,
         }))
     }
 }
@@ -138,9 +144,7 @@ impl WorkerArgs {
 
 /// `storm worker`: serve jobs for a coordinator until it ends the session.
 pub fn run_worker(a: WorkerArgs) -> Result<()> {
-    if !(a.connect_timeout.is_finite() && a.connect_timeout > 0.0) {
-        bail!("--connect-timeout {}: must be positive", a.connect_timeout);
-    }
+    let connect_timeout = timeout("--connect-timeout", a.connect_timeout, 0.1)?;
     let devices = a.pool.devices()?;
     let opts = HostOptions {
         connect: a.connect.clone(),
@@ -148,7 +152,7 @@ pub fn run_worker(a: WorkerArgs) -> Result<()> {
         threads: a.pool.threads(devices.len()),
         devices,
         runner: Arc::new(ProcessRunner::current_exe().context("locating the storm binary")?),
-        connect_timeout: Duration::from_secs_f64(a.connect_timeout),
+        connect_timeout,
     };
     match run_host(opts).map_err(anyhow::Error::msg)? {
         HostEnd::Finished => {

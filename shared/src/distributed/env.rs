@@ -81,6 +81,12 @@ impl DistEnv {
         if self.world_size == 0 {
             return Err(Error::DistEnv("WORLD_SIZE must be at least 1".into()));
         }
+        if self.world_size > MAX_WORLD_SIZE {
+            return Err(Error::DistEnv(format!(
+                "WORLD_SIZE {} is more ranks than storm supports ({MAX_WORLD_SIZE})",
+                self.world_size
+            )));
+        }
         if self.rank >= self.world_size {
             return Err(Error::DistEnv(format!(
                 "RANK {} is out of range for WORLD_SIZE {}",
@@ -100,6 +106,9 @@ impl DistEnv {
         self.rank == 0
     }
 }
+
+/// Far above any data-parallel job storm runs; it bounds what rank 0 allocates per rank.
+pub const MAX_WORLD_SIZE: usize = 1 << 16;
 
 fn num(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<usize> {
     opt_num(get, key)?.ok_or_else(|| Error::DistEnv(format!("{key} is not set")))
@@ -187,6 +196,14 @@ mod tests {
     fn no_contract_means_single_process() {
         assert_eq!(read(&[]).unwrap(), None);
         assert_eq!(read(&[("PATH", "/bin")]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_huge_world_size_is_an_error() {
+        let e = read(&[("RANK", "0"), ("WORLD_SIZE", "18446744073709551615")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more ranks than storm supports"), "{e}");
     }
 
     #[test]
