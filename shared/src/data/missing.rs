@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dates::day_string;
 use super::ingest::{RowUnit, ADJ_CLOSE, CLOSE, DATE, HIGH, LINE, LOW, OPEN, TICKER, VOLUME};
+use super::validate::ticker_names;
 use crate::config::MissingPolicy;
 use crate::error::{Error, Result};
 
@@ -202,12 +203,7 @@ fn forward_fill(
     fields: &[&'static str],
 ) -> Result<(DataFrame, Vec<Repair>)> {
     let n = frame.height();
-    let tickers: Vec<&str> = frame
-        .column(TICKER)?
-        .str()?
-        .iter()
-        .map(|t| t.unwrap_or(""))
-        .collect();
+    let tickers = ticker_names(&frame)?;
     let mut price_missing = vec![false; n];
     for c in cells.iter().filter(|c| c.field != VOLUME) {
         price_missing[c.row] = true;

@@ -11,6 +11,16 @@ use super::dates::day_string;
 use super::ingest::{RowUnit, CLOSE, DATE, HIGH, LINE, LOW, OPEN, PRICE_COLUMNS, TICKER, VOLUME};
 use crate::error::{Error, Result};
 
+/// The ticker of each row (an empty name where it is null).
+pub fn ticker_names(frame: &DataFrame) -> Result<Vec<&str>> {
+    Ok(frame
+        .column(TICKER)?
+        .str()?
+        .iter()
+        .map(|t| t.unwrap_or(""))
+        .collect())
+}
+
 fn values(frame: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
     Ok(frame.column(name)?.f64()?.iter().collect())
 }
@@ -72,12 +82,7 @@ fn check_duplicates(path: &Path, frame: &DataFrame, unit: RowUnit) -> Result<()>
         .physical()
         .into_no_null_iter()
         .collect();
-    let tickers: Vec<&str> = frame
-        .column(TICKER)?
-        .str()?
-        .iter()
-        .map(|t| t.unwrap_or(""))
-        .collect();
+    let tickers = ticker_names(frame)?;
     let mut order: Vec<usize> = (0..frame.height()).collect();
     order.sort_by(|&a, &b| (tickers[a], dates[a]).cmp(&(tickers[b], dates[b])));
     for pair in order.windows(2) {

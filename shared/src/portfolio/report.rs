@@ -158,11 +158,13 @@ pub struct ReportParams {
     pub params: BacktestParams,
 }
 
-/// The three wealth series of one backtest.
+/// The three wealth series of one backtest, and what costs do to the strategy.
 pub struct Backtest {
     pub strategy: TopkDropRun,
     pub equal_weight: WealthSeries,
     pub index: Option<WealthSeries>,
+    pub cost_sweep: Vec<CostPoint>,
+    pub break_even: BreakEven,
 }
 
 /// Runs the strategy and benchmarks on `market` (no files touched).
@@ -173,8 +175,11 @@ pub fn simulate(
 ) -> Result<Backtest> {
     params.validate()?;
     let traded = market.delayed(params.delay);
+    let strategy = params.strategy();
     Ok(Backtest {
-        strategy: run_topk_drop(&traded, &params.strategy())?,
+        strategy: run_topk_drop(&traded, &strategy)?,
+        cost_sweep: cost_sweep(&traded, &strategy, params.risk_free)?,
+        break_even: break_even(&traded, &strategy)?,
         equal_weight: equal_weight(market, params.cost, params.cash)?,
         index: index
             .map(|prices| index_wealth(prices, &market.dates, params.cash))
@@ -190,11 +195,9 @@ pub fn report(
     bt: &Backtest,
 ) -> Result<BacktestReport> {
     let rf = params.risk_free;
-    let traded = market.delayed(params.delay);
-    let strategy = params.strategy();
     Ok(BacktestReport {
-        cost_sweep: cost_sweep(&traded, &strategy, rf)?,
-        break_even: Some(break_even(&traded, &strategy)?),
+        cost_sweep: bt.cost_sweep.clone(),
+        break_even: Some(bt.break_even.clone()),
         strategy: bt.strategy.series.metrics(rf)?,
         equal_weight: bt.equal_weight.metrics(rf)?,
         index: bt.index.as_ref().map(|s| s.metrics(rf)).transpose()?,

@@ -356,10 +356,9 @@ fn index_missing_dates_are_named() {
     );
 }
 
-#[test]
-fn daily_csv_has_one_row_per_date() {
-    let market = hand_market();
-    let params = BacktestParams {
+/// TopK-Drop k = 2, drop = 1 at 10 bp on 1000 of cash, no index.
+fn hand_params(delay: usize) -> BacktestParams {
+    BacktestParams {
         k: 2,
         drop: 1,
         cost: 1e-3,
@@ -367,8 +366,14 @@ fn daily_csv_has_one_row_per_date() {
         risk_free: 0.0,
         index: None,
         risk_aversion: 0.0,
-        delay: 0,
-    };
+        delay,
+    }
+}
+
+#[test]
+fn daily_csv_has_one_row_per_date() {
+    let market = hand_market();
+    let params = hand_params(0);
     let bt = simulate(&market, &params, Some(&index_prices())).unwrap();
     let csv = daily_csv(&market, &bt);
     let lines: Vec<&str> = csv.lines().collect();
@@ -394,16 +399,7 @@ fn daily_csv_has_one_row_per_date() {
 #[test]
 fn a_delayed_backtest_trades_each_days_scores_one_close_later() {
     let market = hand_market();
-    let params = |delay| BacktestParams {
-        k: 2,
-        drop: 1,
-        cost: 1e-3,
-        cash: 1000.0,
-        risk_free: 0.0,
-        index: None,
-        risk_aversion: 0.0,
-        delay,
-    };
+    let params = hand_params;
     let delayed = market.delayed(1);
     assert_eq!(delayed.score(0, 0), None);
     for day in 1..market.dates.len() {
