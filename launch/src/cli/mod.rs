@@ -3,9 +3,13 @@
 mod backtest;
 mod bench;
 mod bench_dp;
+mod bench_gpu;
+mod bench_infer;
 mod bench_sweep;
+mod bench_train;
 mod cluster;
 mod data;
+mod home;
 mod job;
 mod launch;
 mod paper;

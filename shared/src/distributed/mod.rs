@@ -98,14 +98,19 @@ pub fn rendezvous_timeout() -> Duration {
     Duration::from_secs(secs.max(1))
 }
 
-/// The collective of this process: [`Single`] without a contract or with world size 1; else NCCL for a
+/// The collective of this process: [`Single`] without a contract or with world size 1 (unless
+/// `STORM_DIST_BACKEND` names a backend); else NCCL for a
 /// CUDA device and TCP for the CPU. `STORM_DIST_BACKEND=tcp|nccl` overrides the choice.
 pub fn connect(env: Option<&DistEnv>, device: Device) -> Result<Box<dyn Collective>> {
-    let Some(env) = env.filter(|e| e.world_size > 1) else {
+    let requested = std::env::var("STORM_DIST_BACKEND")
+        .ok()
+        .filter(|b| !b.is_empty());
+    // a backend named explicitly is used even by one rank (the GPU check runs NCCL at world size 1)
+    let Some(env) = env.filter(|e| e.world_size > 1 || requested.is_some()) else {
         return Ok(Box::new(Single));
     };
-    let backend = match std::env::var("STORM_DIST_BACKEND").ok().as_deref() {
-        None | Some("") => {
+    let backend = match requested.as_deref() {
+        None => {
             if device.is_cuda() {
                 "nccl"
             } else {

@@ -43,6 +43,22 @@ pub fn libraries_present() -> bool {
     unsafe { cudarc::driver::sys::is_culib_present() && nccl::is_culib_present() }
 }
 
+/// The NCCL library's version (e.g. "2.28.9"), None when libnccl cannot be loaded.
+pub fn library_version() -> Option<String> {
+    // SAFETY: this only tries to dlopen the library.
+    if !unsafe { nccl::is_culib_present() } {
+        return None;
+    }
+    let code = cudarc::nccl::result::get_nccl_version().ok()?;
+    // NCCL ≥ 2.9 encodes major * 10000 + minor * 100 + patch
+    Some(format!(
+        "{}.{}.{}",
+        code / 10000,
+        code / 100 % 100,
+        code % 100
+    ))
+}
+
 impl NcclCollective {
     /// Creates the communicator of this rank on CUDA device `device`; `tcp` is the joined rendezvous.
     pub fn new(mut tcp: TcpCollective, device: usize) -> Result<Self> {

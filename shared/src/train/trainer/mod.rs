@@ -108,7 +108,9 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self> {
         let t = &cfg.train;
         tch::manual_seed(step_seed(t.seed, u64::MAX >> 20));
-        let vs = VarStore::new(opts.device);
+        // initialised on the CPU and then moved, so a seed gives the same initial model on every device
+        // (the GPU check compares CUDA's first losses with the CPU's)
+        let mut vs = VarStore::new(Device::Cpu);
         let model = build_model(
             &vs.root(),
             cfg,
@@ -116,6 +118,7 @@ impl<'a> Trainer<'a> {
             panel.n_features() as i64,
             cfg.data.window as i64,
         )?;
+        vs.set_device(opts.device);
         let opt = AdamW::new(
             &vs,
             AdamWConfig {
