@@ -48,6 +48,40 @@ ensure_prometheus() {
   fi
 }
 
+# The directory of a libclang shared library (bindgen needs one to generate LightGBM's bindings).
+find_libclang() {
+  local f
+  # the newest LLVM first, then the distribution's multiarch and lib64 directories
+  for f in $(ls -d /usr/lib/llvm-*/lib/libclang.so* 2>/dev/null | sort -V -r) \
+           $(ls -d /usr/lib/*-linux-gnu/libclang-*.so* /usr/lib64/libclang.so* 2>/dev/null); do
+    [ -e "$f" ] && { dirname "$f"; return 0; }
+  done
+  return 1
+}
+
+ensure_lightgbm_deps() {
+  # the lightgbm3 crate compiles LightGBM from source with CMake and a C++ compiler, and bindgen reads its C
+  # header through libclang
+  local missing=()
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  command -v c++ >/dev/null 2>&1 || missing+=(g++)
+  command -v clang >/dev/null 2>&1 || missing+=(clang)
+  [ -n "${LIBCLANG_PATH:-}" ] || find_libclang >/dev/null || missing+=(libclang-dev)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      log "installing ${missing[*]} (to build LightGBM)"
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+        || log "could not install ${missing[*]}; building LightGBM will fail"
+    else
+      log "missing ${missing[*]}: install them (apt-get install -y cmake g++ clang libclang-dev) to build LightGBM"
+    fi
+  fi
+  if [ -z "${LIBCLANG_PATH:-}" ]; then
+    local dir
+    if dir=$(find_libclang); then export LIBCLANG_PATH=$dir; fi
+  fi
+}
+
 ensure_venv() {
   local marker=$VENV/.storm-torch-$TORCH_VERSION
   [ -f "$marker" ] && return 0
@@ -96,6 +130,7 @@ mode=${1:-demo}
 ensure_toolchain
 ensure_font
 ensure_venv
+ensure_lightgbm_deps
 build
 case "$mode" in
   demo) demo ;;
