@@ -178,16 +178,25 @@ fn lightgbm_learns_the_signal_and_is_scored_like_a_model() {
     let train = json(&run.join("train.json"));
     let kept = train["steps"].as_u64().unwrap();
     assert!((1..=60).contains(&kept), "{train}");
-    assert!(train["best_valid_rank_ic"].as_f64().unwrap() > 0.0, "{train}");
+    assert!(
+        train["best_valid_rank_ic"].as_f64().unwrap() > 0.0,
+        "{train}"
+    );
     let eval = json(&run.join("eval_test.json"));
-    assert!(eval["checkpoint"].as_str().unwrap().ends_with("model.lgb.txt"));
+    assert!(eval["checkpoint"]
+        .as_str()
+        .unwrap()
+        .ends_with("model.lgb.txt"));
     assert_eq!(eval["checkpoint_step"].as_u64(), Some(kept));
     ok(&["backtest", "--run", &s(&run), "--index", "none"]);
     assert!(run.join("portfolio_test.json").is_file());
     let text = ok(&["diagnose", "--run", &s(&run)]);
     assert!(text.contains("| test |"), "{text}");
     let err = fails(&["export", "--run", &s(&run)]);
-    assert!(err.contains("LightGBM booster") && err.contains("no factor embeddings"), "{err}");
+    assert!(
+        err.contains("LightGBM booster") && err.contains("no factor embeddings"),
+        "{err}"
+    );
     // an out-of-range parameter is refused at load, naming the field
     let err = fails(&[
         "pretrain",

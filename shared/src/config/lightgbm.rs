@@ -55,7 +55,11 @@ impl LightGbmConfig {
     /// Range checks; errors name the field under `model.lightgbm`.
     pub(super) fn validate(&self, origin: &str) -> Result<()> {
         let fail = |field: &str, msg: String| {
-            Err(Error::config(origin, format!("model.lightgbm.{field}"), msg))
+            Err(Error::config(
+                origin,
+                format!("model.lightgbm.{field}"),
+                msg,
+            ))
         };
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return fail(

@@ -190,7 +190,13 @@ impl LightGbm {
                 scores
                     .iter()
                     .enumerate()
-                    .map(|(j, &s)| if panel.present[day * n + j] { s } else { f64::NAN })
+                    .map(|(j, &s)| {
+                        if panel.present[day * n + j] {
+                            s
+                        } else {
+                            f64::NAN
+                        }
+                    })
                     .collect()
             })
             .collect())
@@ -258,10 +264,7 @@ mod tests {
         assert_eq!(rows.len(), 5);
         assert_eq!(rows.x.len(), 5 * 2);
         assert_eq!(rows.n_features, 2);
-        assert_eq!(
-            rows.x,
-            [0., 1., 10., 11., 20., 21., 100., 101., 110., 111.]
-        );
+        assert_eq!(rows.x, [0., 1., 10., 11., 20., 21., 100., 101., 110., 111.]);
         // day 0 returns 0.01, −0.02, 0.03 rank 2, 1, 3 of 3; day 1: 0.02, −0.04 rank 2, 1 of 2
         let y: Vec<f64> = rows.y.iter().map(|&v| f64::from(v)).collect();
         let s = 3.46;

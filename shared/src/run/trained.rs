@@ -60,12 +60,8 @@ impl TrainedRun {
     ) -> Result<Self> {
         let (config, info) = dir.load()?;
         let panel = Panel::load(&info.data_dir)?;
-        let missing = |what: &str| {
-            Error::Run(format!(
-                "{} has no {what}{purpose}",
-                dir.path().display()
-            ))
-        };
+        let missing =
+            |what: &str| Error::Run(format!("{} has no {what}{purpose}", dir.path().display()));
         let (scorer, checkpoint, checkpoint_step) = match config.model.kind {
             ModelKind::Reference => (Scorer::Reference(config.model.reference), None, 0),
             ModelKind::LightGbm => {
@@ -138,7 +134,10 @@ impl TrainedRun {
         self.model().ok_or_else(|| {
             let what = match self.scorer {
                 Scorer::Booster(_) => "a LightGBM booster".to_string(),
-                _ => format!("the reference factor {}", self.config.model.reference.name()),
+                _ => format!(
+                    "the reference factor {}",
+                    self.config.model.reference.name()
+                ),
             };
             Error::Run(format!(
                 "{} is {what}: it has no torch model {purpose}",
