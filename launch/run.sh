@@ -48,7 +48,8 @@ ensure_prometheus() {
   fi
 }
 
-# The directory of a libclang shared library (bindgen needs one to generate LightGBM's bindings).
+# The directory of a libclang shared library in the places bindgen searches (it needs one to generate
+# LightGBM's bindings).
 find_libclang() {
   local f
   # the newest LLVM first, then the distribution's multiarch and lib64 directories
@@ -76,10 +77,9 @@ ensure_lightgbm_deps() {
       log "missing ${missing[*]}: install them (apt-get install -y cmake g++ clang libclang-dev) to build LightGBM"
     fi
   fi
-  if [ -z "${LIBCLANG_PATH:-}" ]; then
-    local dir
-    if dir=$(find_libclang); then export LIBCLANG_PATH=$dir; fi
-  fi
+  # LIBCLANG_PATH is deliberately not exported: bindgen (clang-sys) finds libclang under /usr/lib by itself,
+  # and a build run with a different LIBCLANG_PATH than the last one (a plain `cargo test` after this script)
+  # would rebuild LightGBM and the whole workspace. Set it yourself only for a libclang elsewhere.
 }
 
 ensure_venv() {

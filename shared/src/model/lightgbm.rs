@@ -280,6 +280,12 @@ mod tests {
             "{y:?}"
         );
         assert_eq!(day_features(&p, 2), [200., 201., 210., 211., 220., 221.]);
+        // no look-ahead: later days' features leave day 0's and day 1's rows as they were
+        let mut later = panel();
+        for v in &mut later.features[2 * 3 * 2..] {
+            *v = -1.0;
+        }
+        assert_eq!(labelled_rows(&later, &[0, 1]), labelled_rows(&p, &[0, 1]));
     }
 
     #[test]
