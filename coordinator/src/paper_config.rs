@@ -183,7 +183,8 @@ impl PaperConfig {
                 }
                 overrides.push(format!("train.seed={seed}"));
                 let config = resolve_job_config(&base, &overrides, &origin, &id)?;
-                // a reference factor is deterministic and has no embeddings: one job, no trading
+                // a reference factor is deterministic: one job; a model without embeddings (a reference factor,
+                // LightGBM) is never traded
                 let reference = config.model.kind == ModelKind::Reference;
                 if reference && seed > 0 {
                     break;
@@ -192,7 +193,7 @@ impl PaperConfig {
                     tasks: &tasks,
                     backtest: &self.backtest,
                     trade: &self.trade,
-                    trades: model.trade && !reference && seed < trade_seeds,
+                    trades: model.trade && config.model.kind.has_embeddings() && seed < trade_seeds,
                     raw_baseline: Some(mi) == raw_model,
                 }
                 .steps(seed);

@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use storm_shared::config::{ModelKind, Split};
+use storm_shared::config::{ExperimentConfig, ModelKind, Split};
 use storm_shared::data::Panel;
 use storm_shared::distributed::{self, DistEnv};
 use storm_shared::run::evaluate::evaluate;
 use storm_shared::run::export::export as export_run;
 use storm_shared::run::{RunDir, TrainedRun};
 use storm_shared::telemetry;
+use storm_shared::train::boosting::train_booster;
 use storm_shared::train::checkpoint::CheckpointChoice;
 use storm_shared::train::trainer::{TrainOptions, TrainOutcome, Trainer};
 use tch::Device;
@@ -159,6 +160,9 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if cfg.model.kind == ModelKind::LightGbm {
+        return train_lightgbm(a, &cfg, &run, &info.data_dir, comm.world_size());
+    }
     telemetry::watch_gpu_memory(device);
     let panel = Panel::load(&info.data_dir)?;
     let opts = TrainOptions {
@@ -178,6 +182,45 @@ fn train_run(a: &PretrainArgs) -> Result<()> {
     std::fs::write(&summary, serde_json::to_vec_pretty(&outcome)?)
         .with_context(|| format!("writing {}", summary.display()))?;
     print_outcome(&outcome, world, run.path());
+    Ok(())
+}
+
+/// `model.kind = "lightgbm"`: one boosting fit on the CPU of one process, the booster written to the run.
+fn train_lightgbm(
+    a: &PretrainArgs,
+    cfg: &ExperimentConfig,
+    run: &RunDir,
+    data_dir: &Path,
+    world: usize,
+) -> Result<()> {
+    if world > 1 {
+        bail!("model.kind = \"lightgbm\" trains in one process; run it without a process group");
+    }
+    if a.resume && run.booster().is_file() {
+        println!(
+            "LightGBM booster {} is already trained; nothing to resume",
+            run.booster().display()
+        );
+        return Ok(());
+    }
+    if a.device != "cpu" {
+        eprintln!("LightGBM trains on the CPU (--device {} ignored)", a.device);
+    }
+    let panel = Panel::load(data_dir)?;
+    let outcome = train_booster(cfg, &panel, run.path(), a.max_steps)
+        .with_context(|| format!("training LightGBM into {}", run.path().display()))?;
+    let summary = run.train_json();
+    std::fs::write(&summary, serde_json::to_vec_pretty(&outcome)?)
+        .with_context(|| format!("writing {}", summary.display()))?;
+    println!(
+        "LightGBM: kept {} of at most {} boosting rounds in {:.1}s; train mse {:.4}; valid RankIC {}; booster {}",
+        outcome.steps,
+        outcome.total_steps,
+        outcome.seconds,
+        outcome.final_loss,
+        outcome.best_valid_rank_ic.map_or("n/a".into(), |v| format!("{v:.4}")),
+        run.booster().display()
+    );
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 mod base;
 mod data_options;
+mod lightgbm;
 mod model_options;
 mod overrides;
 mod validate;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 pub use data_options::MissingPolicy;
+pub use lightgbm::LightGbmConfig;
 use model_options::is_default;
 pub use model_options::{FactorPooling, Reconstruction, ReferenceFactor, SelectBy, StockEmbedding};
 pub use overrides::apply_override;
@@ -170,8 +172,8 @@ impl SplitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Model family: `storm`, a baseline (`factorvae`, `cafactor`, `lstm`, `gru`, `transformer`) or `reference` (a
-    /// zero-training price factor). The fields below up to `reconstruction` describe STORM; the baselines
+    /// Model family: `storm`, a baseline (`factorvae`, `cafactor`, `lstm`, `gru`, `transformer`, `lightgbm`)
+    /// or `reference` (a zero-training price factor). The fields below up to `reconstruction` describe STORM; the baselines
     /// read their own sub-tables.
     pub kind: ModelKind,
     /// Days per time-series patch (paper 8).
@@ -223,6 +225,9 @@ pub struct ModelConfig {
     /// The conditional autoencoder (`kind = "cafactor"`).
     #[serde(skip_serializing_if = "is_default")]
     pub cafactor: CaFactorConfig,
+    /// Gradient-boosted trees (`kind = "lightgbm"`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub lightgbm: LightGbmConfig,
 }
 
 /// Which model a config trains. Every kind is trained, evaluated and backtested the same way.
@@ -238,10 +243,12 @@ pub enum ModelKind {
     Reference,
     /// The conditional autoencoder of Gu, Kelly & Xiu (2021), `model.cafactor`.
     CaFactor,
+    /// Gradient-boosted trees on each (day, stock)'s features, `model.lightgbm`: no torch module.
+    LightGbm,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 7] = [
+    pub const ALL: [ModelKind; 8] = [
         ModelKind::Storm,
         ModelKind::FactorVae,
         ModelKind::Lstm,
@@ -249,6 +256,7 @@ impl ModelKind {
         ModelKind::Transformer,
         ModelKind::Reference,
         ModelKind::CaFactor,
+        ModelKind::LightGbm,
     ];
 
     /// The name used in configs (`model.kind`).
@@ -261,7 +269,13 @@ impl ModelKind {
             ModelKind::Transformer => "transformer",
             ModelKind::Reference => "reference",
             ModelKind::CaFactor => "cafactor",
+            ModelKind::LightGbm => "lightgbm",
         }
+    }
+
+    /// Whether the model is a torch module with per-stock factor embeddings (to export and trade on).
+    pub fn has_embeddings(self) -> bool {
+        !matches!(self, ModelKind::Reference | ModelKind::LightGbm)
     }
 }
 
@@ -364,6 +378,7 @@ impl Default for ModelConfig {
             sequence: SequenceConfig::default(),
             reference: ReferenceFactor::default(),
             cafactor: CaFactorConfig::default(),
+            lightgbm: LightGbmConfig::default(),
         }
     }
 }

@@ -321,3 +321,47 @@ fn data_missing_defaults_to_error_parses_each_policy_and_keeps_the_hash() {
     );
     assert!("fill".parse::<MissingPolicy>().is_err());
 }
+
+#[test]
+fn lightgbm_defaults_are_qlibs_alpha158_parameters_and_each_value_is_range_checked() {
+    let cfg = load("[model]\nkind = \"lightgbm\"\n").unwrap();
+    let g = &cfg.model.lightgbm;
+    assert_eq!((g.learning_rate, g.num_leaves, g.max_depth), (0.2, 210, 8));
+    assert_eq!((g.lambda_l1, g.lambda_l2), (205.6999, 580.9768));
+    assert_eq!((g.colsample_bytree, g.subsample), (0.8879, 0.8789));
+    assert_eq!((g.num_boost_round, g.early_stopping_rounds), (1000, 50));
+    let cfg = load("[model]\nkind = \"lightgbm\"\n[model.lightgbm]\nmax_depth = -1\n").unwrap();
+    assert_eq!(cfg.model.lightgbm.max_depth, -1);
+    for (bad, field) in [
+        ("learning_rate = 0.0", "learning_rate"),
+        ("num_leaves = 1", "num_leaves"),
+        ("max_depth = 0", "max_depth"),
+        ("max_depth = -2", "max_depth"),
+        ("lambda_l1 = -1.0", "lambda_l1"),
+        ("lambda_l2 = inf", "lambda_l2"),
+        ("colsample_bytree = 1.5", "colsample_bytree"),
+        ("subsample = 0.0", "subsample"),
+        ("num_boost_round = 0", "num_boost_round"),
+        ("early_stopping_rounds = 1000000", "early_stopping_rounds"),
+        ("threads = 0", "threads"),
+        ("min_data_in_leaf = 5", "min_data_in_leaf"),
+    ] {
+        let err = load(&format!(
+            "[model]\nkind = \"lightgbm\"\n[model.lightgbm]\n{bad}\n"
+        ));
+        assert_eq!(
+            field_of(err.unwrap_err()),
+            format!("model.lightgbm.{field}"),
+            "{bad}"
+        );
+    }
+    // at its defaults the table is left out of the serialised config, so older hashes do not change
+    let plain = load("").unwrap();
+    assert!(!serde_json::to_string(&plain.model)
+        .unwrap()
+        .contains("lightgbm"));
+    assert_eq!(
+        plain.hash(),
+        load("[model.lightgbm]\nnum_leaves = 210\n").unwrap().hash()
+    );
+}

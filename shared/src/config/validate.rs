@@ -57,6 +57,7 @@ impl ExperimentConfig {
             }
             ModelKind::Reference => self.validate_reference(origin)?,
             ModelKind::CaFactor => self.validate_cafactor(origin)?,
+            ModelKind::LightGbm => self.model.lightgbm.validate(origin)?,
         }
         self.validate_factor_module_options(origin)?;
         let t = &self.train;

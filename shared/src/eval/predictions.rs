@@ -7,6 +7,7 @@ use crate::config::ReferenceFactor;
 use crate::data::windows::WindowTensors;
 use crate::data::Panel;
 use crate::error::Result;
+use crate::model::lightgbm::LightGbm;
 use crate::model::reference::reference_scores;
 use crate::stats::rank_ic::{daily_rank_ic, summarize, IcSummary};
 
@@ -70,6 +71,25 @@ pub fn reference_days(
             labels: day_labels(panel, day),
         })
         .collect()
+}
+
+/// A LightGBM booster's scores on each day of `ends`, from each day's own feature rows.
+pub fn booster_days(
+    booster: &LightGbm,
+    panel: &Panel,
+    ends: &[usize],
+) -> Result<Vec<DayPredictions>> {
+    let scores = booster.predict_days(panel, ends)?;
+    Ok(ends
+        .iter()
+        .zip(scores)
+        .map(|(&day, scores)| DayPredictions {
+            day,
+            scores,
+            risks: None,
+            labels: day_labels(panel, day),
+        })
+        .collect())
 }
 
 fn day_labels(panel: &Panel, day: usize) -> Vec<f64> {

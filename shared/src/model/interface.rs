@@ -131,6 +131,13 @@ pub fn build_model(
                 m.reference.name()
             )))
         }
+        ModelKind::LightGbm => {
+            return Err(crate::error::Error::Model(
+                "model.kind = \"lightgbm\" is a LightGBM booster, not a torch model: it is trained and \
+                 loaded by the boosting trainer"
+                    .into(),
+            ))
+        }
     })
 }
 

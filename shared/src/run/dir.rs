@@ -9,6 +9,7 @@
 //! <run>/grad_norms.csv                   per-term gradient norms on the shared encoder (logging steps)
 //! <run>/train.json                       the trainer's outcome
 //! <run>/checkpoints/step-*/, best/       checkpoints
+//! <run>/model.lgb.txt                    the booster of `model.kind = "lightgbm"` (instead of checkpoints)
 //! <run>/predictions_<split>.parquet      `storm eval`
 //! <run>/eval_<split>.json                `storm eval` (EvalReport)
 //! <run>/codebook_usage_<split>.png       `storm eval`
@@ -42,6 +43,7 @@ pub const GRAD_NORMS_FILE: &str = crate::train::trainer::GRAD_NORM_LOG;
 pub const TRAIN_FILE: &str = "train.json";
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const BEST_CHECKPOINT_DIR: &str = crate::train::checkpoint::BEST_DIR;
+pub const BOOSTER_FILE: &str = crate::train::boosting::BOOSTER_FILE;
 pub const FACTORS_FILE: &str = "factors.parquet";
 pub const REPORT_FILE: &str = "report.md";
 pub const DIAGNOSE_JSON: &str = "diagnose.json";
@@ -151,6 +153,9 @@ impl RunDir {
     }
     pub fn best_checkpoint(&self) -> PathBuf {
         self.checkpoints().join(BEST_CHECKPOINT_DIR)
+    }
+    pub fn booster(&self) -> PathBuf {
+        self.join(BOOSTER_FILE)
     }
 
     pub fn predictions(&self, split: Split) -> PathBuf {

@@ -1,20 +1,23 @@
 //! [`TrainedRun`]: a run directory opened for the tasks that need its predictor — its config, run info,
-//! prepared panel and either the model restored from the evaluation checkpoint ([`CheckpointChoice`]: by
-//! default the best one, else the latest) or, for `model.kind = "reference"`, the price factor — loaded once.
+//! prepared panel and its predictor — the model restored from the evaluation checkpoint ([`CheckpointChoice`]:
+//! by default the best one, else the latest), the LightGBM booster of `model.kind = "lightgbm"`, or the price
+//! factor of `model.kind = "reference"` — loaded once.
 
 use std::path::PathBuf;
 
 use tch::nn::VarStore;
 use tch::Device;
 
-use super::dir::RunDir;
+use super::dir::{RunDir, BOOSTER_FILE};
 use super::info::RunInfo;
 use crate::config::{ExperimentConfig, ModelKind, ReferenceFactor};
 use crate::data::windows::WindowTensors;
 use crate::data::Panel;
 use crate::error::{Error, Result};
-use crate::eval::predictions::{predict_days, reference_days, DayPredictions};
+use crate::eval::predictions::{booster_days, predict_days, reference_days, DayPredictions};
+use crate::model::lightgbm::LightGbm;
 use crate::model::{build_model, FactorModel};
+use crate::train::boosting::load_booster;
 use crate::train::checkpoint::{load_checkpoint, CheckpointChoice};
 use crate::train::trainer::evaluation_checkpoint;
 
@@ -25,6 +28,8 @@ pub enum Scorer {
         model: Box<dyn FactorModel>,
         vars: VarStore,
     },
+    /// A LightGBM booster (`model.lgb.txt`): a predictor that is not a torch module.
+    Booster(LightGbm),
     /// A zero-training reference factor: scores come from prices, there is no checkpoint.
     Reference(ReferenceFactor),
 }
@@ -35,8 +40,9 @@ pub struct TrainedRun {
     pub info: RunInfo,
     pub panel: Panel,
     pub scorer: Scorer,
-    /// The restored checkpoint; None for a reference factor.
+    /// The restored checkpoint (the booster file for LightGBM); None for a reference factor.
     pub checkpoint: Option<PathBuf>,
+    /// The checkpoint's optimizer step (the booster's rounds for LightGBM).
     pub checkpoint_step: u64,
     /// How `checkpoint` was chosen.
     pub choice: CheckpointChoice,
@@ -54,27 +60,34 @@ impl TrainedRun {
     ) -> Result<Self> {
         let (config, info) = dir.load()?;
         let panel = Panel::load(&info.data_dir)?;
-        let (scorer, checkpoint, checkpoint_step) = if config.model.kind == ModelKind::Reference {
-            (Scorer::Reference(config.model.reference), None, 0)
-        } else {
-            let checkpoint =
-                evaluation_checkpoint(dir.path(), config.train.keep_checkpoints, choice)?
-                    .ok_or_else(|| {
-                        Error::Run(format!(
-                            "{} has no checkpoint{purpose}",
-                            dir.path().display()
-                        ))
-                    })?;
-            let mut vars = VarStore::new(device);
-            let model = build_model(
-                &vars.root(),
-                &config,
-                panel.n_tickers() as i64,
-                panel.n_features() as i64,
-                config.data.window as i64,
-            )?;
-            let state = load_checkpoint(&checkpoint, &mut vars, None)?;
-            (Scorer::Model { model, vars }, Some(checkpoint), state.step)
+        let missing =
+            |what: &str| Error::Run(format!("{} has no {what}{purpose}", dir.path().display()));
+        let (scorer, checkpoint, checkpoint_step) = match config.model.kind {
+            ModelKind::Reference => (Scorer::Reference(config.model.reference), None, 0),
+            ModelKind::LightGbm => {
+                let path = dir.booster();
+                if !path.is_file() {
+                    return Err(missing(&format!("booster ({BOOSTER_FILE})")));
+                }
+                let booster = load_booster(&path)?;
+                let rounds = booster.rounds() as u64;
+                (Scorer::Booster(booster), Some(path), rounds)
+            }
+            _ => {
+                let checkpoint =
+                    evaluation_checkpoint(dir.path(), config.train.keep_checkpoints, choice)?
+                        .ok_or_else(|| missing("checkpoint"))?;
+                let mut vars = VarStore::new(device);
+                let model = build_model(
+                    &vars.root(),
+                    &config,
+                    panel.n_tickers() as i64,
+                    panel.n_features() as i64,
+                    config.data.window as i64,
+                )?;
+                let state = load_checkpoint(&checkpoint, &mut vars, None)?;
+                (Scorer::Model { model, vars }, Some(checkpoint), state.step)
+            }
         };
         Ok(TrainedRun {
             dir: dir.clone(),
@@ -111,17 +124,24 @@ impl TrainedRun {
     pub fn model(&self) -> Option<&dyn FactorModel> {
         match &self.scorer {
             Scorer::Model { model, .. } => Some(model.as_ref()),
-            Scorer::Reference(_) => None,
+            Scorer::Booster(_) | Scorer::Reference(_) => None,
         }
     }
 
-    /// The trained model, or an error saying that a reference factor has none to `purpose`.
+    /// The trained torch model, or an error saying that a booster or a reference factor has none to
+    /// `purpose`.
     pub fn require_model(&self, purpose: &str) -> Result<&dyn FactorModel> {
         self.model().ok_or_else(|| {
+            let what = match self.scorer {
+                Scorer::Booster(_) => "a LightGBM booster".to_string(),
+                _ => format!(
+                    "the reference factor {}",
+                    self.config.model.reference.name()
+                ),
+            };
             Error::Run(format!(
-                "{} is the reference factor {}: it has no model {purpose}",
+                "{} is {what}: it has no torch model {purpose}",
                 self.dir.path().display(),
-                self.config.model.reference.name()
             ))
         })
     }
@@ -140,6 +160,7 @@ impl TrainedRun {
                 ends,
                 64,
             ),
+            Scorer::Booster(booster) => booster_days(booster, &self.panel, ends),
             Scorer::Reference(factor) => Ok(reference_days(*factor, &self.panel, ends)),
         }
     }

@@ -1,6 +1,8 @@
 //! Training on one device: a saveable AdamW, the learning-rate schedule, checkpoints, and the trainer loop
-//! shared by every model, with its loss log, data-parallel replicas and console output.
+//! shared by every torch model, with its loss log, data-parallel replicas and console output; and the
+//! boosting trainer of the LightGBM baseline (`boosting`).
 
+pub mod boosting;
 pub mod checkpoint;
 pub mod console;
 pub mod grad_probe;
