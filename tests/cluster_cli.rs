@@ -71,7 +71,7 @@ fn coordinator(cfg: &Path, out: &Path, port: u16, log: &Path) -> Child {
     )
 }
 
-fn worker(port: u16, log: &Path) -> Child {
+fn worker(port: u16, sweep: &Path, log: &Path) -> Child {
     spawn(
         &[
             "worker",
@@ -79,6 +79,8 @@ fn worker(port: u16, log: &Path) -> Child {
             &format!("127.0.0.1:{port}"),
             "--cookie",
             COOKIE,
+            "--root",
+            &s(sweep),
             "--workers",
             "cpu:1",
             "--threads-per-worker",
@@ -203,8 +205,8 @@ fn a_worker_host_killed_mid_job_is_detected_and_its_job_finishes_on_the_other_ho
         session.alog.clone(),
         session.blog.clone(),
     );
-    let mut a = worker(port, &alog);
-    let mut b = worker(port, &blog);
+    let mut a = worker(port, &out, &alog);
+    let mut b = worker(port, &out, &blog);
     let a_pid = a.id();
     let logs = [clog.as_path(), alog.as_path(), blog.as_path()];
     let victim = session.mid_job_on(a_pid);
@@ -293,13 +295,13 @@ fn a_frozen_host_misses_its_heartbeats_its_job_waits_for_it_and_on_waking_it_ste
         session.alog.clone(),
         session.blog.clone(),
     );
-    let mut a = worker(port, &alog);
+    let mut a = worker(port, &out, &alog);
     let victim = session.mid_job_on(a.id());
     let logs = [clog.as_path(), alog.as_path(), blog.as_path()];
     let victim_dir = out.join("jobs").join(&victim);
     // a frozen machine: the host and its job stop, the connection stays open
     signal_host(a.id(), &s(&victim_dir), "STOP");
-    let mut b = worker(port, &blog);
+    let mut b = worker(port, &out, &blog);
 
     // only the missing heartbeats can tell the coordinator; it retries the job on host B ...
     wait_for("the frozen host's job to be retried", 60, &logs, || {
@@ -358,6 +360,18 @@ fn a_wrong_cookie_or_no_coordinator_is_a_clear_error() {
         "--connect-timeout",
         "2",
     ]);
+    assert!(err.contains("--root DIR is needed with --cookie"), "{err}");
+    let err = common::fails(&[
+        "worker",
+        "--connect",
+        &format!("127.0.0.1:{port}"),
+        "--cookie",
+        COOKIE,
+        "--root",
+        "/",
+        "--connect-timeout",
+        "2",
+    ]);
     assert!(err.contains("cannot connect to the coordinator"), "{err}");
 
     let mut session = Session::start(1, 4, port);
@@ -367,6 +381,8 @@ fn a_wrong_cookie_or_no_coordinator_is_a_clear_error() {
         &format!("127.0.0.1:{port}"),
         "--cookie",
         "a-wrong-cookie-of-24-byte",
+        "--root",
+        "/",
         "--connect-timeout",
         "2",
     ]);

@@ -86,6 +86,11 @@ impl Ledger {
     }
 
     /// Appends one event and waits until it is on disk.
+    /// The sweep directory the ledger lives in.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     pub fn append(&mut self, job: &str, change: Change) -> Result<()> {
         let event = Event {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -5,6 +5,7 @@
 //! the worker itself stays up.
 
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct WorkerArgs {
     pub events: DerivedActorRef<WorkerEvent>,
     /// Set for a worker on a remote host: its process group and the host's view of the coordinator.
     pub host: Option<Arc<HostLink>>,
+    /// Jobs must live inside this directory (the sweep directory); any other spec is refused.
+    pub root: PathBuf,
 }
 
 pub struct WorkerState {
@@ -39,6 +42,8 @@ pub struct WorkerState {
     cancel: Arc<AtomicBool>,
     events: DerivedActorRef<WorkerEvent>,
     host: Option<Arc<HostLink>>,
+    /// Canonical form of [`WorkerArgs::root`].
+    root: PathBuf,
 }
 
 impl Drop for WorkerState {
@@ -93,6 +98,12 @@ fn job_thread(
     }
 }
 
+/// A spec's job and data directories, both inside the worker's root.
+fn confined(spec: &JobSpec, root: &Path) -> Result<(), String> {
+    crate::confine::check_inside(root, "job directory", &spec.job_dir)?;
+    crate::confine::check_inside(root, "data directory", &spec.data)
+}
+
 pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         s.to_string()
@@ -113,6 +124,7 @@ impl Actor for Worker {
         myself: ActorRef<WorkerMsg>,
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
+        let root = crate::confine::canonical_root(&args.root)?;
         if args.host.is_some() {
             ractor::pg::join(worker_group(&args.id), vec![myself.get_cell()]);
         }
@@ -139,6 +151,7 @@ impl Actor for Worker {
             cancel,
             events: args.events,
             host: args.host,
+            root,
         })
     }
 
@@ -150,6 +163,16 @@ impl Actor for Worker {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerMsg::Run(mut spec) => {
+                if let Err(error) = confined(&spec, &state.root) {
+                    tracing::warn!(worker = %state.id, job = %spec.id, "{error}");
+                    let _ = state.events.send_message(WorkerEvent::Finished {
+                        worker: state.id.clone(),
+                        job: spec.id.clone(),
+                        attempt: spec.attempt,
+                        outcome: JobOutcome::Failed { error },
+                    });
+                    return Ok(());
+                }
                 if state.busy.swap(true, Ordering::SeqCst) {
                     let _ = state.events.send_message(WorkerEvent::Finished {
                         worker: state.id.clone(),
@@ -292,6 +315,7 @@ mod tests {
                 runner: Arc::new(runner),
                 events: sink.get_derived(),
                 host: None,
+                root: "/".into(),
             },
         )
         .await
@@ -320,6 +344,52 @@ mod tests {
             "{:?}",
             finished[1]
         );
+        worker.stop(None);
+        sink.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_spec_outside_the_root_is_refused_and_never_run() {
+        let (tx, mut rx) = unbounded_channel();
+        let (sink, _) = Actor::spawn(None, Sink, tx).await.unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let runner = FnRunner(|spec: &JobSpec, _: &RunContext| {
+            panic!("job {} ran although it lies outside the root", spec.id)
+        });
+        let (worker, _) = Actor::spawn(
+            None,
+            Worker,
+            WorkerArgs {
+                id: "w0".into(),
+                device: "cpu".into(),
+                threads: None,
+                runner: Arc::new(runner),
+                events: sink.get_derived(),
+                host: None,
+                root: root.path().to_path_buf(),
+            },
+        )
+        .await
+        .unwrap();
+        let mut inside_data = spec("escape-data");
+        inside_data.job_dir = root.path().join("jobs/escape-data");
+        for forged in [spec("escape"), inside_data] {
+            worker.send_message(WorkerMsg::Run(forged.clone())).unwrap();
+            match rx.recv().await.unwrap() {
+                WorkerEvent::Finished {
+                    job,
+                    outcome: JobOutcome::Failed { error },
+                    ..
+                } => {
+                    assert_eq!(job, forged.id);
+                    assert!(
+                        error.starts_with("refused:") && error.contains("/nonexistent"),
+                        "{error}"
+                    );
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
         worker.stop(None);
         sink.stop(None);
     }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,8 @@ pub struct HostOptions {
     pub runner: Arc<dyn JobRunner>,
     /// How long to wait for the coordinator to accept the connection and answer.
     pub connect_timeout: Duration,
+    /// The sweep directory as this host sees it: jobs elsewhere are refused.
+    pub root: PathBuf,
 }
 
 /// How a host session ended.
@@ -175,6 +178,7 @@ async fn serve(
                 runner: opts.runner.clone(),
                 events: coordinator.get_derived(),
                 host: Some(link.clone()),
+                root: opts.root.clone(),
             },
         )
         .await

@@ -14,6 +14,7 @@
 
 pub mod actor;
 pub mod child;
+pub mod confine;
 pub mod fault;
 pub mod host;
 pub mod protocol;

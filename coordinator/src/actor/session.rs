@@ -168,6 +168,7 @@ impl CoordinatorState {
             runner: self.runner.clone(),
             events: myself.get_derived(),
             host: None,
+            root: self.ledger.dir().to_path_buf(),
         };
         let (actor, _) = Actor::spawn_linked(None, Worker, args, myself.get_cell())
             .await

@@ -2,7 +2,7 @@
 //! `storm worker --connect` (a worker host on this or another machine).
 
 use std::net::ToSocketAddrs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,11 +113,32 @@ pub struct WorkerArgs {
     /// Seconds to wait for the coordinator to accept the connection.
     #[arg(long, default_value_t = 30.0)]
     pub connect_timeout: f64,
+    /// The sweep directory as this host sees it (default: the directory of --cookie-file); jobs whose
+    /// directories lie elsewhere are refused.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     #[command(flatten)]
     pub pool: PoolArgs,
 }
 
 impl WorkerArgs {
+    /// Where this host's workers accept jobs: --root, else the directory holding --cookie-file.
+    fn root(&self) -> Result<PathBuf> {
+        let root = match (&self.root, &self.cookie_file) {
+            (Some(root), _) => root.clone(),
+            (None, Some(file)) => std::path::absolute(file)
+                .with_context(|| format!("--cookie-file {}", file.display()))?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("/")),
+            (None, None) => bail!(
+                "--root DIR is needed with --cookie or ${COOKIE_ENV}: the sweep directory as this host sees \
+                 it (workers refuse jobs outside it)"
+            ),
+        };
+        Ok(root)
+    }
+
     fn cookie(&self) -> Result<String> {
         if let Some(c) = &self.cookie {
             warn_command_line_cookie();
@@ -153,6 +174,7 @@ pub fn run_worker(a: WorkerArgs) -> Result<()> {
         devices,
         runner: Arc::new(ProcessRunner::current_exe().context("locating the storm binary")?),
         connect_timeout,
+        root: a.root()?,
     };
     match run_host(opts).map_err(anyhow::Error::msg)? {
         HostEnd::Finished => {
