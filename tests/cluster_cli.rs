@@ -459,3 +459,34 @@ fn a_wrong_cookie_or_no_coordinator_is_a_clear_error() {
     session.coord.kill().unwrap();
     session.coord.wait().unwrap();
 }
+
+#[test]
+fn a_host_started_before_its_coordinator_waits_for_it() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sweep_config(dir.path(), 1, 4);
+    let out = path(dir.path(), "sweep");
+    let (clog, wlog) = (
+        dir.path().join("coordinator.log"),
+        dir.path().join("host.log"),
+    );
+    let mut host = worker(port, &out, &wlog);
+    // nothing listens yet: the host retries instead of failing
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        host.try_wait().unwrap().is_none(),
+        "the host gave up:\n{}",
+        read(&wlog)
+    );
+    let mut coord = coordinator(&cfg, &out, port, &clog);
+    let status = wait_exit(&mut coord, 300, "the sweep", &clog);
+    assert!(
+        status.success(),
+        "sweep failed:\n{}\n{}",
+        read(&clog),
+        read(&wlog)
+    );
+    let summary = read(&clog.with_extension("out"));
+    assert!(summary.contains("1 jobs: 1 done, 0 failed"), "{summary}");
+    assert!(wait_exit(&mut host, 30, "the host", &wlog).success());
+}

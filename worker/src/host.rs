@@ -142,6 +142,34 @@ async fn host_session(opts: HostOptions) -> Result<HostEnd, String> {
     result
 }
 
+/// Connects to the coordinator, retrying until `deadline`: a host may start before its coordinator listens.
+async fn connect_until(
+    server: &ActorRef<NodeServerMessage>,
+    addr: std::net::SocketAddr,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut pause = Duration::from_millis(100);
+    let mut said = false;
+    loop {
+        let error = match ractor_cluster::client_connect(server, addr).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() + pause >= deadline {
+            return Err(format!(
+                "cannot connect to the coordinator at {addr} within {timeout:?} (--connect-timeout): {error}"
+            ));
+        }
+        if !said {
+            tracing::info!("the coordinator at {addr} is not reachable yet ({error}); retrying until --connect-timeout");
+            said = true;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
 async fn serve(
     opts: &HostOptions,
     node: &str,
@@ -149,9 +177,7 @@ async fn serve(
     addr: std::net::SocketAddr,
 ) -> Result<HostEnd, String> {
     let deadline = Instant::now() + opts.connect_timeout;
-    ractor_cluster::client_connect(server, addr)
-        .await
-        .map_err(|e| format!("cannot connect to the coordinator at {addr}: {e}"))?;
+    connect_until(server, addr, deadline, opts.connect_timeout).await?;
     wait_until_ready(server, deadline)
         .await
         .map_err(|e| format!("coordinator at {addr}: {e}"))?;

@@ -75,8 +75,7 @@ fn echo(
     tail: Option<Arc<Mutex<Vec<String>>>>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
+        for line in lossy_lines(stream) {
             if to_stderr {
                 let _ = writeln!(std::io::stderr().lock(), "{prefix}{line}");
             } else {
@@ -89,6 +88,24 @@ fn echo(
                         t.remove(0);
                     }
                 }
+            }
+        }
+    })
+}
+
+/// The lines of `stream` with bytes that are not UTF-8 replaced (U+FFFD), so a rank that writes such bytes
+/// is still drained to the end instead of blocking on a full pipe.
+fn lossy_lines(stream: impl Read) -> impl Iterator<Item = String> {
+    let mut reader = BufReader::new(stream);
+    std::iter::from_fn(move || {
+        let mut buf = Vec::new();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                Some(String::from_utf8_lossy(&buf).into_owned())
             }
         }
     })
@@ -285,6 +302,39 @@ fn stop(ranks: &mut [Rank]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_do_not_stop_the_draining() {
+        let bytes = b"first\n\xff\xfe broken \xe2\x82\n\nlast without newline".to_vec();
+        let lines: Vec<String> = lossy_lines(std::io::Cursor::new(bytes)).collect();
+        assert_eq!(
+            lines,
+            [
+                "first",
+                "\u{fffd}\u{fffd} broken \u{fffd}",
+                "",
+                "last without newline"
+            ]
+        );
+        // through `echo`: every line after the bad bytes reaches the tail
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let mut big = b"\xff\n".to_vec();
+        for i in 0..50 {
+            big.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        echo(
+            std::io::Cursor::new(big),
+            String::new(),
+            true,
+            Some(tail.clone()),
+        )
+        .join()
+        .unwrap();
+        assert_eq!(
+            tail.lock().unwrap().last().map(String::as_str),
+            Some("line 49")
+        );
+    }
 
     #[test]
     fn children_get_the_torchrun_contract() {
