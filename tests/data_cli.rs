@@ -683,3 +683,31 @@ fn ragged_lines_invisible_bytes_and_missing_files_read_clearly() {
     ]);
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+#[test]
+fn a_manifest_that_disagrees_with_itself_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = synth_lines(dir.path(), 5, 200, 1);
+    let input = write_lines(dir.path(), "m.csv", &lines);
+    let data = path(dir.path(), "data");
+    ok(&["data", "prepare", "--input", &input, "--out", &s(&data)]);
+    let manifest_path = data.join("manifest.json");
+    let good = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&good).unwrap();
+    // one feature name fewer than the count (before: an index out of bounds while loading the panel)
+    m["feature_names"].as_array_mut().unwrap().pop();
+    std::fs::write(&manifest_path, m.to_string()).unwrap();
+    let err = fails(&["data", "describe", "--data", &s(&data)]);
+    assert!(
+        err.contains("n_features is 152 but 151 feature names are listed")
+            && err.contains("damaged"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let mut m: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let first = m["tickers"][0].clone();
+    m["tickers"].as_array_mut().unwrap().push(first);
+    std::fs::write(&manifest_path, m.to_string()).unwrap();
+    let err = fails(&["data", "describe", "--data", &s(&data)]);
+    assert!(err.contains("is listed twice"), "{err}");
+}

@@ -182,16 +182,42 @@ pub fn parse_table(path: &Path, bytes: Vec<u8>, format: Format) -> Result<DataFr
     match format {
         Format::Csv => read_csv_strings(path, bytes),
         Format::CsvGz => {
-            let mut text = Vec::new();
-            flate2::read::GzDecoder::new(&bytes[..])
-                .read_to_end(&mut text)
-                .map_err(|e| Error::input(path, format!("not a valid gzip file: {e}")))?;
+            let text = gunzip_capped(&bytes, max_decompressed_bytes())
+                .map_err(|why| Error::input(path, why))?;
             read_csv_strings(path, text)
         }
         Format::Parquet => ParquetReader::new(Cursor::new(bytes))
             .finish()
             .map_err(|e| Error::input(path, format!("not a readable Parquet file: {e}"))),
     }
+}
+
+/// Default cap on what a `.csv.gz` may decompress to (`STORM_MAX_DECOMPRESSED_BYTES` overrides it): far above
+/// any real price file (5,000 stocks × 25 years is ~3 GB of CSV), far below what would exhaust memory.
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 8 << 30;
+
+fn max_decompressed_bytes() -> u64 {
+    std::env::var("STORM_MAX_DECOMPRESSED_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_DECOMPRESSED_BYTES)
+}
+
+/// The decompressed bytes of a gzip file, refused beyond `limit` (a gzip bomb stops at the cap instead of
+/// filling memory).
+fn gunzip_capped(bytes: &[u8], limit: u64) -> std::result::Result<Vec<u8>, String> {
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut text)
+        .map_err(|e| format!("not a valid gzip file: {e}"))?;
+    if text.len() as u64 > limit {
+        return Err(format!(
+            "decompresses to more than {limit} bytes (the limit; set STORM_MAX_DECOMPRESSED_BYTES to raise \
+             it): refusing what looks like a gzip bomb"
+        ));
+    }
+    Ok(text)
 }
 
 fn read_csv_strings(path: &Path, bytes: Vec<u8>) -> Result<DataFrame> {
@@ -384,4 +410,31 @@ fn parse_numbers(path: &Path, name: &str, col: &Column, unit: RowUnit) -> Result
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_cap_and_a_file_within_it_reads_whole() {
+        // 4 MB of zeros compress to a few kB: the shape of a bomb, scaled down
+        let bomb = gzip(&vec![0u8; 4 << 20]);
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        let err = gunzip_capped(&bomb, 1 << 20).unwrap_err();
+        assert!(
+            err.contains("more than 1048576 bytes") && err.contains("STORM_MAX_DECOMPRESSED_BYTES"),
+            "{err}"
+        );
+        assert_eq!(gunzip_capped(&bomb, 4 << 20).unwrap().len(), 4 << 20);
+        let err = gunzip_capped(b"not gzip at all", 1 << 20).unwrap_err();
+        assert!(err.starts_with("not a valid gzip file"), "{err}");
+    }
 }

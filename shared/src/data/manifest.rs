@@ -63,7 +63,30 @@ impl Manifest {
                 Error::io(&path, e)
             }
         })?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::input(&path, format!("invalid manifest: {e}")))
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::input(&path, format!("invalid manifest: {e}")))?;
+        manifest.check().map_err(|why| {
+            Error::input(
+                &path,
+                format!("{why}: the data directory is damaged; prepare it again"),
+            )
+        })?;
+        Ok(manifest)
+    }
+
+    /// The counts the panel loader relies on agree with the lists they count.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.feature_names.len() != self.n_features {
+            return Err(format!(
+                "n_features is {} but {} feature names are listed",
+                self.n_features,
+                self.feature_names.len()
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.tickers.iter().find(|t| !seen.insert(t.as_str())) {
+            return Err(format!("ticker {dup} is listed twice"));
+        }
+        Ok(())
     }
 }
