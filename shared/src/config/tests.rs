@@ -174,8 +174,13 @@ fn model_kinds_parse_and_validate_their_own_tables() {
         }
     );
     for bad in ["market_latent = 0", "market_portfolios = 0"] {
-        let err = load(&format!("[model]\nkind = \"hirevae\"\n[model.hirevae]\n{bad}\n"));
-        let field = format!("model.hirevae.{}", bad.split(' ').next().unwrap_or_default());
+        let err = load(&format!(
+            "[model]\nkind = \"hirevae\"\n[model.hirevae]\n{bad}\n"
+        ));
+        let field = format!(
+            "model.hirevae.{}",
+            bad.split(' ').next().unwrap_or_default()
+        );
         assert_eq!(field_of(err.unwrap_err()), field, "{bad}");
     }
     // The stock level is FactorVAE's and is validated as such.

@@ -84,9 +84,7 @@ impl FactorModel for HireVae {
     fn forward_loss(&self, x: &Tensor, y: &Tensor, _weights: &TrainConfig) -> ModelOutput {
         let e = self.stock.features(x);
         let (mu_prior, mu_post) = (self.market.prior(&e), self.market.posterior(&e, y));
-        let out = self
-            .head()
-            .forward(&self.market.condition(&e, &mu_post), y);
+        let out = self.head().forward(&self.market.condition(&e, &mu_post), y);
         let kl_market = kl_unit_gaussian(&mu_post, &mu_prior);
         let loss = &out.nll + (&out.kl + &kl_market) * self.gamma;
         ModelOutput {
@@ -109,11 +107,7 @@ impl FactorModel for HireVae {
     fn gradient_probe(&self, _weights: &TrainConfig) -> Option<GradientProbe> {
         Some(GradientProbe {
             prefixes: vec!["extractor."],
-            weights: vec![
-                ("nll", 1.0),
-                ("kl", self.gamma),
-                ("kl_market", self.gamma),
-            ],
+            weights: vec![("nll", 1.0), ("kl", self.gamma), ("kl_market", self.gamma)],
         })
     }
 

@@ -127,8 +127,16 @@ fn nll_and_both_kls_match_hand_computation() {
 
     assert!(kl_market > 0.0);
     assert!((term(&out, "kl_market") - kl_market).abs() < 1e-5);
-    assert!((term(&out, "nll") - nll).abs() < 1e-5, "{} vs {nll}", term(&out, "nll"));
-    assert!((term(&out, "kl") - kl).abs() < 1e-5, "{} vs {kl}", term(&out, "kl"));
+    assert!(
+        (term(&out, "nll") - nll).abs() < 1e-5,
+        "{} vs {nll}",
+        term(&out, "nll")
+    );
+    assert!(
+        (term(&out, "kl") - kl).abs() < 1e-5,
+        "{} vs {kl}",
+        term(&out, "kl")
+    );
     let total = nll + gamma * (kl + kl_market);
     assert!((out.loss.double_value(&[]) - total).abs() < 1e-5);
 }
@@ -171,7 +179,10 @@ fn seeded_models_repeat_bit_for_bit() {
     tch::manual_seed(11);
     let (x, y) = batch(2);
     let train = TrainConfig::default();
-    let (a, b) = (m1.forward_loss(&x, &y, &train), m2.forward_loss(&x, &y, &train));
+    let (a, b) = (
+        m1.forward_loss(&x, &y, &train),
+        m2.forward_loss(&x, &y, &train),
+    );
     assert!(a.loss.equal(&b.loss));
     assert!(a.prediction.equal(&b.prediction));
     // No sampling noise: the same model gives the same loss twice.
