@@ -1,6 +1,6 @@
 //! The baselines are trained, evaluated, exported and backtested exactly like STORM, and each learns the
-//! synthetic market's planted signal: FactorVAE, CAFactor and LightGBM reach half the oracle RankIC, the
-//! plain predictors beat a random ranking clearly.
+//! synthetic market's planted signal: FactorVAE, HireVAE, CAFactor and LightGBM reach half the oracle
+//! RankIC, the plain predictors beat a random ranking clearly.
 
 mod common;
 
@@ -140,6 +140,33 @@ fn transformer_learns_the_signal() {
     let dir = tempfile::tempdir().unwrap();
     let (_, rank_ic) = train_and_eval(dir.path(), "transformer", &[]);
     assert!(rank_ic > 0.15, "Transformer test RankIC {rank_ic:.4}");
+}
+
+/// HireVAE learns the market, logs both KL levels, and has a risk estimate and embeddings like FactorVAE.
+#[test]
+fn hirevae_reaches_half_the_oracle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, oracle) = market(dir.path());
+    let (run, rank_ic) = train_and_eval(dir.path(), "hirevae", &[]);
+    assert!(
+        rank_ic >= 0.5 * oracle,
+        "HireVAE test RankIC {rank_ic:.4} is below half the oracle's {oracle:.4}"
+    );
+    let header = std::fs::read_to_string(run.join("losses.csv")).unwrap();
+    assert!(header.starts_with("step,epoch,lr,loss,grad_norm,skipped,nll,kl,kl_market\n"));
+    ok(&[
+        "backtest",
+        "--run",
+        &s(&run),
+        "--index",
+        "none",
+        "--risk-aversion",
+        "2",
+    ]);
+    assert!(run.join("portfolio_test_tdrisk.json").is_file());
+    // Embeddings are the H = 32 market-conditioned stock features.
+    let out = ok(&["export", "--run", &s(&run)]);
+    assert!(out.contains("32-dim"), "{out}");
 }
 
 #[test]

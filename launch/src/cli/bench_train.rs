@@ -37,6 +37,7 @@ fn shipped_train_cases() -> Result<Vec<(String, std::path::PathBuf, bool)>> {
         ("paper", "dj30.toml"),
         ("small", "dj30-small.toml"),
         ("FactorVAE", "factorvae.toml"),
+        ("HireVAE", "hirevae.toml"),
         ("LSTM", "lstm.toml"),
         ("GRU", "gru.toml"),
         ("Transformer", "transformer.toml"),

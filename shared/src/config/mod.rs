@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 pub use data_options::MissingPolicy;
 pub use lightgbm::LightGbmConfig;
 use model_options::is_default;
-pub use model_options::{FactorPooling, Reconstruction, ReferenceFactor, SelectBy, StockEmbedding};
+pub use model_options::{
+    FactorPooling, HireVaeConfig, Reconstruction, ReferenceFactor, SelectBy, StockEmbedding,
+};
 pub use overrides::apply_override;
 
 /// The name under which the bundled DJ30 data set is addressed in configs and on the command line.
@@ -172,7 +174,8 @@ impl SplitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Model family: `storm`, a baseline (`factorvae`, `cafactor`, `lstm`, `gru`, `transformer`, `lightgbm`)
+    /// Model family: `storm`, a baseline (`factorvae`, `hirevae`, `cafactor`, `lstm`, `gru`, `transformer`,
+    /// `lightgbm`)
     /// or `reference` (a zero-training price factor). The fields below up to `reconstruction` describe STORM; the baselines
     /// read their own sub-tables.
     pub kind: ModelKind,
@@ -228,6 +231,9 @@ pub struct ModelConfig {
     /// Gradient-boosted trees (`kind = "lightgbm"`).
     #[serde(skip_serializing_if = "is_default")]
     pub lightgbm: LightGbmConfig,
+    /// HireVAE's market level (`kind = "hirevae"`; its stock level reads `factorvae`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub hirevae: HireVaeConfig,
 }
 
 /// Which model a config trains. Every kind is trained, evaluated and backtested the same way.
@@ -245,10 +251,12 @@ pub enum ModelKind {
     CaFactor,
     /// Gradient-boosted trees on each (day, stock)'s features, `model.lightgbm`: no torch module.
     LightGbm,
+    /// HireVAE (Wei et al., IJCAI 2023): FactorVAE under a market-situation latent, `model.hirevae`.
+    HireVae,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 8] = [
+    pub const ALL: [ModelKind; 9] = [
         ModelKind::Storm,
         ModelKind::FactorVae,
         ModelKind::Lstm,
@@ -257,6 +265,7 @@ impl ModelKind {
         ModelKind::Reference,
         ModelKind::CaFactor,
         ModelKind::LightGbm,
+        ModelKind::HireVae,
     ];
 
     /// The name used in configs (`model.kind`).
@@ -270,6 +279,7 @@ impl ModelKind {
             ModelKind::Reference => "reference",
             ModelKind::CaFactor => "cafactor",
             ModelKind::LightGbm => "lightgbm",
+            ModelKind::HireVae => "hirevae",
         }
     }
 
@@ -379,6 +389,7 @@ impl Default for ModelConfig {
             reference: ReferenceFactor::default(),
             cafactor: CaFactorConfig::default(),
             lightgbm: LightGbmConfig::default(),
+            hirevae: HireVaeConfig::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Model options added after the first round: STORM's factor-module options (issue 19: factor pooling,
 //! per-stock position embeddings, the form of the reconstruction loss, the selection criterion) and the
-//! zero-training reference factors (issue 14). Each defaults to the behaviour before the option existed.
+//! zero-training reference factors and HireVAE's market level (issue 14). Each defaults to the behaviour
+//! before the option existed.
 
 use serde::{Deserialize, Serialize};
 
@@ -126,6 +127,26 @@ impl ReferenceFactor {
             ReferenceFactor::Reversal5d => 5,
             ReferenceFactor::Momentum20d | ReferenceFactor::LowVolatility20d => 20,
             ReferenceFactor::Momentum60d => 60,
+        }
+    }
+}
+
+/// HireVAE's market level (Wei et al., IJCAI 2023; `kind = "hirevae"`). The stock level, feature extractor
+/// and KL weight γ are FactorVAE's and read `[model.factorvae]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HireVaeConfig {
+    /// Width L of the market-situation latent z_m.
+    pub market_latent: usize,
+    /// Portfolios M_m through which the market posterior reads the day's returns.
+    pub market_portfolios: usize,
+}
+
+impl Default for HireVaeConfig {
+    fn default() -> Self {
+        HireVaeConfig {
+            market_latent: 4,
+            market_portfolios: 10,
         }
     }
 }

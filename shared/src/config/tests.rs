@@ -165,6 +165,27 @@ fn model_kinds_parse_and_validate_their_own_tables() {
     assert_eq!(field_of(err.unwrap_err()), "model.factorvae.gamma");
     let err = load("[model]\nkind = \"factorvae\"\n[model.factorvae]\nportfolios = 0\n");
     assert_eq!(field_of(err.unwrap_err()), "model.factorvae.portfolios");
+    let cfg = load("[model]\nkind = \"hirevae\"\n[model.hirevae]\nmarket_latent = 2\n").unwrap();
+    assert_eq!(
+        cfg.model.hirevae,
+        HireVaeConfig {
+            market_latent: 2,
+            market_portfolios: 10,
+        }
+    );
+    for bad in ["market_latent = 0", "market_portfolios = 0"] {
+        let err = load(&format!(
+            "[model]\nkind = \"hirevae\"\n[model.hirevae]\n{bad}\n"
+        ));
+        let field = format!(
+            "model.hirevae.{}",
+            bad.split(' ').next().unwrap_or_default()
+        );
+        assert_eq!(field_of(err.unwrap_err()), field, "{bad}");
+    }
+    // The stock level is FactorVAE's and is validated as such.
+    let err = load("[model]\nkind = \"hirevae\"\n[model.factorvae]\ngamma = -1.0\n");
+    assert_eq!(field_of(err.unwrap_err()), "model.factorvae.gamma");
     let cfg =
         load("[model]\nkind = \"cafactor\"\n[model.cafactor]\ndepth = 3\nfactors = 4\n").unwrap();
     assert_eq!(

@@ -58,6 +58,10 @@ impl ExperimentConfig {
             ModelKind::Reference => self.validate_reference(origin)?,
             ModelKind::CaFactor => self.validate_cafactor(origin)?,
             ModelKind::LightGbm => self.model.lightgbm.validate(origin)?,
+            ModelKind::HireVae => {
+                self.validate_factorvae(origin)?;
+                self.validate_hirevae(origin)?
+            }
         }
         self.validate_factor_module_options(origin)?;
         let t = &self.train;
@@ -244,6 +248,19 @@ impl ExperimentConfig {
                 "model.factorvae.leaky_slope",
                 format!("{} must be in [0, 1)", f.leaky_slope),
             );
+        }
+        Ok(())
+    }
+
+    fn validate_hirevae(&self, origin: &str) -> Result<()> {
+        let h = &self.model.hirevae;
+        for (field, v) in [
+            ("model.hirevae.market_latent", h.market_latent),
+            ("model.hirevae.market_portfolios", h.market_portfolios),
+        ] {
+            if v == 0 {
+                return Err(Error::config(origin, field, "must be at least 1"));
+            }
         }
         Ok(())
     }

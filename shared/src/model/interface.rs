@@ -7,6 +7,7 @@ use tch::{nn, Tensor};
 use super::cafactor::CaFactor;
 use super::factor_head::HeadParts;
 use super::factorvae::FactorVae;
+use super::hirevae::HireVae;
 use super::sequence::SequencePredictor;
 use super::storm::{term_weights, weighted_total, Storm};
 use crate::config::{ExperimentConfig, ModelKind, TrainConfig};
@@ -111,6 +112,14 @@ pub fn build_model(
         ModelKind::FactorVae => Box::new(FactorVae::new(
             p,
             &m.factorvae,
+            n_stocks,
+            n_features,
+            window,
+        )?),
+        ModelKind::HireVae => Box::new(HireVae::new(
+            p,
+            &m.factorvae,
+            &m.hirevae,
             n_stocks,
             n_features,
             window,

@@ -1,7 +1,7 @@
 //! Factor models behind one interface (`FactorModel`, built by `build_model` from the config's
-//! `model.kind`): STORM, FactorVAE (`factorvae.rs`), the conditional autoencoder CAFactor (`cafactor.rs`)
-//! and the LSTM/GRU/Transformer return predictors (`sequence.rs`); and two predictors that are not torch
-//! modules: the zero-training reference factors (`reference.rs`), which score days from prices, and the
+//! `model.kind`): STORM, FactorVAE (`factorvae.rs`), HireVAE (`hirevae.rs`), the conditional autoencoder
+//! CAFactor (`cafactor.rs`) and the LSTM/GRU/Transformer return predictors (`sequence.rs`); and two
+//! predictors that are not torch modules: the zero-training reference factors (`reference.rs`), which score days from prices, and the
 //! LightGBM booster (`lightgbm.rs`).
 //!
 //! The STORM model (paper §4): two VQ-VAE branches over the same window — time-series (TS: p days × one
@@ -29,6 +29,7 @@ mod cafactor;
 mod factor_head;
 mod factorvae;
 mod fusion;
+mod hirevae;
 mod interface;
 pub mod lightgbm;
 mod patch;
