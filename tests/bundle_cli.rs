@@ -253,6 +253,42 @@ fn the_bundle_runs_on_a_copy_of_torch_and_its_gpu_check_skips_or_runs_on_the_cpu
 }
 
 #[test]
+fn gpu_check_sh_unpacks_the_bundle_and_reports_a_missing_gpu_as_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let dist = dir.path().join("dist");
+    let out = run(Command::new("bash")
+        .arg(root().join("launch/bundle.sh"))
+        .args([
+            "--binary",
+            env!("CARGO_BIN_EXE_storm"),
+            "--out",
+            &s(&dist),
+            "--level",
+            "1",
+        ]));
+    check(&out, "launch/bundle.sh");
+    let report = dir.path().join("report");
+    let out = run(Command::new("bash")
+        .arg(root().join("launch/gpu-check.sh"))
+        .args(["--report", &s(&report)])
+        .env("STORM_DIST", &dist)
+        .env_remove("OUT"));
+    // this machine has no GPU and the default is --require-gpu
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("gpu-report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["verdict"], "failed");
+    assert_eq!(json["checks"][0]["name"], "device");
+    assert!(report.join("gpu-report.md").is_file() && report.join("gpu-check.log").is_file());
+}
+
+#[test]
 fn the_wrapper_names_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     // the wrapper alone, with its version placeholder filled in as bundle.sh does
