@@ -66,7 +66,8 @@ fn copy_torch(dir: &Path) -> PathBuf {
     copy.join("torch/lib")
 }
 
-fn unpack_bundle(dir: &Path) -> PathBuf {
+/// Packs the built binary with launch/bundle.sh (fast zstd level) into `dir`/dist; returns that directory.
+fn pack_bundle(dir: &Path) -> PathBuf {
     let dist = dir.join("dist");
     let out = run(Command::new("bash")
         .arg(root().join("launch/bundle.sh"))
@@ -79,6 +80,11 @@ fn unpack_bundle(dir: &Path) -> PathBuf {
             "1",
         ]));
     check(&out, "launch/bundle.sh");
+    dist
+}
+
+fn unpack_bundle(dir: &Path) -> PathBuf {
+    let dist = pack_bundle(dir);
     let archive = std::fs::read_dir(&dist)
         .unwrap()
         .flatten()
@@ -255,18 +261,7 @@ fn the_bundle_runs_on_a_copy_of_torch_and_its_gpu_check_skips_or_runs_on_the_cpu
 #[test]
 fn gpu_check_sh_unpacks_the_bundle_and_reports_a_missing_gpu_as_a_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let dist = dir.path().join("dist");
-    let out = run(Command::new("bash")
-        .arg(root().join("launch/bundle.sh"))
-        .args([
-            "--binary",
-            env!("CARGO_BIN_EXE_storm"),
-            "--out",
-            &s(&dist),
-            "--level",
-            "1",
-        ]));
-    check(&out, "launch/bundle.sh");
+    let dist = pack_bundle(dir.path());
     let report = dir.path().join("report");
     let out = run(Command::new("bash")
         .arg(root().join("launch/gpu-check.sh"))

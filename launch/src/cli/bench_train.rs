@@ -1,7 +1,6 @@
 //! `storm bench train`: time of one optimizer step (forward, backward, clipping, AdamW) of the shipped model
 //! configs, or of any config and batch, on random windows.
 
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -140,21 +139,8 @@ pub fn run(a: TrainBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// GPU memory (MiB) `nvidia-smi` reports for process `pid`; None without nvidia-smi or before it allocates.
-/// torch's caching allocator keeps what the peak needed, so after the timed steps this is the peak reserved.
+/// GPU memory (MiB) of process `pid` from nvidia-smi (telemetry's reading); torch's caching allocator keeps
+/// what the peak needed, so after the timed steps this is the peak reserved.
 pub fn gpu_memory_of(pid: u32) -> Option<f64> {
-    let out = Command::new("nvidia-smi")
-        .args([
-            "--query-compute-apps=pid,used_memory",
-            "--format=csv,noheader,nounits",
-        ])
-        .output()
-        .ok()?;
-    let me = pid.to_string();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|line| {
-            let mut parts = line.split(',').map(str::trim);
-            (parts.next()? == me).then(|| parts.next()?.parse::<f64>().ok())?
-        })
+    storm_shared::telemetry::process_gpu_memory(pid).map(|bytes| bytes / (1024.0 * 1024.0))
 }

@@ -10,6 +10,7 @@
 //! scrapes each; nothing is aggregated in-process.
 
 mod gpu;
+pub use gpu::process_gpu_memory;
 mod metrics;
 mod server;
 
