@@ -166,6 +166,40 @@ fn perfect_foresight_beats_equal_weight_and_writes_every_output() {
     assert!(sweep_cw.windows(2).all(|w| w[1] < w[0]), "{sweep:?}");
     assert!(report["break_even"]["kind"].is_string(), "{report}");
     assert!(out.contains("break-even cost: "), "{out}");
+    // Analytics: scores equal the labels, so the next-day RankIC is 1, the top 2 beat the bottom 2 every
+    // day and the quintiles rise with the score; everything is printed.
+    let a = &report["analytics"];
+    assert_eq!(a["ic_decay"][0]["horizon"], 1);
+    assert!(
+        (a["ic_decay"][0]["rank_ic"].as_f64().unwrap() - 1.0).abs() < 1e-12,
+        "{a}"
+    );
+    assert_eq!(a["ic_decay"][0]["n_days"], 19);
+    assert!(
+        a["long_short"]["annual_return"].as_f64().unwrap() > 0.0,
+        "{a}"
+    );
+    let q: Vec<f64> = a["quantiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["annual_return"].as_f64().unwrap())
+        .collect();
+    assert!(q.windows(2).all(|w| w[1] > w[0]), "{q:?}");
+    assert_eq!(a["years"][0]["year"], 2021);
+    assert_eq!(a["years"][0]["days"], 19);
+    assert!(a["vs_equal_weight"]["information_ratio"].as_f64().unwrap() > 0.0);
+    assert!(a["vs_index"].is_object());
+    for text in [
+        "| against | excess return (annual) |",
+        "| long–short, top 2 − bottom 2 |",
+        "| score quintile 5 of 5 |",
+        "| horizon (days) | RankIC | t | days |",
+        "The built-in DJI is a price index",
+        "Sortino",
+    ] {
+        assert!(out.contains(text), "{text} missing from:\n{out}");
+    }
 
     let csv = std::fs::read_to_string(run.join("portfolio_test_daily.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();

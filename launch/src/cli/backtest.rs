@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use storm_shared::config::Split;
+use storm_shared::portfolio::analytics;
 use storm_shared::portfolio::report::{
     index_label, parse_index, strategy_label, BacktestParams, MAX_DELAY,
 };
@@ -132,6 +133,9 @@ pub fn backtest_split(run: &RunDir, split: Split, params: &BacktestParams) -> Re
         println!("break-even cost: {}", b.describe());
     }
     println!();
+    if let Some(a) = &r.analytics {
+        println!("{}", analytics::markdown(a, params.index.as_ref()));
+    }
     super::print_written(&out.json, &out.csv, out.png.as_deref());
     Ok(())
 }

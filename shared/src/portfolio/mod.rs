@@ -4,6 +4,8 @@
 //! - [`market`]: the predictions of a split as a dense (day × ticker) grid of scores and next-day returns.
 //! - [`topk_drop`]: the TopK-Drop strategy (Qlib `TopkDropoutStrategy` semantics) with transaction costs.
 //! - [`benchmarks`]: equal-weight buy-and-hold of the universe and an index (the embedded DJI or a file).
+//! - [`analytics`]: excess return, tracking error, information ratio, Sortino, per-year returns, long–short,
+//!   quintile returns and IC decay (what a Qlib-grade report adds to the six metrics).
 //! - [`report`]: `storm backtest` — all three on one split, metrics, JSON/CSV/PNG outputs.
 //!
 //! Timing convention shared by all of them: the split's dates are D_0..D_T; a trade is made at the close of
@@ -12,6 +14,7 @@
 //! and the costs of day t show in V_{t+1}. The last date is a valuation date only: its labels (null for the
 //! last day of the data) are never used, so the backtest never earns a return beyond the split.
 
+pub mod analytics;
 pub mod benchmarks;
 pub mod costs;
 pub mod market;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::analytics::{analyse, Analytics, AnalyticsInput};
 use super::benchmarks::{equal_weight, index_wealth, IndexPrices, IndexSource, BUILTIN_DJI};
 use super::costs::{break_even, cost_sweep, BreakEven, CostPoint};
 use super::topk_drop::{run_topk_drop, TopkDropParams, TopkDropRun};
@@ -149,6 +150,9 @@ pub struct BacktestReport {
     /// The per-side cost at which the strategy's final wealth falls to equal weight's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_even: Option<BreakEven>,
+    /// Relative and per-year metrics, long–short, quintiles and IC decay (`portfolio::analytics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<Analytics>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,7 +199,17 @@ pub fn report(
     bt: &Backtest,
 ) -> Result<BacktestReport> {
     let rf = params.risk_free;
+    let traded = market.delayed(params.delay);
+    let analytics = analyse(&AnalyticsInput {
+        traded: &traded,
+        strategy: &bt.strategy.series,
+        equal_weight: &bt.equal_weight,
+        index: bt.index.as_ref(),
+        k: params.k,
+        risk_free: rf,
+    });
     Ok(BacktestReport {
+        analytics: Some(analytics),
         cost_sweep: bt.cost_sweep.clone(),
         break_even: Some(bt.break_even.clone()),
         strategy: bt.strategy.series.metrics(rf)?,

@@ -16,7 +16,9 @@ use super::dir::{
 };
 use crate::config::Split;
 use crate::error::{Error, Result};
+use crate::portfolio::analytics::{self, Analytics};
 use crate::portfolio::costs::BreakEven;
+use crate::portfolio::report::parse_index;
 use crate::train::grad_probe::{shares, term_columns};
 
 /// Validation rows listed in full; longer logs show the best and the last ones.
@@ -363,6 +365,15 @@ fn backtest_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) -
         {
             let _ = writeln!(md, "Break-even cost: {}.\n", b.describe());
         }
+        if let Some(a) = v
+            .get("analytics")
+            .and_then(|a| serde_json::from_value::<Analytics>(a.clone()).ok())
+        {
+            let index = text(&p, "index");
+            let index = parse_index(&index).ok().flatten();
+            md.push_str(&analytics::markdown(&a, index.as_ref()));
+            md.push('\n');
+        }
         image(
             md,
             embedded,
@@ -384,7 +395,7 @@ fn trading_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) ->
         return Ok(());
     }
     files.sort();
-    md.push_str("## Single-stock trading (PPO)\n\n");
+    md.push_str("## Single-stock trading\n\n");
     for file in files {
         let Some(v) = read_json(&run.path().join(&file))? else {
             continue;
@@ -401,8 +412,14 @@ fn trading_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) ->
             text(&v, "best_update"),
         );
         md.push_str("| policy | APY | CW | CR | ASR | MDD | AVO | trades |\n|---|---|---|---|---|---|---|---|\n");
-        if let Some(ppo) = v.get("ppo") {
-            metrics_row(md, "PPO", ppo, &text(ppo, "trades"));
+        // reports written before there was a choice of algorithm call the policy `ppo`
+        let algorithm = match v.get("algorithm").and_then(Value::as_str) {
+            Some("dqn") => "DQN",
+            Some("sac") => "SAC",
+            _ => "PPO",
+        };
+        if let Some(policy) = v.get("policy").or_else(|| v.get("ppo")) {
+            metrics_row(md, algorithm, policy, &text(policy, "trades"));
         }
         if let Some(bh) = v.get("buy_and_hold") {
             metrics_row(md, "Buy&Hold", bh, "1");

@@ -44,7 +44,8 @@ pub struct FinancialMetrics {
     pub n_days: usize,
 }
 
-fn null_as_nan<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+/// Reads `null` (how JSON writes NaN) back as NaN.
+pub fn null_as_nan<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
