@@ -132,9 +132,13 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
         assert_eq!(report["features"], features);
         assert_eq!(report["ticker"], ticker.as_str());
         for key in ["apy", "cw", "asr", "mdd", "trades", "n_days"] {
-            assert!(report["ppo"].get(key).is_some(), "ppo.{key} in {report}");
+            assert!(
+                report["policy"].get(key).is_some(),
+                "policy.{key} in {report}"
+            );
         }
-        assert!(report["ppo"]["cw"].as_f64().unwrap() > 0.0);
+        assert_eq!(report["algorithm"], "ppo");
+        assert!(report["policy"]["cw"].as_f64().unwrap() > 0.0);
         assert!(report["buy_and_hold"]["cw"].as_f64().unwrap() > 0.0);
         assert_eq!(report["buy_and_hold"]["n_days"], n_test - 1);
         assert_eq!(report["params"]["envs"], 2);
@@ -165,6 +169,52 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
     // the two feature sources did not overwrite each other
     assert!(run.join(format!("trading_{ticker}.json")).exists());
     assert!(run.join(format!("trading_{ticker}_raw.json")).exists());
+
+    // DQN and SAC write beside PPO, and say which algorithm ran
+    for algorithm in ["dqn", "sac"] {
+        let stdout = ok(&[
+            "trade",
+            "--run",
+            &s(&run),
+            "--ticker",
+            &ticker,
+            "--features",
+            "raw",
+            "--algorithm",
+            algorithm,
+            "--envs",
+            "2",
+            "--updates",
+            "3",
+            "--eval-every",
+            "1",
+            "--window",
+            "32",
+        ]);
+        assert!(
+            stdout.contains(&format!("| {} (raw) |", algorithm.to_uppercase())),
+            "{stdout}"
+        );
+        let path = run.join(format!("trading_{ticker}_raw_{algorithm}.json"));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(report["algorithm"], algorithm);
+        assert_eq!(report["params"][algorithm]["n_steps"], 16, "{report}");
+        assert!(report["policy"]["cw"].as_f64().unwrap() > 0.0);
+        assert_eq!(report["valid_candidates"].as_array().unwrap().len(), 3);
+    }
+    let err = fails(&[
+        "trade",
+        "--run",
+        &s(&run),
+        "--ticker",
+        &ticker,
+        "--algorithm",
+        "dqn",
+        "--gamma",
+        "2",
+    ]);
+    assert!(err.contains("--gamma"), "{err}");
 
     let err = fails(&["trade", "--run", &s(&run), "--ticker", "NOPE"]);
     assert!(err.contains("unknown ticker NOPE"), "{err}");

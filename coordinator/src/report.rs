@@ -10,6 +10,7 @@ use storm_shared::config::Split;
 use storm_shared::error::Result;
 use storm_shared::run::metrics::{EvalMetric, Financial, MetricKey, Scope};
 use storm_shared::run::{PortfolioVariant, RunDir};
+use storm_shared::trading::learner::Algorithm;
 use storm_shared::trading::task::FeatureSource;
 use storm_worker::protocol::RUN_DIR;
 
@@ -211,7 +212,8 @@ fn delayed_table(md: &mut String, stats: &Stats, models: &[(String, Vec<String>)
     }
 }
 
-/// Table 3: per ticker, Buy&Hold, PPO on raw features and PPO on each model's factors.
+/// Table 3: per ticker, Buy&Hold, the RL baselines (PPO, DQN, SAC) on raw features and PPO on each model's
+/// factors.
 fn trading_tables(
     md: &mut String,
     stats: &Stats,
@@ -219,9 +221,10 @@ fn trading_tables(
     meta: &PaperMeta,
 ) {
     let bh = |t: &str| Scope::BuyHold { ticker: t.into() };
-    let ppo = |t: &str, source| Scope::Trade {
+    let policy = |t: &str, source, algorithm| Scope::Trade {
         ticker: t.into(),
         source,
+        algorithm,
     };
     let traded: Vec<&String> = meta
         .tickers
@@ -233,20 +236,23 @@ fn trading_tables(
     }
     let _ = writeln!(
         md,
-        "\n## Table 3: algorithmic trading (PPO, test split, first {} seeds)\n",
+        "\n## Table 3: algorithmic trading (test split, first {} seeds)\n",
         meta.trade_seeds.min(meta.seeds)
     );
     for t in traded {
         let _ = writeln!(md, "### {t}\n\n{}", financial_header("Model"));
         shared_row(md, stats, models, &bh(t), "Buy&Hold");
-        shared_row(
-            md,
-            stats,
-            models,
-            &ppo(t, FeatureSource::Raw),
-            "PPO (raw features)",
-        );
-        let factors = ppo(t, FeatureSource::Factors);
+        for algorithm in Algorithm::ALL {
+            let name = format!("{} (raw features)", algorithm.label());
+            shared_row(
+                md,
+                stats,
+                models,
+                &policy(t, FeatureSource::Raw, algorithm),
+                &name,
+            );
+        }
+        let factors = policy(t, FeatureSource::Factors, Algorithm::Ppo);
         for (c, labels) in models {
             if stats.metric(c, &fin(&factors, Financial::Apy)).is_some() {
                 let name = labels.first().cloned().unwrap_or_default();

@@ -5,7 +5,10 @@
 use serde::{Deserialize, Serialize};
 use storm_shared::error::{Error, Result};
 use storm_shared::portfolio::report::MAX_DELAY;
+use storm_shared::trading::dqn::DqnConfig;
+use storm_shared::trading::learner::Algorithm;
 use storm_shared::trading::ppo::PpoConfig;
+use storm_shared::trading::sac::SacConfig;
 use storm_worker::{Step, TradeFeatures};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,10 +59,16 @@ pub struct TradeSettings {
     pub window: usize,
     pub eval_every: usize,
     pub cost: f64,
-    /// Also run PPO on raw features (the "PPO" baseline), in the jobs of the first model only.
+    /// Also run the RL baselines on raw features (Table 3's PPO, DQN, SAC rows), in the jobs of the first
+    /// model only.
     pub raw_baseline: bool,
-    /// PPO hyper-parameters (`[trade.ppo]`).
+    /// The algorithms of those raw-feature baselines (PPO alone by default; the paper's full table lists
+    /// DQN and SAC too). Factor states are always traded with PPO, the paper's choice.
+    pub baselines: Vec<Algorithm>,
+    /// Hyper-parameters (`[trade.ppo]`, `[trade.dqn]`, `[trade.sac]`).
     pub ppo: PpoConfig,
+    pub dqn: DqnConfig,
+    pub sac: SacConfig,
 }
 
 impl Default for TradeSettings {
@@ -75,7 +84,10 @@ impl Default for TradeSettings {
             eval_every: 5,
             cost: 1e-4,
             raw_baseline: true,
+            baselines: vec![Algorithm::Ppo],
             ppo: PpoConfig::default(),
+            dqn: DqnConfig::default(),
+            sac: SacConfig::default(),
         }
     }
 }
@@ -142,7 +154,29 @@ impl TradeSettings {
         if !(self.cost.is_finite() && (0.0..1.0).contains(&self.cost)) {
             return fail("cost", format!("{} must be in [0, 1)", self.cost));
         }
-        self.ppo.validate_as(origin, "trade.ppo.")
+        if self.raw_baseline && self.baselines.is_empty() {
+            return fail(
+                "baselines",
+                "must list at least one algorithm (ppo, dqn, sac) when raw_baseline is on".into(),
+            );
+        }
+        let mut sorted = self.baselines.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.baselines.len() {
+            return fail(
+                "baselines",
+                format!("{:?} lists an algorithm twice", self.baselines).to_lowercase(),
+            );
+        }
+        self.ppo.validate_as(origin, "trade.ppo.")?;
+        if self.baselines.contains(&Algorithm::Dqn) {
+            self.dqn.validate_as(origin, "trade.dqn.")?;
+        }
+        if self.baselines.contains(&Algorithm::Sac) {
+            self.sac.validate_as(origin, "trade.sac.")?;
+        }
+        Ok(())
     }
 }
 
@@ -208,12 +242,12 @@ impl JobTasks<'_> {
         }
         if trades {
             let t = self.trade;
-            let mut kinds = vec![TradeFeatures::Factors];
+            let mut kinds = vec![(TradeFeatures::Factors, Algorithm::Ppo)];
             if self.raw_baseline && t.raw_baseline {
-                kinds.push(TradeFeatures::Raw);
+                kinds.extend(t.baselines.iter().map(|&a| (TradeFeatures::Raw, a)));
             }
             for ticker in &t.tickers {
-                for &features in &kinds {
+                for &(features, algorithm) in &kinds {
                     steps.push(Step::Trade {
                         ticker: ticker.clone(),
                         features,
@@ -223,7 +257,10 @@ impl JobTasks<'_> {
                         window: t.window,
                         eval_every: t.eval_every,
                         cost: t.cost,
+                        algorithm,
                         ppo: t.ppo,
+                        dqn: t.dqn,
+                        sac: t.sac,
                     });
                 }
             }
@@ -326,6 +363,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn raw_baselines_run_each_listed_algorithm_and_factors_stay_ppo() {
+        let t: TradeSettings = toml::from_str(
+            "tickers = [\"AAPL\"]\nbaselines = [\"ppo\", \"dqn\", \"sac\"]\n[dqn]\nbatch_size = 8\n",
+        )
+        .unwrap();
+        t.validate("p.toml", true).unwrap();
+        let b = BacktestSettings::default();
+        let jt = JobTasks {
+            tasks: &[Task::Trade],
+            backtest: &b,
+            trade: &t,
+            trades: true,
+            raw_baseline: true,
+        };
+        let steps = jt.steps(0);
+        let keys: Vec<String> = steps.iter().map(Step::key).collect();
+        assert_eq!(
+            keys[2..],
+            [
+                "trade_AAPL",
+                "trade_AAPL_raw",
+                "trade_AAPL_raw_dqn",
+                "trade_AAPL_raw_sac"
+            ]
+        );
+        let Some(Step::Trade { dqn, algorithm, .. }) = steps.get(4) else {
+            panic!("{steps:?}")
+        };
+        assert_eq!((dqn.batch_size, *algorithm), (8, Algorithm::Dqn));
+        for (bad, why) in [
+            ("baselines = []", "at least one"),
+            ("baselines = [\"dqn\", \"dqn\"]", "twice"),
+            ("baselines = [\"sac\"]\n[sac]\ntau = 3.0", "trade.sac.tau"),
+        ] {
+            let t: TradeSettings = toml::from_str(bad).unwrap();
+            let e = t.validate("p.toml", true).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(toml::from_str::<TradeSettings>("baselines = [\"a2c\"]").is_err());
     }
 
     #[test]

@@ -7,7 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use storm_shared::trading::dqn::DqnConfig;
+use storm_shared::trading::learner::Algorithm;
 use storm_shared::trading::ppo::PpoConfig;
+use storm_shared::trading::sac::SacConfig;
+use storm_shared::trading::task::{trade_stem, FeatureSource};
 
 /// File names inside a job directory.
 pub const SPEC_FILE: &str = "job.json";
@@ -70,7 +74,18 @@ pub enum TradeFeatures {
     Raw,
 }
 
+impl TradeFeatures {
+    pub fn source(self) -> FeatureSource {
+        match self {
+            TradeFeatures::Factors => FeatureSource::Factors,
+            TradeFeatures::Raw => FeatureSource::Raw,
+        }
+    }
+}
+
 /// One idempotent step of a job, run in order by `storm job`.
+// A job has a handful of steps, built once and sent as JSON: the trade step's size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Step {
@@ -101,9 +116,16 @@ pub enum Step {
         window: usize,
         eval_every: usize,
         cost: f64,
-        /// PPO hyper-parameters (the defaults when absent).
+        /// The algorithm (PPO when absent).
+        #[serde(default)]
+        algorithm: Algorithm,
+        /// Hyper-parameters of each algorithm (the defaults when absent); only the chosen one's are used.
         #[serde(default)]
         ppo: PpoConfig,
+        #[serde(default)]
+        dqn: DqnConfig,
+        #[serde(default)]
+        sac: SacConfig,
     },
 }
 
@@ -119,11 +141,14 @@ impl Step {
             Step::Backtest { split, delay, .. } => format!("backtest_{split}_delay{delay}"),
             Step::Export => "export".into(),
             Step::Trade {
-                ticker, features, ..
-            } => match features {
-                TradeFeatures::Factors => format!("trade_{ticker}"),
-                TradeFeatures::Raw => format!("trade_{ticker}_raw"),
-            },
+                ticker,
+                features,
+                algorithm,
+                ..
+            } => format!(
+                "trade_{}",
+                trade_stem(ticker, features.source(), *algorithm)
+            ),
         }
     }
 }
@@ -360,7 +385,10 @@ mod tests {
                 window: 16,
                 eval_every: 1,
                 cost: 1e-4,
+                algorithm: Algorithm::Ppo,
                 ppo: PpoConfig::default(),
+                dqn: DqnConfig::default(),
+                sac: SacConfig::default(),
             },
             Step::Trade {
                 ticker: "AAPL".into(),
@@ -371,7 +399,24 @@ mod tests {
                 window: 16,
                 eval_every: 1,
                 cost: 1e-4,
+                algorithm: Algorithm::Ppo,
                 ppo: PpoConfig::default(),
+                dqn: DqnConfig::default(),
+                sac: SacConfig::default(),
+            },
+            Step::Trade {
+                ticker: "AAPL".into(),
+                features: TradeFeatures::Raw,
+                seed: 0,
+                updates: 2,
+                envs: 2,
+                window: 16,
+                eval_every: 1,
+                cost: 1e-4,
+                algorithm: Algorithm::Sac,
+                ppo: PpoConfig::default(),
+                dqn: DqnConfig::default(),
+                sac: SacConfig::default(),
             },
         ];
         let json = serde_json::to_string(&steps).unwrap();
@@ -381,6 +426,7 @@ mod tests {
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), steps.len());
+        assert!(keys.contains(&"trade_AAPL_raw_sac".to_string()), "{keys:?}");
         assert!(json.contains(r#"{"kind":"pretrain"}"#), "{json}");
     }
 

@@ -223,7 +223,7 @@ pub enum StepCall {
     Trade {
         ticker: String,
         source: FeatureSource,
-        params: TradeParams,
+        params: Box<TradeParams>,
     },
 }
 
@@ -232,10 +232,7 @@ fn parse_split(split: &str) -> Result<Split> {
 }
 
 fn source(features: TradeFeatures) -> FeatureSource {
-    match features {
-        TradeFeatures::Factors => FeatureSource::Factors,
-        TradeFeatures::Raw => FeatureSource::Raw,
-    }
+    features.source()
 }
 
 /// The call of a step: the subcommand's arguments a job sets, the subcommand's defaults for the rest.
@@ -287,11 +284,14 @@ pub fn step_call(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<
             window,
             eval_every,
             cost,
+            algorithm,
             ppo,
+            dqn,
+            sac,
         } => StepCall::Trade {
             ticker: ticker.clone(),
             source: source(*features),
-            params: TradeParams {
+            params: Box::new(TradeParams {
                 seed: *seed,
                 n_envs: *envs,
                 n_updates: *updates,
@@ -301,9 +301,12 @@ pub fn step_call(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<
                     cost_rate: *cost,
                     initial_cash: DEFAULT_CASH,
                 },
+                algorithm: *algorithm,
                 ppo: *ppo,
+                dqn: *dqn,
+                sac: *sac,
                 risk_free: DEFAULT_RISK_FREE,
-            },
+            }),
         },
     })
 }
@@ -351,8 +354,16 @@ fn step_metrics(run: &RunDir, step: &Step) -> Result<Vec<(MetricKey, Value)>> {
         }
         Step::Export => Vec::new(),
         Step::Trade {
-            ticker, features, ..
-        } => trade_metrics(&TradeReport::load(run, ticker, source(*features))?),
+            ticker,
+            features,
+            algorithm,
+            ..
+        } => trade_metrics(&TradeReport::load(
+            run,
+            ticker,
+            source(*features),
+            *algorithm,
+        )?),
     })
 }
 
@@ -371,6 +382,7 @@ fn collect_metrics(spec: &JobSpec) -> Result<BTreeMap<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use storm_shared::trading::learner::Algorithm;
     use storm_shared::trading::ppo::PpoConfig;
 
     fn spec() -> JobSpec {
@@ -446,10 +458,13 @@ mod tests {
             window: 32,
             eval_every: 1,
             cost: 1e-4,
+            algorithm: Algorithm::Ppo,
             ppo: PpoConfig {
                 n_steps: 8,
                 ..PpoConfig::default()
             },
+            dqn: Default::default(),
+            sac: Default::default(),
         })
         else {
             panic!("trade")

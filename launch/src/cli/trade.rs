@@ -1,5 +1,6 @@
-//! `storm trade`: the single-stock trading task — PPO on one ticker's factor embeddings (or raw features)
-//! against Buy&Hold on the test split; metrics printed as a Markdown table and written into the run.
+//! `storm trade`: the single-stock trading task — PPO, DQN or SAC on one ticker's factor embeddings (or raw
+//! features) against Buy&Hold on the test split; metrics printed as a Markdown table and written into the
+//! run.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,10 @@ use clap::{Args, ValueEnum};
 use storm_shared::run::trade::{load_ticker, write_outputs};
 use storm_shared::run::RunDir;
 use storm_shared::stats::financial::FinancialMetrics;
+use storm_shared::trading::dqn::DqnConfig;
+use storm_shared::trading::learner::Algorithm;
 use storm_shared::trading::ppo::PpoConfig;
+use storm_shared::trading::sac::SacConfig;
 use storm_shared::trading::task::{run_trading, FeatureSource, TradeParams};
 use storm_shared::trading::EnvConfig;
 
@@ -20,6 +24,16 @@ pub enum Features {
     Factors,
     /// The stock's scaled input features (the "PPO on raw features" baseline).
     Raw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AlgorithmArg {
+    /// Proximal policy optimisation (the paper's).
+    Ppo,
+    /// Double DQN with replay and a target network.
+    Dqn,
+    /// Soft actor-critic for discrete actions.
+    Sac,
 }
 
 #[derive(Args)]
@@ -35,7 +49,10 @@ pub struct TradeArgs {
     /// Training environments (seeded windows of the train days).
     #[arg(long, default_value_t = 16, allow_negative_numbers = true)]
     pub envs: i64,
-    /// PPO updates.
+    /// The learning algorithm.
+    #[arg(long, value_enum, default_value = "ppo")]
+    pub algorithm: AlgorithmArg,
+    /// Training rounds (PPO: rollout + update; DQN and SAC: n-steps of acting + gradient steps).
     #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
     pub updates: i64,
     /// Greedy valid evaluation (model selection) every this many updates.
@@ -60,44 +77,78 @@ pub struct TradeArgs {
     pub ppo: PpoArgs,
 }
 
-/// PPO hyper-parameters (the `[trade.ppo]` table of sweep and paper configs).
+/// Hyper-parameters (the `[trade.ppo]`, `[trade.dqn]` and `[trade.sac]` tables of sweep and paper configs).
+/// The flags without a `ppo` in their name apply to the chosen algorithm; unset, they take its default.
 #[derive(Args)]
 pub struct PpoArgs {
-    /// Steps per environment per rollout.
-    #[arg(long, default_value_t = PpoConfig::default().n_steps as i64, allow_negative_numbers = true)]
-    pub n_steps: i64,
+    /// Steps per environment per round [default: PPO 128, DQN and SAC 16].
+    #[arg(long, allow_negative_numbers = true)]
+    pub n_steps: Option<i64>,
     /// Passes over each rollout.
     #[arg(long, default_value_t = PpoConfig::default().epochs as i64, allow_negative_numbers = true)]
     pub ppo_epochs: i64,
     /// Samples per gradient step.
     #[arg(long, default_value_t = PpoConfig::default().minibatch_size as i64, allow_negative_numbers = true)]
     pub minibatch_size: i64,
-    #[arg(long, default_value_t = PpoConfig::default().learning_rate, allow_negative_numbers = true)]
-    pub learning_rate: f64,
-    #[arg(long, default_value_t = PpoConfig::default().gamma, allow_negative_numbers = true)]
-    pub gamma: f64,
+    /// [default: PPO 3e-4, DQN 5e-4, SAC 3e-4]
+    #[arg(long, allow_negative_numbers = true)]
+    pub learning_rate: Option<f64>,
+    /// Discount factor [default: 0.99].
+    #[arg(long, allow_negative_numbers = true)]
+    pub gamma: Option<f64>,
     /// GAE λ.
     #[arg(long, default_value_t = PpoConfig::default().lambda, allow_negative_numbers = true)]
     pub gae_lambda: f64,
     #[arg(long, default_value_t = PpoConfig::default().entropy_coef, allow_negative_numbers = true)]
     pub entropy_coef: f64,
-    /// Width of the actor's and the critic's two hidden layers.
-    #[arg(long, default_value_t = PpoConfig::default().hidden, allow_negative_numbers = true)]
-    pub hidden: i64,
+    /// Width of the networks' two hidden layers [default: 64].
+    #[arg(long, allow_negative_numbers = true)]
+    pub hidden: Option<i64>,
 }
 
 impl PpoArgs {
-    fn config(&self) -> Result<PpoConfig> {
+    fn n_steps(&self, default: usize) -> Result<usize> {
+        self.n_steps.map_or(Ok(default), |n| count("n-steps", n, 1))
+    }
+
+    fn ppo(&self) -> Result<PpoConfig> {
+        let d = PpoConfig::default();
         let config = PpoConfig {
-            n_steps: count("n-steps", self.n_steps, 1)?,
+            n_steps: self.n_steps(d.n_steps)?,
             epochs: count("ppo-epochs", self.ppo_epochs, 1)?,
             minibatch_size: count("minibatch-size", self.minibatch_size, 1)?,
-            learning_rate: self.learning_rate,
-            gamma: self.gamma,
+            learning_rate: self.learning_rate.unwrap_or(d.learning_rate),
+            gamma: self.gamma.unwrap_or(d.gamma),
             lambda: self.gae_lambda,
             entropy_coef: self.entropy_coef,
-            hidden: self.hidden,
-            ..PpoConfig::default()
+            hidden: self.hidden.unwrap_or(d.hidden),
+            ..d
+        };
+        config.validate_as("storm trade", "--")?;
+        Ok(config)
+    }
+
+    fn dqn(&self) -> Result<DqnConfig> {
+        let d = DqnConfig::default();
+        let config = DqnConfig {
+            n_steps: self.n_steps(d.n_steps)?,
+            learning_rate: self.learning_rate.unwrap_or(d.learning_rate),
+            gamma: self.gamma.unwrap_or(d.gamma),
+            hidden: self.hidden.unwrap_or(d.hidden),
+            ..d
+        };
+        config.validate_as("storm trade", "--")?;
+        Ok(config)
+    }
+
+    fn sac(&self) -> Result<SacConfig> {
+        let d = SacConfig::default();
+        let config = SacConfig {
+            n_steps: self.n_steps(d.n_steps)?,
+            learning_rate: self.learning_rate.unwrap_or(d.learning_rate),
+            gamma: self.gamma.unwrap_or(d.gamma),
+            hidden: self.hidden.unwrap_or(d.hidden),
+            ..d
         };
         config.validate_as("storm trade", "--")?;
         Ok(config)
@@ -115,6 +166,11 @@ fn count(name: &str, v: i64, min: i64) -> Result<usize> {
 fn params(a: &TradeArgs) -> Result<TradeParams> {
     let seed = u64::try_from(a.seed)
         .map_err(|_| anyhow::anyhow!("--seed must be non-negative (got {})", a.seed))?;
+    let algorithm = match a.algorithm {
+        AlgorithmArg::Ppo => Algorithm::Ppo,
+        AlgorithmArg::Dqn => Algorithm::Dqn,
+        AlgorithmArg::Sac => Algorithm::Sac,
+    };
     let p = TradeParams {
         seed,
         n_envs: count("envs", a.envs, 1)?,
@@ -125,8 +181,22 @@ fn params(a: &TradeArgs) -> Result<TradeParams> {
             cost_rate: a.cost,
             initial_cash: a.cash,
         },
-        ppo: a.ppo.config()?,
+        algorithm,
+        ppo: a.ppo.ppo()?,
+        dqn: DqnConfig::default(),
+        sac: SacConfig::default(),
         risk_free: a.risk_free,
+    };
+    let p = match algorithm {
+        Algorithm::Ppo => p,
+        Algorithm::Dqn => TradeParams {
+            dqn: a.ppo.dqn()?,
+            ..p
+        },
+        Algorithm::Sac => TradeParams {
+            sac: a.ppo.sac()?,
+            ..p
+        },
     };
     p.validate()?;
     Ok(p)
@@ -177,10 +247,10 @@ pub fn trade_ticker(
     println!();
     println!("| strategy | APY | CW | CR | ASR | MDD | AVO | trades |");
     println!("|---|---|---|---|---|---|---|---|");
-    let ppo_name = format!("PPO ({})", r.features.name());
+    let name = format!("{} ({})", r.algorithm.label(), r.features.name());
     println!(
         "{}",
-        row(&ppo_name, &r.ppo.metrics, &r.ppo.trades.to_string())
+        row(&name, &r.policy.metrics, &r.policy.trades.to_string())
     );
     println!("{}", row("Buy&Hold", &r.buy_and_hold, "1"));
     println!();

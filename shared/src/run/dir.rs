@@ -16,7 +16,7 @@
 //! <run>/portfolio_<split>[_tdrisk][_delay<d>].json  `storm backtest` (BacktestReport), with _daily.csv and
 //! <run>/wealth_<split>[_tdrisk][_delay<d>].png      its chart
 //! <run>/factors.parquet                  `storm export`
-//! <run>/trading_<T>[_raw].json           `storm trade` (TradeReport), with _actions.csv and .png
+//! <run>/trading_<T>[_raw][_dqn|_sac].json  `storm trade` (TradeReport), with _actions.csv and .png
 //! <run>/report.md, loss_curves.png       `storm report`
 //! <run>/diagnose.json, diagnose.md       `storm diagnose` (DiagnoseReport)
 //! ```
@@ -24,7 +24,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Split;
-use crate::trading::task::FeatureSource;
+use crate::trading::learner::Algorithm;
+use crate::trading::task::{trade_stem, FeatureSource};
 
 /// A run directory (the path it lives at; nothing is read or created by making one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,12 +88,9 @@ fn variant(split: Split, v: PortfolioVariant) -> String {
     name
 }
 
-/// `trading_<TICKER>` for factor states, `trading_<TICKER>_raw` for the raw-feature baseline.
-fn trading_stem(ticker: &str, source: FeatureSource) -> String {
-    match source {
-        FeatureSource::Factors => format!("{TRADING_PREFIX}{ticker}"),
-        FeatureSource::Raw => format!("{TRADING_PREFIX}{ticker}_raw"),
-    }
+/// `trading_` + [`trade_stem`]: `_raw` for the raw-feature states, `_dqn` / `_sac` for those algorithms.
+fn trading_stem(ticker: &str, source: FeatureSource, algorithm: Algorithm) -> String {
+    format!("{TRADING_PREFIX}{}", trade_stem(ticker, source, algorithm))
 }
 
 /// The file name of a path this module built (for staging areas, which take names).
@@ -188,14 +186,22 @@ impl RunDir {
         self.join(FACTORS_FILE)
     }
 
-    pub fn trade_json(&self, ticker: &str, source: FeatureSource) -> PathBuf {
-        self.join(&format!("{}.json", trading_stem(ticker, source)))
+    pub fn trade_json(&self, ticker: &str, source: FeatureSource, algorithm: Algorithm) -> PathBuf {
+        self.join(&format!("{}.json", trading_stem(ticker, source, algorithm)))
     }
-    pub fn trade_actions_csv(&self, ticker: &str, source: FeatureSource) -> PathBuf {
-        self.join(&format!("{}_actions.csv", trading_stem(ticker, source)))
+    pub fn trade_actions_csv(
+        &self,
+        ticker: &str,
+        source: FeatureSource,
+        algorithm: Algorithm,
+    ) -> PathBuf {
+        self.join(&format!(
+            "{}_actions.csv",
+            trading_stem(ticker, source, algorithm)
+        ))
     }
-    pub fn trade_png(&self, ticker: &str, source: FeatureSource) -> PathBuf {
-        self.join(&format!("{}.png", trading_stem(ticker, source)))
+    pub fn trade_png(&self, ticker: &str, source: FeatureSource, algorithm: Algorithm) -> PathBuf {
+        self.join(&format!("{}.png", trading_stem(ticker, source, algorithm)))
     }
     /// The chart next to a trading report found by [`RunDir::trade_reports`].
     pub fn trade_png_of(&self, report_name: &str) -> String {
@@ -254,11 +260,19 @@ mod tests {
             "wealth_valid_tdrisk.png"
         );
         assert_eq!(
-            name(run.trade_json("AAPL", FeatureSource::Raw)),
+            name(run.trade_json("AAPL", FeatureSource::Raw, Algorithm::Ppo)),
             "trading_AAPL_raw.json"
         );
         assert_eq!(
-            name(run.trade_actions_csv("AAPL", FeatureSource::Factors)),
+            name(run.trade_json("AAPL", FeatureSource::Factors, Algorithm::Sac)),
+            "trading_AAPL_sac.json"
+        );
+        assert_eq!(
+            name(run.trade_png("AAPL", FeatureSource::Raw, Algorithm::Dqn)),
+            "trading_AAPL_raw_dqn.png"
+        );
+        assert_eq!(
+            name(run.trade_actions_csv("AAPL", FeatureSource::Factors, Algorithm::Ppo)),
             "trading_AAPL_actions.csv"
         );
         assert_eq!(

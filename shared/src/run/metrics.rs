@@ -17,7 +17,8 @@ use crate::config::Split;
 use crate::error::Result;
 use crate::portfolio::report::BacktestReport;
 use crate::stats::financial::FinancialMetrics;
-use crate::trading::task::{FeatureSource, TradeReport};
+use crate::trading::learner::Algorithm;
+use crate::trading::task::{trade_stem, FeatureSource, TradeReport};
 
 /// The financial metrics every strategy reports (in this order in tables).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,10 +79,11 @@ pub enum Scope {
     Ew,
     /// The index benchmark.
     Index,
-    /// PPO on one ticker with factor or raw states.
+    /// An RL policy on one ticker with factor or raw states.
     Trade {
         ticker: String,
         source: FeatureSource,
+        algorithm: Algorithm,
     },
     /// Buy&Hold of one ticker.
     BuyHold { ticker: String },
@@ -96,12 +98,9 @@ impl Scope {
             Scope::Index => "index".into(),
             Scope::Trade {
                 ticker,
-                source: FeatureSource::Factors,
-            } => format!("trade_{ticker}"),
-            Scope::Trade {
-                ticker,
-                source: FeatureSource::Raw,
-            } => format!("trade_{ticker}_raw"),
+                source,
+                algorithm,
+            } => format!("trade_{}", trade_stem(ticker, *source, *algorithm)),
             Scope::BuyHold { ticker } => format!("bh_{ticker}"),
         }
     }
@@ -180,10 +179,11 @@ pub enum MetricKey {
     Train(TrainMetric),
     Eval(Split, EvalMetric),
     Financial(Scope, Financial),
-    /// Trades made by PPO on one ticker.
+    /// Trades made by an RL policy on one ticker.
     Trades {
         ticker: String,
         source: FeatureSource,
+        algorithm: Algorithm,
     },
 }
 
@@ -201,10 +201,15 @@ impl MetricKey {
             .to_string(),
             MetricKey::Eval(split, m) => format!("{}_{}", split.name(), m.name()),
             MetricKey::Financial(scope, f) => format!("{}_{}", scope.prefix(), f.name()),
-            MetricKey::Trades { ticker, source } => {
+            MetricKey::Trades {
+                ticker,
+                source,
+                algorithm,
+            } => {
                 let scope = Scope::Trade {
                     ticker: ticker.clone(),
                     source: *source,
+                    algorithm: *algorithm,
                 };
                 format!("{}_trades", scope.prefix())
             }
@@ -287,20 +292,22 @@ pub fn backtest_metrics(r: &BacktestReport) -> Vec<(MetricKey, Value)> {
 }
 
 pub fn trade_metrics(r: &TradeReport) -> Vec<(MetricKey, Value)> {
-    let (ticker, source) = (r.ticker.clone(), r.features);
+    let (ticker, source, algorithm) = (r.ticker.clone(), r.features, r.algorithm);
     let mut out = financial_metrics(
         &Scope::Trade {
             ticker: ticker.clone(),
             source,
+            algorithm,
         },
-        &r.ppo.metrics,
+        &r.policy.metrics,
     );
     out.push((
         MetricKey::Trades {
             ticker: ticker.clone(),
             source,
+            algorithm,
         },
-        Some(r.ppo.trades as f64),
+        Some(r.policy.trades as f64),
     ));
     out.extend(financial_metrics(
         &Scope::BuyHold { ticker },
@@ -343,10 +350,22 @@ mod tests {
                     Scope::Trade {
                         ticker: t("AAPL"),
                         source: FeatureSource::Raw,
+                        algorithm: Algorithm::Ppo,
                     },
                     Financial::Cw,
                 ),
                 "trade_AAPL_raw_cw",
+            ),
+            (
+                MetricKey::financial(
+                    Scope::Trade {
+                        ticker: t("AAPL"),
+                        source: FeatureSource::Raw,
+                        algorithm: Algorithm::Dqn,
+                    },
+                    Financial::Cw,
+                ),
+                "trade_AAPL_raw_dqn_cw",
             ),
             (
                 MetricKey::financial(Scope::BuyHold { ticker: t("IBM") }, Financial::Mdd),
@@ -356,6 +375,7 @@ mod tests {
                 MetricKey::Trades {
                     ticker: t("AAPL"),
                     source: FeatureSource::Factors,
+                    algorithm: Algorithm::Ppo,
                 },
                 "trade_AAPL_trades",
             ),

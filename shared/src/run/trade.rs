@@ -17,15 +17,21 @@ use super::publish::{publish, ReportFiles};
 use crate::data::dates::date_from_days;
 use crate::data::Panel;
 use crate::error::{Error, Result};
+use crate::trading::learner::Algorithm;
 use crate::trading::task::{
     actions_csv, FeatureSource, SplitSeries, TickerData, TradeOutcome, TradeReport,
 };
 use crate::trading::PriceSeries;
 
 impl TradeReport {
-    /// Reads the report `storm trade` wrote for `ticker` on `source` states.
-    pub fn load(run: &RunDir, ticker: &str, source: FeatureSource) -> Result<Self> {
-        super::load_json(&run.trade_json(ticker, source))
+    /// Reads the report `storm trade` wrote for `ticker` on `source` states with `algorithm`.
+    pub fn load(
+        run: &RunDir,
+        ticker: &str,
+        source: FeatureSource,
+        algorithm: Algorithm,
+    ) -> Result<Self> {
+        super::load_json(&run.trade_json(ticker, source, algorithm))
     }
 }
 
@@ -206,11 +212,11 @@ pub type TradeFiles = ReportFiles;
 
 /// Writes the JSON report, the actions CSV and the wealth chart into the run atomically.
 pub fn write_outputs(run: &RunDir, data: &TickerData, out: &TradeOutcome) -> Result<TradeFiles> {
-    let (t, src) = (&data.ticker, data.source);
+    let (t, src, algo) = (&data.ticker, data.source, out.report.algorithm);
     let paths = (
-        run.trade_json(t, src),
-        run.trade_actions_csv(t, src),
-        run.trade_png(t, src),
+        run.trade_json(t, src, algo),
+        run.trade_actions_csv(t, src, algo),
+        run.trade_png(t, src, algo),
     );
     let draw = |png: &Path| draw_wealth(png, data, out);
     publish(run, paths, actions_csv(&out.actions), draw, &out.report)
@@ -218,15 +224,16 @@ pub fn write_outputs(run: &RunDir, data: &TickerData, out: &TradeOutcome) -> Res
 
 fn draw_wealth(path: &Path, data: &TickerData, out: &TradeOutcome) -> Result<()> {
     let title = format!(
-        "{} ({} states), test {} .. {}, cost {}",
+        "{} ({}, {} states), test {} .. {}, cost {}",
         data.ticker,
+        out.report.algorithm.label(),
         data.source.name(),
         out.report.days.test_first_date,
         out.report.days.test_last_date,
         out.report.params.cost
     );
     let series: [(&str, &[f64]); 2] = [
-        ("PPO", &out.ppo_wealth),
+        (out.report.algorithm.label(), &out.policy_wealth),
         ("Buy&Hold", &out.buy_and_hold_wealth),
     ];
     crate::plot::wealth_curves(path, &title, &data.test.dates, &series)

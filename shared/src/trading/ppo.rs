@@ -9,6 +9,7 @@ use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use super::env::{Action, TradingEnv};
+use super::learner::{Learner, RoundStats};
 use super::vec_env::{StepEnd, VecEnv};
 use crate::error::{Error, Result};
 use crate::portfolio::WealthSeries;
@@ -433,6 +434,26 @@ impl Ppo {
             }
             obs = step.obs;
         }
+    }
+}
+
+impl Learner for Ppo {
+    /// One rollout of `n_steps` per environment, then the PPO update on it.
+    fn train_round(&mut self, envs: &mut VecEnv, obs: &mut Vec<f32>) -> Result<RoundStats> {
+        let rollout = self.collect(envs, obs)?;
+        let stats = self.update(&rollout)?;
+        Ok(RoundStats {
+            env_steps: rollout.rewards.len(),
+            mean_reward: stats.mean_reward,
+        })
+    }
+
+    fn greedy_action(&self, obs: &[f32]) -> Result<usize> {
+        Ppo::greedy_action(self, obs)
+    }
+
+    fn policy_vars(&self) -> &nn::VarStore {
+        &self.vs
     }
 }
 
