@@ -40,6 +40,8 @@ variants=(
   "storm-head128-embed128|$C/experiments/storm-stock.toml|model.factor_hidden=128 model.embed_dim=128"
   # the wide head with FactorVAE's KL weight (γ = 0.01 instead of the small config's 0.1)
   "storm-head256-kl0.01|$C/experiments/storm-stock.toml|model.factor_hidden=256 train.loss_weight_kl=0.01"
+  # the wide head without stock identity (TS tokens carry no per-stock position)
+  "storm-head256-noid|$C/experiments/storm-stock.toml|model.factor_hidden=256 model.stock_embedding=none"
   # the zero-training reference factors (nothing is trained: seconds)
   "reversal-1d|$C/dj30-small.toml|model.kind=reference model.reference=reversal_1d"
   "momentum-20d|$C/dj30-small.toml|model.kind=reference model.reference=momentum_20d"
