@@ -138,6 +138,15 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
             );
         }
         assert_eq!(report["algorithm"], "ppo");
+        let state = if features == "raw" {
+            "raw_features"
+        } else {
+            "factor_embedding"
+        };
+        assert_eq!(
+            report["state"], state,
+            "factor_* only: the factor embedding is the state"
+        );
         assert!(report["policy"]["cw"].as_f64().unwrap() > 0.0);
         assert!(report["buy_and_hold"]["cw"].as_f64().unwrap() > 0.0);
         assert_eq!(report["buy_and_hold"]["n_days"], n_test - 1);
@@ -169,6 +178,24 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
     // the two feature sources did not overwrite each other
     assert!(run.join(format!("trading_{ticker}.json")).exists());
     assert!(run.join(format!("trading_{ticker}_raw.json")).exists());
+
+    // A STORM export's state_* columns (its TS and CS factor embeddings) are the state when present
+    let mut with_state = frame.clone();
+    for k in 0..6 {
+        let values: Vec<f32> = (0..frame.height())
+            .map(|i| ((i + k) as f32 * 0.11).cos())
+            .collect();
+        with_state
+            .with_column(Series::new(format!("state_{k}").into(), values).into())
+            .unwrap();
+    }
+    let mut out = std::fs::File::create(run.join("factors.parquet")).unwrap();
+    ParquetWriter::new(&mut out)
+        .finish(&mut with_state)
+        .unwrap();
+    let report = trade(&run, &ticker, "factors");
+    assert_eq!(report["state"], "cs_ts_embeddings");
+    assert_eq!(report["state_dim"], 6);
 
     // DQN and SAC write beside PPO, and say which algorithm ran
     for algorithm in ["dqn", "sac"] {

@@ -238,6 +238,12 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     ] {
         assert!(names.iter().any(|n| n == col), "missing {col}: {names:?}");
     }
+    // STORM's trading state: the stock's TS and the day's CS factor embeddings, 2E each
+    let state = names.iter().filter(|n| n.starts_with("state_")).count();
+    assert!(
+        state > 0 && state % 4 == 0,
+        "{state} state columns: {names:?}"
+    );
     let codes = df.column("ts_code_3").unwrap().i64().unwrap().clone();
     assert!(codes.iter().flatten().all(|c| (0..8).contains(&c)));
     let test_rows = df

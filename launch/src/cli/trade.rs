@@ -244,6 +244,9 @@ pub fn trade_ticker(
         r.best_valid_cw,
         r.best_update
     );
+    if let (Some(state), Some(dim)) = (r.state, r.state_dim) {
+        println!("states: {state:?}, {dim} values a day, plus the position");
+    }
     println!();
     println!("| strategy | APY | CW | CR | ASR | MDD | AVO | trades |");
     println!("|---|---|---|---|---|---|---|---|");

@@ -205,6 +205,7 @@ impl FactorModel for CaFactor {
             factors: self.betas(&Self::characteristics(x)).to_kind(Kind::Float),
             ts_codes: None,
             cs_codes: None,
+            state: None,
         }
     }
 }

@@ -120,6 +120,7 @@ impl FactorModel for FactorVae {
             factors: self.features(x).to_kind(Kind::Float),
             ts_codes: None,
             cs_codes: None,
+            state: None,
         }
     }
 }

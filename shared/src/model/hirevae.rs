@@ -121,6 +121,7 @@ impl FactorModel for HireVae {
             factors: self.prior_features(x).to_kind(Kind::Float),
             ts_codes: None,
             cs_codes: None,
+            state: None,
         }
     }
 }

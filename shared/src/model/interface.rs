@@ -49,6 +49,9 @@ pub struct Embeddings {
     pub ts_codes: Option<Tensor>,
     /// CS code indices (B, W) when the model has a CS codebook.
     pub cs_codes: Option<Tensor>,
+    /// (B, N, S): paper 003's trading state where the model has one (STORM): the stock's TS factor
+    /// embedding beside the day's CS factor embedding, before the factor head.
+    pub state: Option<Tensor>,
 }
 
 /// What the trainer's gradient probe (`train::grad_probe`) measures for a model: each term's weight in the
@@ -193,11 +196,12 @@ impl FactorModel for Storm {
     }
 
     fn embeddings(&self, x: &Tensor) -> Embeddings {
-        let (factors, ts_codes, cs_codes) = self.factor_embeddings(x);
+        let (factors, ts_codes, cs_codes, state) = self.embeddings_and_state(x);
         Embeddings {
             factors,
             ts_codes,
             cs_codes,
+            state: Some(state),
         }
     }
 

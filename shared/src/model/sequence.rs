@@ -109,6 +109,7 @@ impl FactorModel for SequencePredictor {
             factors: self.hidden(x).to_kind(Kind::Float),
             ts_codes: None,
             cs_codes: None,
+            state: None,
         }
     }
 }

@@ -239,6 +239,28 @@ impl Storm {
         (e, ts.map(|s| s.quant.indices), cs.map(|s| s.quant.indices))
     }
 
+    /// [`Storm::factor_embeddings`] and the trading state of paper 003 (B, N, S): each stock's TS factor
+    /// embedding (the mean over its patches of [fused token ⊕ code], 2E) beside the day's CS factor
+    /// embedding ([fused CLS ⊕ mean CS code], 2E) — the "mean" pooling's features, whatever the pooling.
+    pub fn embeddings_and_state(
+        &self,
+        x: &Tensor,
+    ) -> (Tensor, Option<Tensor>, Option<Tensor>, Tensor) {
+        let (ts, cs) = self.fuse(self.encode(x, assign_only));
+        let state = self.mean_features(x, ts.as_ref(), cs.as_ref());
+        let features = match &self.pooling {
+            Some(pooling) => self.pooled_features(pooling, x, ts.as_ref(), cs.as_ref()),
+            None => state.shallow_clone(),
+        };
+        let e = leaky_relu(&self.factor_embed.forward(&features), 0.01);
+        (
+            e,
+            ts.map(|s| s.quant.indices),
+            cs.map(|s| s.quant.indices),
+            state,
+        )
+    }
+
     /// Prior predictive mean and std of each stock's return (B, N).
     pub fn predict_distribution(&self, x: &Tensor) -> (Tensor, Tensor) {
         self.factor
@@ -283,9 +305,14 @@ impl Storm {
     /// last CS token (E) when the TS branch is off — otherwise STORM-w/o-TS would give every stock of a
     /// day the same embedding and so the same score.
     fn factor_features(&self, x: &Tensor, ts: Option<&Side>, cs: Option<&Side>) -> Tensor {
-        if let Some(pooling) = &self.pooling {
-            return self.pooled_features(pooling, x, ts, cs);
+        match &self.pooling {
+            Some(pooling) => self.pooled_features(pooling, x, ts, cs),
+            None => self.mean_features(x, ts, cs),
         }
+    }
+
+    /// The `"mean"` pooling's per-stock features (see [`Storm::factor_features`]).
+    fn mean_features(&self, x: &Tensor, ts: Option<&Side>, cs: Option<&Side>) -> Tensor {
         let n = self.geo.stocks;
         let mut parts = Vec::with_capacity(2);
         if let Some(ts) = ts {

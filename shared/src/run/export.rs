@@ -14,6 +14,7 @@ use crate::config::Split;
 use crate::data::windows::{split_window_ends, Labels};
 use crate::data::Panel;
 use crate::error::{Error, Result};
+use crate::model::Embeddings;
 
 /// What was exported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,9 +33,10 @@ fn to_vec<T: tch::kind::Element>(t: &Tensor) -> Result<Vec<T>> {
 }
 
 /// Writes one row per (window-end day, stock) for every split to `out`: `date`, `ticker`, `split`,
-/// `factor_0..H-1` (the stock's factor embedding), `ts_code_0..P-1` (the TS code of each of the stock's
-/// patches, oldest first; absent without the TS branch) and `cs_code` (the CS code of the day itself;
-/// absent without CS).
+/// `factor_0..H-1` (the stock's factor embedding), `state_0..S-1` (paper 003's trading state: the stock's
+/// TS and the day's CS factor embeddings; only for models that have them), `ts_code_0..P-1` (the TS code of
+/// each of the stock's patches, oldest first; absent without the TS branch) and `cs_code` (the CS code of
+/// the day itself; absent without CS).
 pub fn export(run: &TrainedRun, out: &Path) -> Result<ExportSummary> {
     let (cfg, panel) = (&run.config, &run.panel);
     let w = cfg.data.window;
@@ -48,14 +50,7 @@ pub fn export(run: &TrainedRun, out: &Path) -> Result<ExportSummary> {
         for chunk in ends.chunks(64) {
             let batch = tensors.batch(chunk)?;
             let emb = tch::no_grad(|| model.embeddings(&batch.x));
-            columns.push(
-                panel,
-                split,
-                chunk,
-                &emb.factors,
-                emb.ts_codes.as_ref(),
-                emb.cs_codes.as_ref(),
-            )?;
+            columns.push(panel, split, chunk, &emb)?;
         }
     }
     let (days, embedding_dim) = (columns.days, columns.hidden);
@@ -83,6 +78,7 @@ struct Columns {
     tickers: Vec<String>,
     splits: Vec<&'static str>,
     factors: Vec<Vec<f32>>,
+    state: Vec<Vec<f32>>,
     ts_codes: Vec<Vec<i64>>,
     cs_codes: Vec<i64>,
     has_ts: bool,
@@ -101,6 +97,7 @@ impl Columns {
             tickers: Vec::new(),
             splits: Vec::new(),
             factors: Vec::new(),
+            state: Vec::new(),
             ts_codes: Vec::new(),
             cs_codes: Vec::new(),
             has_ts: false,
@@ -108,12 +105,19 @@ impl Columns {
         }
     }
 
-    fn size_from(&mut self, e: &Tensor, ts: Option<&Tensor>, cs: Option<&Tensor>) {
+    fn size_from(
+        &mut self,
+        e: &Tensor,
+        state: Option<&Tensor>,
+        ts: Option<&Tensor>,
+        cs: Option<&Tensor>,
+    ) {
         if self.days > 0 {
             return;
         }
         self.hidden = e.size()[2] as usize;
         self.factors = vec![Vec::new(); self.hidden];
+        self.state = vec![Vec::new(); state.map_or(0, |s| s.size()[2] as usize)];
         self.has_ts = ts.is_some();
         self.has_cs = cs.is_some();
         self.patches = ts.map_or(0, |t| t.size()[1] as usize / self.n.max(1));
@@ -125,12 +129,17 @@ impl Columns {
         panel: &Panel,
         split: Split,
         ends: &[usize],
-        e: &Tensor,
-        ts: Option<&Tensor>,
-        cs: Option<&Tensor>,
+        emb: &Embeddings,
     ) -> Result<()> {
-        self.size_from(e, ts, cs);
+        let (e, state) = (&emb.factors, emb.state.as_ref());
+        let (ts, cs) = (emb.ts_codes.as_ref(), emb.cs_codes.as_ref());
+        self.size_from(e, state, ts, cs);
         let e: Vec<f32> = to_vec(&e.to_kind(Kind::Float))?;
+        let state: Vec<f32> = state
+            .map(|s| to_vec(&s.to_kind(Kind::Float)))
+            .transpose()?
+            .unwrap_or_default();
+        let s_dim = self.state.len();
         let ts: Option<Vec<i64>> = ts.map(|t| to_vec(&t.to_kind(Kind::Int64))).transpose()?;
         let cs: Option<Vec<i64>> = cs.map(|t| to_vec(&t.to_kind(Kind::Int64))).transpose()?;
         let (n, h, p) = (self.n, self.hidden, self.patches);
@@ -144,6 +153,10 @@ impl Columns {
                 let base = (b * n + j) * h;
                 for (k, col) in self.factors.iter_mut().enumerate() {
                     col.push(e[base + k]);
+                }
+                let at = (b * n + j) * s_dim;
+                for (k, col) in self.state.iter_mut().enumerate() {
+                    col.push(state[at + k]);
                 }
                 if let Some(ts) = &ts {
                     // TS tokens are time-major: patch t of stock j is token t·N + j
@@ -167,6 +180,9 @@ impl Columns {
         ];
         for (k, values) in self.factors.into_iter().enumerate() {
             cols.push(Column::new(format!("factor_{k}").into(), values));
+        }
+        for (k, values) in self.state.into_iter().enumerate() {
+            cols.push(Column::new(format!("state_{k}").into(), values));
         }
         if self.has_ts {
             for (t, values) in self.ts_codes.into_iter().enumerate() {

@@ -19,7 +19,7 @@ use crate::data::Panel;
 use crate::error::{Error, Result};
 use crate::trading::learner::Algorithm;
 use crate::trading::task::{
-    actions_csv, FeatureSource, SplitSeries, TickerData, TradeOutcome, TradeReport,
+    actions_csv, FeatureSource, SplitSeries, StateKind, TickerData, TradeOutcome, TradeReport,
 };
 use crate::trading::PriceSeries;
 
@@ -37,6 +37,7 @@ impl TradeReport {
 
 /// The rows of `factors.parquet` for one ticker: day numbers (days since 1970-01-01), splits, states.
 struct FactorRows {
+    kind: StateKind,
     days: Vec<i32>,
     splits: Vec<String>,
     /// rows × dim, row-major.
@@ -44,17 +45,32 @@ struct FactorRows {
     dim: usize,
 }
 
-fn factor_columns(frame: &DataFrame) -> Vec<(usize, String)> {
+/// The columns `<prefix>0`, `<prefix>1`, … in index order.
+fn numbered_columns(frame: &DataFrame, prefix: &str) -> Vec<(usize, String)> {
     let mut cols: Vec<(usize, String)> = frame
         .get_column_names()
         .iter()
         .filter_map(|n| {
-            let k = n.strip_prefix("factor_")?.parse::<usize>().ok()?;
+            let k = n.strip_prefix(prefix)?.parse::<usize>().ok()?;
             Some((k, n.to_string()))
         })
         .collect();
     cols.sort();
     cols
+}
+
+/// The factor-state columns: paper 003's state (`state_*`: the stock's TS and the day's CS factor
+/// embeddings) where the model exported it (STORM), else the factor embedding (`factor_*`).
+fn state_columns(frame: &DataFrame) -> (StateKind, Vec<(usize, String)>) {
+    let paper = numbered_columns(frame, "state_");
+    if paper.is_empty() {
+        (
+            StateKind::FactorEmbedding,
+            numbered_columns(frame, "factor_"),
+        )
+    } else {
+        (StateKind::CsTsEmbeddings, paper)
+    }
 }
 
 fn read_factor_rows(path: &Path, ticker: &str) -> Result<FactorRows> {
@@ -74,15 +90,16 @@ fn read_factor_rows(path: &Path, ticker: &str) -> Result<FactorRows> {
     }
     let dates = frame.column("date")?.date()?.clone();
     let splits = frame.column("split")?.str()?.clone();
-    let cols = factor_columns(&frame);
+    let (kind, cols) = state_columns(&frame);
     if cols.is_empty() {
-        return Err(Error::input(path, "no factor_* columns"));
+        return Err(Error::input(path, "no factor_* or state_* columns"));
     }
     let values: Vec<Float32Chunked> = cols
         .iter()
         .map(|(_, n)| Ok(frame.column(n)?.cast(&DataType::Float32)?.f32()?.clone()))
         .collect::<Result<_>>()?;
     let mut out = FactorRows {
+        kind,
         days: Vec::with_capacity(rows.len()),
         splits: Vec::with_capacity(rows.len()),
         factors: Vec::with_capacity(rows.len() * cols.len()),
@@ -157,6 +174,10 @@ pub fn load_ticker(run: &RunDir, ticker: &str, source: FeatureSource) -> Result<
     Ok(TickerData {
         ticker: ticker.to_string(),
         source,
+        state: match source {
+            FeatureSource::Factors => rows.kind,
+            FeatureSource::Raw => StateKind::RawFeatures,
+        },
         train: train.finish("train", ticker)?,
         valid: valid.finish("valid", ticker)?,
         test: test.finish("test", ticker)?,

@@ -39,6 +39,20 @@ impl FeatureSource {
     }
 }
 
+/// What a policy's state vector is (besides the position flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// Paper 003's: the stock's TS factor embedding beside the day's CS factor embedding (`state_*` of
+    /// `factors.parquet`, STORM).
+    CsTsEmbeddings,
+    /// The factor head's per-stock embedding (`factor_*`), for models without separate CS and TS
+    /// embeddings.
+    FactorEmbedding,
+    /// The stock's scaled input features from the prepared data.
+    RawFeatures,
+}
+
 /// `<TICKER>`, then `_raw` for raw-feature states and `_dqn` / `_sac` for those algorithms: the name of a
 /// trading task in file names, step keys and metric names (PPO on factors is the bare ticker).
 pub fn trade_stem(ticker: &str, source: FeatureSource, algorithm: Algorithm) -> String {
@@ -65,6 +79,7 @@ pub struct SplitSeries {
 pub struct TickerData {
     pub ticker: String,
     pub source: FeatureSource,
+    pub state: StateKind,
     pub train: SplitSeries,
     pub valid: SplitSeries,
     pub test: SplitSeries,
@@ -219,6 +234,11 @@ pub struct TradeReport {
     /// The algorithm that trained the policy (PPO in reports written before there was a choice).
     #[serde(default)]
     pub algorithm: Algorithm,
+    /// What the states were, and their width (the policy also sees its position); absent in older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dim: Option<usize>,
     /// The chosen policy on the test days (`ppo` in reports written before there was a choice).
     #[serde(alias = "ppo")]
     pub policy: PolicyReport,
@@ -450,6 +470,8 @@ fn test_outcome(
         ticker: data.ticker.clone(),
         features: data.source,
         algorithm: params.algorithm,
+        state: Some(data.state),
+        state_dim: Some(data.train.series.n_features()),
         policy: PolicyReport {
             metrics: env.metrics(params.risk_free)?,
             trades: env.n_trades(),
@@ -591,6 +613,7 @@ mod tests {
         TickerData {
             ticker: "X".into(),
             source: FeatureSource::Factors,
+            state: StateKind::FactorEmbedding,
             train: split(prices(40)),
             valid: split(prices(12)),
             test: split(prices(15)),
@@ -639,6 +662,7 @@ mod tests {
         let data = TickerData {
             ticker: "X".into(),
             source: FeatureSource::Raw,
+            state: StateKind::RawFeatures,
             train: planted(400, 1),
             valid: planted(60, 2),
             test: planted(80, 3),

@@ -348,6 +348,23 @@ fn every_pooling_branch_and_stock_embedding_combination_works() {
                 let (e, ts, cs) = tch::no_grad(|| model.factor_embeddings(&x));
                 assert_eq!(e.size(), vec![3, 5, 8], "{case}");
                 assert_eq!((ts.is_some(), cs.is_some()), (use_ts, use_cs), "{case}");
+                // the trading state: TS (2E) and CS (2E) factor embeddings, or the stock's CS share (E)
+                // in place of TS; the embeddings beside it are the same
+                let (e2, _, _, state) = tch::no_grad(|| model.embeddings_and_state(&x));
+                assert!(e2.allclose(&e, 1e-6, 1e-7, false), "{case}");
+                let dim = tiny_config().embed_dim as i64;
+                let width = match (use_ts, use_cs) {
+                    (true, true) => 4 * dim,
+                    (true, false) => 2 * dim,
+                    _ => 3 * dim,
+                };
+                assert_eq!(state.size(), vec![3, 5, width], "{case}");
+                if use_cs && use_ts {
+                    // the CS half is the day's: the same for every stock
+                    let cs_half = state.narrow(2, 2 * dim, 2 * dim);
+                    let spread = cs_half.std_dim(1, false, false).max().double_value(&[]);
+                    assert!(spread < 1e-6, "{case}: {spread}");
+                }
                 let scores = model.predict(&x);
                 assert!(
                     scores.allclose(&out.prediction, 1e-5, 1e-6, false),
