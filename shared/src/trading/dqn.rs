@@ -194,25 +194,6 @@ impl Dqn {
         c.epsilon_start + frac * (c.epsilon_end - c.epsilon_start)
     }
 
-    fn act(&mut self, obs: &[f32]) -> Vec<i64> {
-        let q = tch::no_grad(|| {
-            self.online
-                .forward(&obs_tensor(obs, self.obs_dim, self.online_vs.device()))
-        });
-        let greedy = Vec::<i64>::try_from(q.argmax(-1, false)).unwrap_or_default();
-        let eps = self.epsilon();
-        greedy
-            .into_iter()
-            .map(|g| {
-                if self.rng.random::<f64>() < eps {
-                    self.rng.random_range(0..Action::COUNT as i64)
-                } else {
-                    g
-                }
-            })
-            .collect()
-    }
-
     fn learn(&mut self) {
         let c = self.config;
         let b = self.buffer.sample(c.batch_size, self.online_vs.device());
@@ -241,34 +222,35 @@ impl Dqn {
 
 impl Learner for Dqn {
     fn train_round(&mut self, envs: &mut VecEnv, obs: &mut Vec<f32>) -> Result<RoundStats> {
-        let mut reward = 0.0f64;
-        let mut steps = 0usize;
-        for _ in 0..self.config.n_steps {
-            let actions = self.act(obs);
-            if actions.len() != envs.n_envs() {
-                return Err(Error::Trading(format!(
-                    "the Q-network chose {} actions for {} environments",
-                    actions.len(),
-                    envs.n_envs()
-                )));
-            }
-            let indices: Vec<usize> = actions.iter().map(|&a| a as usize).collect();
-            let step = envs.step(&indices)?;
-            self.buffer.push_step(obs, &actions, &step);
-            reward += step.rewards.iter().map(|&r| r as f64).sum::<f64>();
-            steps += step.rewards.len();
-            *obs = step.obs;
-        }
-        if self.buffer.len() >= self.config.learning_starts.max(self.config.batch_size) {
+        let eps = self.epsilon();
+        let (online, device, obs_dim) = (&self.online, self.online_vs.device(), self.obs_dim);
+        let rng = &mut self.rng;
+        // ε-greedy on the online network's values
+        let act = |obs: &[f32]| {
+            let q = tch::no_grad(|| online.forward(&obs_tensor(obs, obs_dim, device)));
+            let greedy = Vec::<i64>::try_from(q.argmax(-1, false))?;
+            Ok(greedy
+                .into_iter()
+                .map(|g| {
+                    if rng.random::<f64>() < eps {
+                        rng.random_range(0..Action::COUNT as i64)
+                    } else {
+                        g
+                    }
+                })
+                .collect())
+        };
+        let stats = self.buffer.collect(envs, obs, self.config.n_steps, act)?;
+        if self
+            .buffer
+            .ready(self.config.learning_starts, self.config.batch_size)
+        {
             for _ in 0..self.config.gradient_steps {
                 self.learn();
             }
         }
         self.rounds += 1;
-        Ok(RoundStats {
-            env_steps: steps,
-            mean_reward: reward / steps.max(1) as f64,
-        })
+        Ok(stats)
     }
 
     fn greedy_action(&self, obs: &[f32]) -> Result<usize> {

@@ -6,7 +6,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
 
-use super::vec_env::{StepEnd, VecStep};
+use super::learner::RoundStats;
+use super::vec_env::{StepEnd, VecEnv, VecStep};
+use crate::error::{Error, Result};
 
 /// A sampled minibatch: obs and next_obs (B, obs_dim), actions (B) int64, rewards and `not_terminal`
 /// (1 where the next state has a value, 0 at the series' end) (B) float.
@@ -96,6 +98,43 @@ impl ReplayBuffer {
             };
             self.push(before, actions[e], step.rewards[e], next, terminal);
         }
+    }
+
+    /// Whether a learner that starts after `learning_starts` transitions and samples `batch_size` may learn.
+    pub fn ready(&self, learning_starts: usize, batch_size: usize) -> bool {
+        self.len() >= learning_starts.max(batch_size)
+    }
+
+    /// `n_steps` lockstep steps of `envs` from `obs` (advanced in place), each with the actions `act` picks
+    /// for the current observations; every transition goes into the buffer.
+    pub fn collect(
+        &mut self,
+        envs: &mut VecEnv,
+        obs: &mut Vec<f32>,
+        n_steps: usize,
+        mut act: impl FnMut(&[f32]) -> Result<Vec<i64>>,
+    ) -> Result<RoundStats> {
+        let (mut reward, mut steps) = (0.0f64, 0usize);
+        for _ in 0..n_steps {
+            let actions = act(obs)?;
+            if actions.len() != envs.n_envs() {
+                return Err(Error::Trading(format!(
+                    "the policy chose {} actions for {} environments",
+                    actions.len(),
+                    envs.n_envs()
+                )));
+            }
+            let indices: Vec<usize> = actions.iter().map(|&a| a as usize).collect();
+            let step = envs.step(&indices)?;
+            self.push_step(obs, &actions, &step);
+            reward += step.rewards.iter().map(|&r| r as f64).sum::<f64>();
+            steps += step.rewards.len();
+            *obs = step.obs;
+        }
+        Ok(RoundStats {
+            env_steps: steps,
+            mean_reward: reward / steps.max(1) as f64,
+        })
     }
 
     /// `size` transitions drawn uniformly with replacement. The buffer must not be empty.

@@ -140,6 +140,12 @@ pub fn temperature_loss(log_alpha: &Tensor, entropy: &Tensor, target_entropy: f6
     log_alpha * (entropy.mean(Kind::Float) - target_entropy)
 }
 
+/// The actor's action probabilities and log-probabilities (B, A).
+fn policy(actor: &nn::Sequential, obs: &Tensor) -> (Tensor, Tensor) {
+    let log_probs = actor.forward(obs).log_softmax(-1, Kind::Float);
+    (log_probs.exp(), log_probs)
+}
+
 /// Entropy of each row of probabilities (B, A) → (B).
 fn entropy(probs: &Tensor, log_probs: &Tensor) -> Tensor {
     -(probs * log_probs).sum_dim_intlist(-1, false, Kind::Float)
@@ -212,17 +218,12 @@ impl Sac {
         self.log_alpha.exp().double_value(&[0])
     }
 
-    fn policy(&self, obs: &Tensor) -> (Tensor, Tensor) {
-        let log_probs = self.actor.forward(obs).log_softmax(-1, Kind::Float);
-        (log_probs.exp(), log_probs)
-    }
-
     fn learn(&mut self) {
         let c = self.config;
         let b = self.buffer.sample(c.batch_size, self.actor_vs.device());
         let alpha = self.alpha();
         let y = tch::no_grad(|| {
-            let (p, logp) = self.policy(&b.next_obs);
+            let (p, logp) = policy(&self.actor, &b.next_obs);
             let q_min = self
                 .q1_target
                 .forward(&b.next_obs)
@@ -247,7 +248,7 @@ impl Sac {
             * 0.5;
         self.critic_opt.backward_step(&critic_loss);
 
-        let (p, logp) = self.policy(&b.obs);
+        let (p, logp) = policy(&self.actor, &b.obs);
         let q_min = tch::no_grad(|| self.q1.forward(&b.obs).min_other(&self.q2.forward(&b.obs)));
         self.actor_opt
             .backward_step(&actor_loss(&p, &logp, &q_min, alpha));
@@ -261,36 +262,26 @@ impl Sac {
 
 impl Learner for Sac {
     fn train_round(&mut self, envs: &mut VecEnv, obs: &mut Vec<f32>) -> Result<RoundStats> {
-        let mut reward = 0.0f64;
-        let mut steps = 0usize;
-        for _ in 0..self.config.n_steps {
-            let actions = tch::no_grad(|| {
-                let (p, _) = self.policy(&obs_tensor(obs, self.obs_dim, self.actor_vs.device()));
-                Vec::<i64>::try_from(p.multinomial(1, true).squeeze_dim(-1))
-            })?;
-            if actions.len() != envs.n_envs() {
-                return Err(Error::Trading(format!(
-                    "the actor chose {} actions for {} environments",
-                    actions.len(),
-                    envs.n_envs()
-                )));
-            }
-            let indices: Vec<usize> = actions.iter().map(|&a| a as usize).collect();
-            let step = envs.step(&indices)?;
-            self.buffer.push_step(obs, &actions, &step);
-            reward += step.rewards.iter().map(|&r| r as f64).sum::<f64>();
-            steps += step.rewards.len();
-            *obs = step.obs;
-        }
-        if self.buffer.len() >= self.config.learning_starts.max(self.config.batch_size) {
+        let (actor, device, obs_dim) = (&self.actor, self.actor_vs.device(), self.obs_dim);
+        // actions sampled from π
+        let act = |obs: &[f32]| {
+            tch::no_grad(|| {
+                let (p, _) = policy(actor, &obs_tensor(obs, obs_dim, device));
+                Ok(Vec::<i64>::try_from(
+                    p.multinomial(1, true).squeeze_dim(-1),
+                )?)
+            })
+        };
+        let stats = self.buffer.collect(envs, obs, self.config.n_steps, act)?;
+        if self
+            .buffer
+            .ready(self.config.learning_starts, self.config.batch_size)
+        {
             for _ in 0..self.config.gradient_steps {
                 self.learn();
             }
         }
-        Ok(RoundStats {
-            env_steps: steps,
-            mean_reward: reward / steps.max(1) as f64,
-        })
+        Ok(stats)
     }
 
     fn greedy_action(&self, obs: &[f32]) -> Result<usize> {
