@@ -252,7 +252,7 @@ impl Storm {
             Some(pooling) => self.pooled_features(pooling, x, ts.as_ref(), cs.as_ref()),
             None => state.shallow_clone(),
         };
-        let e = leaky_relu(&self.factor_embed.forward(&features), 0.01);
+        let e = self.embed_features(&features);
         (
             e,
             ts.map(|s| s.quant.indices),
@@ -268,10 +268,12 @@ impl Storm {
     }
 
     fn embed(&self, x: &Tensor, ts: Option<&Side>, cs: Option<&Side>) -> Tensor {
-        leaky_relu(
-            &self.factor_embed.forward(&self.factor_features(x, ts, cs)),
-            0.01,
-        )
+        self.embed_features(&self.factor_features(x, ts, cs))
+    }
+
+    /// The factor embedding e of per-stock branch features.
+    fn embed_features(&self, features: &Tensor) -> Tensor {
+        leaky_relu(&self.factor_embed.forward(features), 0.01)
     }
 
     fn encode(

@@ -164,6 +164,8 @@ pub struct ReportParams {
 
 /// The three wealth series of one backtest, and what costs do to the strategy.
 pub struct Backtest {
+    /// The market as traded: scores shifted by the delay.
+    pub traded: Market,
     pub strategy: TopkDropRun,
     pub equal_weight: WealthSeries,
     pub index: Option<WealthSeries>,
@@ -188,6 +190,7 @@ pub fn simulate(
         index: index
             .map(|prices| index_wealth(prices, &market.dates, params.cash))
             .transpose()?,
+        traded,
     })
 }
 
@@ -199,9 +202,8 @@ pub fn report(
     bt: &Backtest,
 ) -> Result<BacktestReport> {
     let rf = params.risk_free;
-    let traded = market.delayed(params.delay);
     let analytics = analyse(&AnalyticsInput {
-        traded: &traded,
+        traded: &bt.traded,
         strategy: &bt.strategy.series,
         equal_weight: &bt.equal_weight,
         index: bt.index.as_ref(),
