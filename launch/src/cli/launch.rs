@@ -149,9 +149,18 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores / a.nproc_per_node).max(1).to_string()
     });
+    // ranks of this launch tell each other from a stray or foreign rank on the same port by this token; on
+    // one node it is fresh per launch, across nodes it must agree, so it is left to STORM_JOB_TOKEN (or the
+    // default derived from the launcher's job id and the rendezvous address)
+    let token = (a.nnodes == 1 && std::env::var_os("STORM_JOB_TOKEN").is_none()).then(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}-{nanos}", std::process::id())
+    });
     let mut ranks = Vec::with_capacity(a.nproc_per_node);
     for local in 0..a.nproc_per_node {
-        match spawn_rank(&a, &exe, port, local, &threads) {
+        match spawn_rank(&a, &exe, port, local, &threads, token.as_deref()) {
             Ok(rank) => ranks.push(rank),
             Err(e) => {
                 stop(&mut ranks);
@@ -173,10 +182,20 @@ pub fn run(a: LaunchArgs) -> Result<()> {
 }
 
 /// Starts local rank `local` with its torchrun-style environment, its output echoed with a rank prefix.
-fn spawn_rank(a: &LaunchArgs, exe: &Path, port: u16, local: usize, threads: &str) -> Result<Rank> {
+fn spawn_rank(
+    a: &LaunchArgs,
+    exe: &Path,
+    port: u16,
+    local: usize,
+    threads: &str,
+    token: Option<&str>,
+) -> Result<Rank> {
     let env = child_env(a, port, local);
     let rank: usize = env[0].1.parse().expect("a number");
     let mut cmd = Command::new(exe);
+    if let Some(token) = token {
+        cmd.env("STORM_JOB_TOKEN", token);
+    }
     cmd.args(&a.command)
         .envs(env)
         .env("OMP_NUM_THREADS", threads)

@@ -14,6 +14,7 @@ pub mod cross_rank;
 pub mod env;
 pub mod nccl;
 pub mod tcp;
+pub mod watchdog;
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use tch::{Device, Kind, Tensor};
 pub use cross_rank::{CrossRank, SharedCollective};
 pub use env::DistEnv;
 pub use nccl::NcclCollective;
-pub use tcp::TcpCollective;
+pub use tcp::{job_token, TcpCollective, Timeouts};
 
 use crate::error::{Error, Result};
 
@@ -89,13 +90,26 @@ impl Collective for Single {
     }
 }
 
-/// How long the rendezvous waits for every rank (`STORM_RENDEZVOUS_TIMEOUT` seconds, default 300).
-pub fn rendezvous_timeout() -> Duration {
-    let secs = std::env::var("STORM_RENDEZVOUS_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(300);
-    Duration::from_secs(secs.max(1))
+/// The collective's limits from the environment: `STORM_RENDEZVOUS_TIMEOUT` (seconds to wait for every
+/// rank, default 300) and `STORM_COLLECTIVE_TIMEOUT` (seconds a rank waits on a peer inside one collective
+/// call, default 1800: generous, since other ranks wait at a barrier while rank 0 evaluates or checkpoints).
+/// The NCCL watchdog uses the latter too.
+pub fn timeouts() -> Result<Timeouts> {
+    let secs = |key: &str, default: u64| -> Result<Duration> {
+        match std::env::var(key) {
+            Err(_) => Ok(Duration::from_secs(default)),
+            Ok(v) => match v.trim().parse::<u64>() {
+                Ok(s) if (1..=7 * 24 * 3600).contains(&s) => Ok(Duration::from_secs(s)),
+                _ => Err(Error::DistEnv(format!(
+                    "{key}={v:?}: expected whole seconds between 1 and 604800 (a week)"
+                ))),
+            },
+        }
+    };
+    Ok(Timeouts {
+        rendezvous: secs("STORM_RENDEZVOUS_TIMEOUT", 300)?,
+        operation: secs("STORM_COLLECTIVE_TIMEOUT", 1800)?,
+    })
 }
 
 /// The collective of this process: [`Single`] without a contract or with world size 1 (unless
@@ -125,7 +139,9 @@ pub fn connect(env: Option<&DistEnv>, device: Device) -> Result<Box<dyn Collecti
             )))
         }
     };
-    let tcp = TcpCollective::connect(env, rendezvous_timeout())?;
+    let timeouts = timeouts()?;
+    let token = job_token(env, |k| std::env::var(k).ok());
+    let tcp = TcpCollective::connect(env, token, timeouts)?;
     tracing::info!(
         rank = env.rank,
         world_size = env.world_size,
@@ -133,7 +149,7 @@ pub fn connect(env: Option<&DistEnv>, device: Device) -> Result<Box<dyn Collecti
         "joined the process group"
     );
     match (backend, device) {
-        ("nccl", Device::Cuda(i)) => Ok(Box::new(NcclCollective::new(tcp, i)?)),
+        ("nccl", Device::Cuda(i)) => Ok(Box::new(NcclCollective::new(tcp, i, timeouts.operation)?)),
         ("nccl", _) => Err(Error::DistEnv(
             "the NCCL backend needs a CUDA device (--device cuda); use STORM_DIST_BACKEND=tcp on the CPU"
                 .into(),

@@ -11,6 +11,7 @@ use std::ffi::CStr;
 use cudarc::nccl::sys as nccl;
 use tch::{Device, Kind, Tensor};
 
+use super::watchdog::{exit_on_expiry, Watchdog};
 use super::{Collective, TcpCollective};
 use crate::error::{Error, Result};
 
@@ -18,6 +19,8 @@ pub struct NcclCollective {
     tcp: TcpCollective,
     comm: nccl::ncclComm_t,
     device: usize,
+    /// NCCL calls block without a timeout of their own; an overrun ends the process.
+    watchdog: Watchdog,
 }
 
 // SAFETY: the communicator is only used through &mut self, from one thread at a time.
@@ -60,8 +63,13 @@ pub fn library_version() -> Option<String> {
 }
 
 impl NcclCollective {
-    /// Creates the communicator of this rank on CUDA device `device`; `tcp` is the joined rendezvous.
-    pub fn new(mut tcp: TcpCollective, device: usize) -> Result<Self> {
+    /// Creates the communicator of this rank on CUDA device `device`; `tcp` is the joined rendezvous. A
+    /// collective (or the communicator's creation) that takes longer than `timeout` ends the process.
+    pub fn new(
+        mut tcp: TcpCollective,
+        device: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Self> {
         if !libraries_present() {
             return Err(Error::Nccl(
                 "the NCCL backend needs libcuda and libnccl (libnccl.so on the library path, e.g. from the \
@@ -89,18 +97,26 @@ impl NcclCollective {
         for (d, s) in id.internal.iter_mut().zip(&id_bytes) {
             *d = *s as std::ffi::c_char;
         }
+        let watchdog = Watchdog::start(timeout, exit_on_expiry(tcp.rank()))
+            .map_err(|e| Error::Nccl(format!("starting the NCCL watchdog: {e}")))?;
         let mut comm = std::ptr::null_mut();
         // SAFETY: comm is a valid out-pointer; id came from ncclGetUniqueId on rank 0.
-        unsafe {
-            cudarc::nccl::result::comm_init_rank(
-                &mut comm,
-                tcp.world_size() as i32,
-                id,
-                tcp.rank() as i32,
-            )
-        }
-        .map_err(|e| nccl_error("comm_init_rank", e))?;
-        Ok(NcclCollective { tcp, comm, device })
+        watchdog
+            .guard("NCCL comm_init_rank", || unsafe {
+                cudarc::nccl::result::comm_init_rank(
+                    &mut comm,
+                    tcp.world_size() as i32,
+                    id,
+                    tcp.rank() as i32,
+                )
+            })
+            .map_err(|e| nccl_error("comm_init_rank", e))?;
+        Ok(NcclCollective {
+            tcp,
+            comm,
+            device,
+            watchdog,
+        })
     }
 
     fn check(&self, t: &Tensor) -> Result<()> {
@@ -126,11 +142,15 @@ impl NcclCollective {
             return Err(Error::Nccl(format!("NCCL {what} of a CPU tensor")));
         }
         self.check(t)?;
-        tch::Cuda::synchronize(self.device as i64);
-        let status = call(t.data_ptr(), t.numel(), self.comm);
-        status.result().map_err(|e| nccl_error(what, e))?;
-        tch::Cuda::synchronize(self.device as i64);
-        Ok(())
+        let (device, comm) = (self.device as i64, self.comm);
+        let label = format!("NCCL {what} of {} values", t.numel());
+        self.watchdog.guard(&label, || {
+            tch::Cuda::synchronize(device);
+            let status = call(t.data_ptr(), t.numel(), comm);
+            status.result().map_err(|e| nccl_error(what, e))?;
+            tch::Cuda::synchronize(device);
+            Ok(())
+        })
     }
 }
 

@@ -1,12 +1,16 @@
 //! The CPU collective: processes joined over TCP in a star around rank 0.
 //!
-//! Rendezvous: rank 0 listens on MASTER_PORT (all interfaces), every other rank connects to
-//! MASTER_ADDR:MASTER_PORT and introduces itself (magic, rank, world size); rank 0 answers once all have
-//! arrived. Reductions gather every rank's buffer at rank 0, add them in rank order 0, 1, …, W−1 (so the
+//! Rendezvous: rank 0 listens on MASTER_ADDR:MASTER_PORT (that address only, not every interface), every
+//! other rank connects there and introduces itself (magic, version, rank, world size, the launch's job token);
+//! rank 0 answers once all have arrived. A connection that is not a rank of this launch (another program, a
+//! rank of another job, one that says nothing for a few seconds) is closed and logged, and the rendezvous
+//! goes on waiting for the real ranks. Reductions gather every rank's buffer at rank 0, add them in rank order 0, 1, …, W−1 (so the
 //! result does not depend on arrival order), and send the result back: every rank ends with the same bytes.
 //! Every message is framed (operation tag, byte length), so ranks that disagree on the sequence of
 //! collective calls get an error naming both, never a silent mix-up. A rank that dies closes its socket and
-//! the others fail at their next collective call.
+//! the others fail at their next collective call; one that hangs (or whose host vanishes without closing
+//! anything) is caught by the per-operation socket timeout and TCP keepalive ([`Timeouts`]), so every rank
+//! ends with an error instead of waiting forever.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -18,7 +22,39 @@ use super::{Collective, DistEnv};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"STRM";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// How long rank 0 waits for a connection's introduction before closing it as a stranger.
+const HELLO_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long the collective waits: for every rank at the rendezvous, and for one send or receive after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub rendezvous: Duration,
+    /// The longest a rank waits on a peer inside one collective call. It must cover the longest stretch a
+    /// rank spends between collectives while others wait (rank 0 evaluating or writing a checkpoint).
+    pub operation: Duration,
+}
+
+/// The job token of this launch: `STORM_JOB_TOKEN` (set by `storm launch` to a fresh random value), else
+/// derived from the launcher's job id (`TORCHELASTIC_RUN_ID`, `SLURM_JOB_ID`) and the rendezvous address, so
+/// ranks of two jobs that meet on one port tell each other apart.
+pub fn job_token(env: &DistEnv, var: impl Fn(&str) -> Option<String>) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    match var("STORM_JOB_TOKEN").filter(|t| !t.is_empty()) {
+        Some(token) => h.update(token.as_bytes()),
+        None => {
+            for key in ["TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"] {
+                h.update(var(key).unwrap_or_default().as_bytes());
+                h.update([0]);
+            }
+            h.update(
+                format!("{}:{}/{}", env.master_addr, env.master_port, env.world_size).as_bytes(),
+            );
+        }
+    }
+    u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -63,6 +99,7 @@ fn bytes_of_mut<T: Element>(v: &mut [T]) -> &mut [u8] {
 pub struct TcpCollective {
     rank: usize,
     world: usize,
+    operation_timeout: Duration,
     /// Rank 0: the streams of ranks 1..W in rank order. Others: the stream to rank 0.
     peers: Vec<TcpStream>,
     scratch32: Vec<f32>,
@@ -70,16 +107,22 @@ pub struct TcpCollective {
 }
 
 impl TcpCollective {
-    /// Joins the process group described by `env`, waiting up to `timeout` for every rank.
-    pub fn connect(env: &DistEnv, timeout: Duration) -> Result<Self> {
+    /// Joins the process group described by `env` under `token` (see [`job_token`]).
+    pub fn connect(env: &DistEnv, token: u64, timeouts: Timeouts) -> Result<Self> {
         let peers = if env.rank == 0 {
-            accept_all(env, timeout)?
+            accept_all(env, token, timeouts.rendezvous)?
         } else {
-            vec![connect_to_master(env, timeout)?]
+            vec![connect_to_master(env, token, timeouts.rendezvous)?]
         };
+        for (i, s) in peers.iter().enumerate() {
+            let peer = if env.rank == 0 { i + 1 } else { 0 };
+            watch_link(s, timeouts.operation)
+                .map_err(|e| Error::Network(format!("setting up the link to rank {peer}: {e}")))?;
+        }
         Ok(TcpCollective {
             rank: env.rank,
             world: env.world_size,
+            operation_timeout: timeouts.operation,
             peers,
             scratch32: Vec::new(),
             scratch64: Vec::new(),
@@ -102,7 +145,7 @@ impl TcpCollective {
         let s = &mut self.peers[i];
         s.write_all(&header)
             .and_then(|_| s.write_all(payload))
-            .map_err(|e| link_error(peer, "sending to", e))
+            .map_err(|e| link_error(peer, "sending to", e, self.operation_timeout))
     }
 
     /// Reads one frame's header and checks that it is `op` with `len` bytes (`None`: any length); returns
@@ -112,7 +155,7 @@ impl TcpCollective {
         let mut header = [0u8; 9];
         self.peers[i]
             .read_exact(&mut header)
-            .map_err(|e| link_error(peer, "receiving from", e))?;
+            .map_err(|e| link_error(peer, "receiving from", e, self.operation_timeout))?;
         let got = u64::from_le_bytes(header[1..].try_into().expect("8 bytes")) as usize;
         if header[0] != op as u8 || len.is_some_and(|l| l != got) {
             return Err(Error::Network(format!(
@@ -132,7 +175,7 @@ impl TcpCollective {
         let peer = self.peer_rank(i);
         self.peers[i]
             .read_exact(buf)
-            .map_err(|e| link_error(peer, "receiving from", e))
+            .map_err(|e| link_error(peer, "receiving from", e, self.operation_timeout))
     }
 
     /// Sum (and `finish`) over ranks of `data`, in rank order, identical on every rank.
@@ -212,22 +255,42 @@ impl TcpCollective {
     }
 }
 
-fn link_error(peer: usize, what: &str, e: std::io::Error) -> Error {
+fn link_error(peer: usize, what: &str, e: std::io::Error, timeout: Duration) -> Error {
     let hint = match e.kind() {
         ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => {
-            " (the rank has exited; see its error)"
+            " (the rank has exited; see its error)".to_string()
         }
-        _ => "",
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
+            " (nothing for {}s: the rank is hung or its host is gone; STORM_COLLECTIVE_TIMEOUT sets this limit)",
+            timeout.as_secs_f64()
+        ),
+        _ => String::new(),
     };
     Error::Network(format!("{what} rank {peer} failed: {e}{hint}"))
 }
 
-fn accept_all(env: &DistEnv, timeout: Duration) -> Result<Vec<TcpStream>> {
-    let listener = TcpListener::bind(("0.0.0.0", env.master_port)).map_err(|e| {
+/// After the rendezvous: every read and write on `s` gives up after `timeout`, and TCP keepalive probes a
+/// silent peer so a host that vanished without closing its socket is noticed.
+fn watch_link(s: &TcpStream, timeout: Duration) -> std::io::Result<()> {
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    socket2::SockRef::from(s).set_tcp_keepalive(&keepalive)
+}
+
+fn accept_all(env: &DistEnv, token: u64, timeout: Duration) -> Result<Vec<TcpStream>> {
+    let listener = TcpListener::bind((env.master_addr.as_str(), env.master_port)).map_err(|e| {
+        let hint = if e.kind() == ErrorKind::AddrNotAvailable {
+            "MASTER_ADDR must be an address of rank 0's machine"
+        } else {
+            "is another job using it? set MASTER_PORT"
+        };
         Error::Network(format!(
-            "rank 0 cannot listen on port {} for the rendezvous: {e} (is another job using it? set \
-             MASTER_PORT)",
-            env.master_port
+            "rank 0 cannot listen on {}:{} for the rendezvous: {e} ({hint})",
+            env.master_addr, env.master_port
         ))
     })?;
     listener
@@ -238,7 +301,13 @@ fn accept_all(env: &DistEnv, timeout: Duration) -> Result<Vec<TcpStream>> {
     while slots.iter().any(Option::is_none) {
         match listener.accept() {
             Ok((stream, from)) => {
-                let (rank, stream) = greet_worker(stream, from, env)?;
+                let (rank, stream) = match greet_worker(stream, from, env, token) {
+                    Ok(joined) => joined,
+                    Err(e) => {
+                        tracing::warn!("{e}; closed that connection, still waiting for the ranks");
+                        continue;
+                    }
+                };
                 if slots[rank - 1].is_some() {
                     return Err(Error::Network(format!(
                         "two processes joined the rendezvous as rank {rank} (the second from {from})"
@@ -273,21 +342,26 @@ fn accept_all(env: &DistEnv, timeout: Duration) -> Result<Vec<TcpStream>> {
     ack.extend_from_slice(&(env.world_size as u32).to_le_bytes());
     for (i, s) in peers.iter_mut().enumerate() {
         s.write_all(&ack)
-            .map_err(|e| link_error(i + 1, "greeting", e))?;
+            .map_err(|e| link_error(i + 1, "greeting", e, HELLO_DEADLINE))?;
     }
     Ok(peers)
 }
 
-/// Reads a connecting rank's introduction and checks it against this job.
-fn greet_worker(stream: TcpStream, from: SocketAddr, env: &DistEnv) -> Result<(usize, TcpStream)> {
+/// Reads a connecting rank's introduction and checks it against this job; an error means "not one of ours".
+fn greet_worker(
+    stream: TcpStream,
+    from: SocketAddr,
+    env: &DistEnv,
+    token: u64,
+) -> Result<(usize, TcpStream)> {
     let mut stream = stream;
     let setup = |s: &TcpStream| -> std::io::Result<()> {
         s.set_nonblocking(false)?;
         s.set_nodelay(true)?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))
+        s.set_read_timeout(Some(HELLO_DEADLINE))
     };
     setup(&stream).map_err(|e| Error::Network(format!("rendezvous with {from}: {e}")))?;
-    let mut hello = [0u8; 16];
+    let mut hello = [0u8; 24];
     stream
         .read_exact(&mut hello)
         .map_err(|e| Error::Network(format!("rendezvous with {from}: no introduction: {e}")))?;
@@ -296,6 +370,11 @@ fn greet_worker(stream: TcpStream, from: SocketAddr, env: &DistEnv) -> Result<(u
         return Err(Error::Network(format!(
             "rendezvous: {from} is not a storm rank of this version (port {} in use by something else?)",
             env.master_port
+        )));
+    }
+    if u64::from_le_bytes(hello[16..24].try_into().expect("8 bytes")) != token {
+        return Err(Error::Network(format!(
+            "rendezvous: {from} is a storm rank of another launch (its job token differs)"
         )));
     }
     let (rank, world) = (word(8) as usize, word(12) as usize);
@@ -311,7 +390,7 @@ fn greet_worker(stream: TcpStream, from: SocketAddr, env: &DistEnv) -> Result<(u
     Ok((rank, stream))
 }
 
-fn connect_to_master(env: &DistEnv, timeout: Duration) -> Result<TcpStream> {
+fn connect_to_master(env: &DistEnv, token: u64, timeout: Duration) -> Result<TcpStream> {
     let deadline = Instant::now() + timeout;
     let target = format!("{}:{}", env.master_addr, env.master_port);
     let mut last_error = String::from("no address");
@@ -342,11 +421,12 @@ fn connect_to_master(env: &DistEnv, timeout: Duration) -> Result<TcpStream> {
     };
     let io = |e: std::io::Error| Error::Network(format!("rendezvous with rank 0 at {target}: {e}"));
     stream.set_nodelay(true).map_err(io)?;
-    let mut hello = Vec::with_capacity(16);
+    let mut hello = Vec::with_capacity(24);
     hello.extend_from_slice(MAGIC);
     hello.extend_from_slice(&VERSION.to_le_bytes());
     hello.extend_from_slice(&(env.rank as u32).to_le_bytes());
     hello.extend_from_slice(&(env.world_size as u32).to_le_bytes());
+    hello.extend_from_slice(&token.to_le_bytes());
     stream.write_all(&hello).map_err(io)?;
     let wait = deadline
         .saturating_duration_since(Instant::now())
@@ -429,6 +509,7 @@ impl Collective for TcpCollective {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn free_port() -> u16 {
         TcpListener::bind("127.0.0.1:0")
@@ -437,6 +518,11 @@ mod tests {
             .unwrap()
             .port()
     }
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        rendezvous: Duration::from_secs(20),
+        operation: Duration::from_secs(20),
+    };
 
     fn env(rank: usize, world: usize, port: u16) -> DistEnv {
         DistEnv {
@@ -458,9 +544,8 @@ mod tests {
         let handles: Vec<_> = (0..world)
             .map(|r| {
                 std::thread::spawn(move || {
-                    let mut c =
-                        TcpCollective::connect(&env(r, world, port), Duration::from_secs(20))
-                            .expect("rendezvous");
+                    let mut c = TcpCollective::connect(&env(r, world, port), 7, TIMEOUTS)
+                        .expect("rendezvous");
                     f(&mut c)
                 })
             })
@@ -556,10 +641,105 @@ mod tests {
     #[test]
     fn a_missing_rank_times_out_naming_it() {
         let port = free_port();
-        let err = TcpCollective::connect(&env(0, 3, port), Duration::from_secs(1))
+        let quick = Timeouts {
+            rendezvous: Duration::from_secs(1),
+            ..TIMEOUTS
+        };
+        let err = TcpCollective::connect(&env(0, 3, port), 7, quick)
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("rank(s) 1, 2 never joined"), "{err}");
+    }
+
+    /// Before, a stranger on the port (or a rank of another launch) aborted the whole rendezvous.
+    #[test]
+    fn strangers_on_the_port_are_turned_away_and_the_rendezvous_goes_on() {
+        let port = free_port();
+        let rank0 = std::thread::spawn(move || {
+            TcpCollective::connect(&env(0, 2, port), 7, TIMEOUTS).map(|mut c| c.barrier())
+        });
+        let addr = format!("127.0.0.1:{port}");
+        let knock = || loop {
+            if let Ok(s) = TcpStream::connect(&addr) {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // not a storm rank at all
+        let mut http = knock();
+        http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        // a storm rank of another launch: right magic, version and world size, another token
+        let foreign = std::thread::spawn(move || {
+            TcpCollective::connect(
+                &env(1, 2, port),
+                8,
+                Timeouts {
+                    rendezvous: Duration::from_secs(2),
+                    ..TIMEOUTS
+                },
+            )
+            .err()
+            .map(|e| e.to_string())
+        });
+        let foreign = foreign
+            .join()
+            .unwrap()
+            .expect("the foreign rank is refused");
+        assert!(foreign.contains("never confirmed"), "{foreign}");
+        let mut ours = TcpCollective::connect(&env(1, 2, port), 7, TIMEOUTS).unwrap();
+        ours.barrier().unwrap();
+        rank0.join().unwrap().unwrap().unwrap();
+    }
+
+    /// A rank that joined and then hangs (alive, socket open, never calling the collective) turns into an
+    /// error on the rank waiting for it once the operation timeout passes, not a wait forever.
+    #[test]
+    fn a_hung_rank_is_an_error_after_the_operation_timeout() {
+        let port = free_port();
+        let quick = Timeouts {
+            operation: Duration::from_millis(500),
+            ..TIMEOUTS
+        };
+        let (done, hang_until) = std::sync::mpsc::channel::<()>();
+        let hung = std::thread::spawn(move || {
+            let c = TcpCollective::connect(&env(1, 2, port), 7, quick).unwrap();
+            let _ = hang_until.recv();
+            drop(c);
+        });
+        let mut c = TcpCollective::connect(&env(0, 2, port), 7, quick).unwrap();
+        let began = Instant::now();
+        let err = c.barrier().unwrap_err().to_string();
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!(err.contains("rank 1") && err.contains("hung"), "{err}");
+        done.send(()).unwrap();
+        hung.join().unwrap();
+    }
+
+    #[test]
+    fn the_job_token_comes_from_the_launch() {
+        let e = env(0, 2, 29500);
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let launched = job_token(&e, vars(&[("STORM_JOB_TOKEN", "a1")]));
+        assert_eq!(launched, job_token(&e, vars(&[("STORM_JOB_TOKEN", "a1")])));
+        assert_ne!(launched, job_token(&e, vars(&[("STORM_JOB_TOKEN", "a2")])));
+        let slurm = job_token(&e, vars(&[("SLURM_JOB_ID", "41")]));
+        assert_ne!(slurm, job_token(&e, vars(&[("SLURM_JOB_ID", "42")])));
+        assert_ne!(
+            slurm,
+            job_token(&env(0, 2, 29501), vars(&[("SLURM_JOB_ID", "41")]))
+        );
     }
 }
