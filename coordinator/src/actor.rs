@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use storm_worker::protocol::LinkKey;
 use storm_worker::protocol::COORDINATOR_GROUP;
 use storm_worker::wire::{from_wire, to_wire};
 use storm_worker::{JobRunner, JobSpec, JoinRequest, ToCoordinator, WorkerEvent};
@@ -45,7 +46,11 @@ pub const JOIN_RETRY_DELAY: Duration = Duration::from_millis(100);
 pub const RESPAWNS_PER_DEVICE: usize = 2;
 
 pub enum CoordinatorMsg {
+    /// An event of a worker of this process.
     Worker(WorkerEvent),
+    /// An event from another node, with the key of the host it claims to come from; it counts only if the
+    /// worker it names belongs to the host with that key.
+    Remote { key: LinkKey, event: WorkerEvent },
     /// A remote worker host offers its workers.
     Join(JoinRequest),
     /// A join whose workers' process groups had not reached this node yet, tried again.
@@ -85,14 +90,14 @@ impl ractor::Message for CoordinatorMsg {
     }
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
         match self {
-            CoordinatorMsg::Worker(e) => to_wire(&ToCoordinator::Worker(e)),
+            CoordinatorMsg::Remote { key, event } => to_wire(&ToCoordinator::Worker { key, event }),
             CoordinatorMsg::Join(j) => to_wire(&ToCoordinator::Join(j)),
             _ => Err(BoxedDowncastErr),
         }
     }
     fn deserialize(msg: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
         Ok(match from_wire::<ToCoordinator>(msg)? {
-            ToCoordinator::Worker(e) => CoordinatorMsg::Worker(e),
+            ToCoordinator::Worker { key, event } => CoordinatorMsg::Remote { key, event },
             ToCoordinator::Join(j) => CoordinatorMsg::Join(j),
         })
     }
@@ -164,6 +169,7 @@ impl Actor for Coordinator {
         match msg {
             CoordinatorMsg::Respawn(device) => st.respawn(&myself, &device).await,
             CoordinatorMsg::Worker(ev) => st.on_event(ev),
+            CoordinatorMsg::Remote { key, event } => st.on_remote_event(&key, event),
             CoordinatorMsg::Join(request) => st.join(&myself, request, JOIN_TRIES),
             CoordinatorMsg::JoinRetry {
                 request,
@@ -407,6 +413,57 @@ mod tests {
         assert!(
             max_worker.is_some_and(|w| w < 2 + 2 * RESPAWNS_PER_DEVICE),
             "two workers and two replacements per device at most: {events:?}"
+        );
+    }
+
+    /// An event that arrives from another node counts only if it carries the key of the host that owns
+    /// the worker it names; local workers have no key, so a forged `Finished` for one (a peer holding the
+    /// cookie claiming w0's job is done) changes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forged_events_from_other_nodes_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Arc::new(AtomicUsize::new(0));
+        let (coordinator, rx) = start(
+            dir.path(),
+            &["a", "b"],
+            blocking_first_attempts(started.clone()),
+        )
+        .await;
+        until(|| started.load(Ordering::SeqCst) == 2).await;
+        for key in ["", "a-guessed-key"] {
+            for (worker, job) in [("w0", "a"), ("w1", "b"), ("w0", "b"), ("w1", "a")] {
+                let forged = WorkerEvent::Finished {
+                    worker: worker.into(),
+                    job: job.into(),
+                    attempt: 1,
+                    outcome: JobOutcome::Done(JobResult {
+                        job: job.into(),
+                        attempt: 1,
+                        seconds: 0.0,
+                        metrics: BTreeMap::new(),
+                    }),
+                };
+                coordinator
+                    .send_message(CoordinatorMsg::Remote {
+                        key: key.into(),
+                        event: forged,
+                    })
+                    .unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        coordinator.send_message(CoordinatorMsg::Interrupt).unwrap();
+        let end = rx.await.unwrap();
+        assert!(
+            end.jobs.iter().all(|j| j.state != SchedState::Done),
+            "{end:?}"
+        );
+        let (_, events) = Ledger::open(dir.path()).unwrap();
+        assert!(
+            fold(&events)
+                .values()
+                .all(|r| r.state == crate::ledger::JobState::Running),
+            "{events:?}"
         );
     }
 }

@@ -2,7 +2,6 @@
 //! (`storm worker --connect`), and the heartbeat settings with which the coordinator notices a worker that
 //! stopped answering.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -59,11 +58,8 @@ impl ClusterOptions {
 /// A random 128-bit cookie, hex, written with owner-only permissions.
 fn write_new_cookie(path: &Path) -> Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
+    let cookie = storm_worker::wire::random_secret()
         .map_err(|e| Error::Cluster(format!("reading /dev/urandom for a cluster cookie: {e}")))?;
-    let cookie: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)

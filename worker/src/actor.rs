@@ -13,10 +13,42 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 
 use crate::host::HostLink;
-use crate::protocol::{worker_group, JobOutcome, JobSpec, WorkerEvent, WorkerId, WorkerMsg};
+use crate::protocol::{
+    worker_group, JobOutcome, JobSpec, LinkKey, ToCoordinator, WorkerEvent, WorkerId, WorkerMsg,
+};
 use crate::runner::{JobRunner, RunContext};
 
 pub struct Worker;
+
+/// Where a worker's events go.
+#[derive(Clone)]
+pub enum Events {
+    /// The coordinator of this process.
+    Local(DerivedActorRef<WorkerEvent>),
+    /// A coordinator on another node: every event carries this host's key.
+    Remote {
+        coordinator: ActorRef<ToCoordinator>,
+        key: LinkKey,
+    },
+}
+
+impl Events {
+    /// Sends `event`; a coordinator that is gone is the session's end, noticed elsewhere.
+    pub fn send(&self, event: WorkerEvent) {
+        let sent = match self {
+            Events::Local(to) => to.send_message(event).map_err(|e| e.to_string()),
+            Events::Remote { coordinator, key } => coordinator
+                .send_message(ToCoordinator::Worker {
+                    key: key.clone(),
+                    event,
+                })
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = sent {
+            tracing::debug!("a worker event was not delivered: {e}");
+        }
+    }
+}
 
 pub struct WorkerArgs {
     pub id: WorkerId,
@@ -26,7 +58,7 @@ pub struct WorkerArgs {
     pub threads: Option<usize>,
     pub runner: Arc<dyn JobRunner>,
     /// Where events go (the coordinator).
-    pub events: DerivedActorRef<WorkerEvent>,
+    pub events: Events,
     /// Set for a worker on a remote host: its process group and the host's view of the coordinator.
     pub host: Option<Arc<HostLink>>,
     /// Jobs must live inside this directory (the sweep directory); any other spec is refused.
@@ -40,7 +72,7 @@ pub struct WorkerState {
     jobs: Option<mpsc::Sender<JobSpec>>,
     busy: Arc<AtomicBool>,
     cancel: Arc<AtomicBool>,
-    events: DerivedActorRef<WorkerEvent>,
+    events: Events,
     host: Option<Arc<HostLink>>,
     /// Canonical form of [`WorkerArgs::root`].
     root: PathBuf,
@@ -61,16 +93,16 @@ fn job_thread(
     jobs: mpsc::Receiver<JobSpec>,
     busy: Arc<AtomicBool>,
     cancel: Arc<AtomicBool>,
-    events: DerivedActorRef<WorkerEvent>,
+    events: Events,
 ) {
     for spec in jobs {
-        let _ = events.send_message(WorkerEvent::Started {
+        events.send(WorkerEvent::Started {
             worker: id.clone(),
             job: spec.id.clone(),
             attempt: spec.attempt,
         });
         let progress = |p: crate::protocol::Progress| {
-            let _ = events.send_message(WorkerEvent::Progress {
+            events.send(WorkerEvent::Progress {
                 worker: id.clone(),
                 job: spec.id.clone(),
                 attempt: spec.attempt,
@@ -89,11 +121,22 @@ fn job_thread(
                 ),
             });
         busy.store(false, Ordering::SeqCst);
-        let _ = events.send_message(WorkerEvent::Finished {
+        events.send(WorkerEvent::Finished {
             worker: id.clone(),
             job: spec.id.clone(),
             attempt: spec.attempt,
             outcome,
+        });
+    }
+}
+
+impl WorkerState {
+    /// Drops a message that is not from this worker's coordinator, and says so to it.
+    fn refuse(&self, why: &str) {
+        tracing::warn!(worker = %self.id, "refused a message: {why}");
+        self.events.send(WorkerEvent::ProtocolError {
+            worker: self.id.clone(),
+            why: why.to_string(),
         });
     }
 }
@@ -161,11 +204,34 @@ impl Actor for Worker {
         msg: WorkerMsg,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
+        let msg = match msg {
+            WorkerMsg::Keyed { key, msg } => match &state.host {
+                Some(host) if host.key() == key && !msg.is_envelope() => *msg,
+                Some(_) => {
+                    state.refuse(
+                        "a message whose key is not this host's (not from its coordinator)",
+                    );
+                    return Ok(());
+                }
+                None => {
+                    state.refuse(
+                        "a message from another node (this worker takes orders only from the \
+                         coordinator of its own process)",
+                    );
+                    return Ok(());
+                }
+            },
+            WorkerMsg::Undecodable { why } => {
+                state.refuse(&why);
+                return Ok(());
+            }
+            msg => msg,
+        };
         match msg {
             WorkerMsg::Run(mut spec) => {
                 if let Err(error) = confined(&spec, &state.root) {
                     tracing::warn!(worker = %state.id, job = %spec.id, "{error}");
-                    let _ = state.events.send_message(WorkerEvent::Finished {
+                    state.events.send(WorkerEvent::Finished {
                         worker: state.id.clone(),
                         job: spec.id.clone(),
                         attempt: spec.attempt,
@@ -174,7 +240,7 @@ impl Actor for Worker {
                     return Ok(());
                 }
                 if state.busy.swap(true, Ordering::SeqCst) {
-                    let _ = state.events.send_message(WorkerEvent::Finished {
+                    state.events.send(WorkerEvent::Finished {
                         worker: state.id.clone(),
                         job: spec.id.clone(),
                         attempt: spec.attempt,
@@ -197,7 +263,7 @@ impl Actor for Worker {
                 if let Some(host) = &state.host {
                     host.heard_from_coordinator(timeout_ms);
                 }
-                let _ = state.events.send_message(WorkerEvent::Alive {
+                state.events.send(WorkerEvent::Alive {
                     worker: state.id.clone(),
                 });
             }
@@ -206,6 +272,9 @@ impl Actor for Worker {
                     host.refused(&state.id, &reason);
                 }
                 myself.stop(None);
+            }
+            WorkerMsg::Keyed { .. } | WorkerMsg::Undecodable { .. } => {
+                unreachable!("envelopes are opened above")
             }
         }
         Ok(())
@@ -313,7 +382,7 @@ mod tests {
                 device: "cuda:3".into(),
                 threads: None,
                 runner: Arc::new(runner),
-                events: sink.get_derived(),
+                events: Events::Local(sink.get_derived()),
                 host: None,
                 root: "/".into(),
             },
@@ -331,6 +400,7 @@ mod tests {
                     }
                     WorkerEvent::Started { job, .. } => assert_eq!(job, id),
                     WorkerEvent::Progress { .. } | WorkerEvent::Alive { .. } => {}
+                    WorkerEvent::ProtocolError { why, .. } => panic!("{why}"),
                 }
             }
         }
@@ -364,7 +434,7 @@ mod tests {
                 device: "cpu".into(),
                 threads: None,
                 runner: Arc::new(runner),
-                events: sink.get_derived(),
+                events: Events::Local(sink.get_derived()),
                 host: None,
                 root: root.path().to_path_buf(),
             },
@@ -392,5 +462,86 @@ mod tests {
         }
         worker.stop(None);
         sink.stop(None);
+    }
+
+    /// Before, any node holding the cluster cookie could send `Run` to any worker it could address; now a
+    /// worker runs only what its coordinator sends: in-process messages for a local worker, messages with
+    /// its host's key for a remote one. Everything else is refused and reported.
+    #[tokio::test]
+    async fn messages_not_from_the_coordinator_are_refused_and_reported() {
+        let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let root = tempfile::tempdir().unwrap();
+        let inside = |id: &str| {
+            let mut s = spec(id);
+            s.job_dir = root.path().join(id);
+            s.data = root.path().join("data");
+            s
+        };
+        let keyed = |key: &str, msg| WorkerMsg::Keyed {
+            key: key.into(),
+            msg: Box::new(msg),
+        };
+        for host_key in [None, Some("right")] {
+            let (tx, mut rx) = unbounded_channel();
+            let (sink, _) = Actor::spawn(None, Sink, tx).await.unwrap();
+            let log = ran.clone();
+            let runner = FnRunner(move |spec: &JobSpec, _: &RunContext| {
+                log.lock().unwrap().push(spec.id.clone());
+                JobOutcome::Cancelled
+            });
+            let (worker, _) = Actor::spawn(
+                None,
+                Worker,
+                WorkerArgs {
+                    id: format!("w-{host_key:?}"),
+                    device: "cpu".into(),
+                    threads: None,
+                    runner: Arc::new(runner),
+                    events: Events::Local(sink.get_derived()),
+                    host: host_key.map(|k| Arc::new(HostLink::new(k.into()))),
+                    root: root.path().to_path_buf(),
+                },
+            )
+            .await
+            .unwrap();
+            let forged = [
+                keyed("wrong", WorkerMsg::Run(inside("forged-key"))),
+                keyed(
+                    "right",
+                    keyed("right", WorkerMsg::Run(inside("nested-envelope"))),
+                ),
+                WorkerMsg::from_network(Err("a message from another node does not parse".into())),
+                WorkerMsg::from_network(Ok(WorkerMsg::Run(inside("unkeyed")))),
+            ];
+            let local = host_key.is_none();
+            // a local worker refuses even the right key: nothing from another node is its coordinator
+            let forged = forged
+                .into_iter()
+                .chain(local.then(|| keyed("right", WorkerMsg::Run(inside("to-a-local-worker")))));
+            for msg in forged {
+                worker.send_message(msg).unwrap();
+                match rx.recv().await.unwrap() {
+                    WorkerEvent::ProtocolError { why, .. } => assert!(!why.is_empty()),
+                    other => panic!("expected a protocol error, got {other:?}"),
+                }
+            }
+            let genuine = if local {
+                WorkerMsg::Run(inside("local"))
+            } else {
+                keyed("right", WorkerMsg::Run(inside("keyed")))
+            };
+            worker.send_message(genuine).unwrap();
+            assert!(matches!(
+                rx.recv().await.unwrap(),
+                WorkerEvent::Started { .. }
+            ));
+            assert!(matches!(
+                rx.recv().await.unwrap(),
+                WorkerEvent::Finished { .. }
+            ));
+            worker.stop(None);
+            sink.stop(None);
+        }
+        assert_eq!(*ran.lock().unwrap(), ["local", "keyed"]);
     }
 }

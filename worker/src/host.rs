@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
 
-use crate::actor::{Worker, WorkerArgs};
+use crate::actor::{Events, Worker, WorkerArgs};
 use crate::protocol::{
-    worker_group, JoinRequest, RemoteWorker, ToCoordinator, COORDINATOR_GROUP, PROTOCOL_VERSION,
+    worker_group, JoinRequest, LinkKey, RemoteWorker, ToCoordinator, COORDINATOR_GROUP,
+    PROTOCOL_VERSION,
 };
 use crate::runner::JobRunner;
 
@@ -45,9 +46,11 @@ pub enum HostEnd {
     Interrupted,
 }
 
-/// What the worker actors of a host tell the host's watchdog.
+/// What the worker actors of a host share with the host: its key, and what they tell its watchdog.
 #[derive(Debug, Default)]
 pub struct HostLink {
+    /// This host's [`LinkKey`]: messages without it are not from the coordinator.
+    key: LinkKey,
     /// Last heartbeat from the coordinator and the coordinator's timeout.
     last_ping: Mutex<Option<(Instant, Duration)>>,
     /// Workers the coordinator refused, with its reason.
@@ -55,6 +58,17 @@ pub struct HostLink {
 }
 
 impl HostLink {
+    pub fn new(key: LinkKey) -> Self {
+        HostLink {
+            key,
+            ..HostLink::default()
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     pub fn heard_from_coordinator(&self, timeout_ms: u64) {
         if let Ok(mut g) = self.last_ping.lock() {
             *g = Some((Instant::now(), Duration::from_millis(timeout_ms)));
@@ -189,7 +203,9 @@ async fn serve(
         )
     })?;
     let coordinator: ActorRef<ToCoordinator> = coordinator.into();
-    let link = Arc::new(HostLink::default());
+    let key = crate::wire::random_secret()
+        .map_err(|e| format!("reading /dev/urandom for this host's key: {e}"))?;
+    let link = Arc::new(HostLink::new(key.clone()));
     let mut workers = Vec::new();
     let mut offered = Vec::new();
     for (i, device) in opts.devices.iter().enumerate() {
@@ -202,7 +218,10 @@ async fn serve(
                 device: device.clone(),
                 threads: opts.threads,
                 runner: opts.runner.clone(),
-                events: coordinator.get_derived(),
+                events: Events::Remote {
+                    coordinator: coordinator.clone(),
+                    key: key.clone(),
+                },
                 host: Some(link.clone()),
                 root: opts.root.clone(),
             },
@@ -221,6 +240,7 @@ async fn serve(
             version: PROTOCOL_VERSION,
             node: node.to_string(),
             workers: offered,
+            key,
         }))
         .map_err(|e| format!("cannot reach the coordinator at {addr}: {e}"))?;
     eprintln!(

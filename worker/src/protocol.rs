@@ -240,6 +240,12 @@ pub enum JobOutcome {
 /// Identifies a worker within one sweep (`w0`, `w1`, ...).
 pub type WorkerId = String;
 
+/// A random secret a worker host makes for its session and announces in its [`JoinRequest`]. Every
+/// message between the coordinator and that host's workers carries it ([`WorkerMsg::Keyed`],
+/// [`ToCoordinator::Worker`]), so another node of the cluster (anyone holding the cookie) can neither run a
+/// job on a worker nor speak for one: without the key its messages are refused.
+pub type LinkKey = String;
+
 /// Coordinator → worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum WorkerMsg {
@@ -255,8 +261,65 @@ pub enum WorkerMsg {
     /// The session is over (or the worker was refused); a remote worker host exits when all its workers got
     /// this. `reason` is set when the worker was refused.
     Shutdown { reason: Option<String> },
+    /// How a message for a remote host's worker travels: with that host's key. Decoding a message from
+    /// another node gives only this or [`WorkerMsg::Undecodable`].
+    Keyed { key: LinkKey, msg: Box<WorkerMsg> },
+    /// A message from another node that is not storm's wire format, does not parse, or carries no key;
+    /// the worker refuses it and tells the coordinator ([`WorkerEvent::ProtocolError`]).
+    Undecodable { why: String },
 }
-crate::remote_message!(WorkerMsg);
+
+impl WorkerMsg {
+    fn name(&self) -> &'static str {
+        match self {
+            WorkerMsg::Run(_) => "Run",
+            WorkerMsg::Cancel => "Cancel",
+            WorkerMsg::Ping { .. } => "Ping",
+            WorkerMsg::Shutdown { .. } => "Shutdown",
+            WorkerMsg::Keyed { .. } => "Keyed",
+            WorkerMsg::Undecodable { .. } => "Undecodable",
+        }
+    }
+
+    /// A [`WorkerMsg::Keyed`] or [`WorkerMsg::Undecodable`], which only wrap or replace a message.
+    pub fn is_envelope(&self) -> bool {
+        matches!(
+            self,
+            WorkerMsg::Keyed { .. } | WorkerMsg::Undecodable { .. }
+        )
+    }
+
+    /// What a message from another node means: a keyed message as it is, anything else
+    /// [`WorkerMsg::Undecodable`].
+    pub fn from_network(decoded: Result<WorkerMsg, String>) -> WorkerMsg {
+        match decoded {
+            Ok(keyed @ WorkerMsg::Keyed { .. }) => keyed,
+            Ok(other) => WorkerMsg::Undecodable {
+                why: format!(
+                    "a {} message from another node without a host key",
+                    other.name()
+                ),
+            },
+            Err(why) => WorkerMsg::Undecodable { why },
+        }
+    }
+}
+
+impl ractor::Message for WorkerMsg {
+    fn serializable() -> bool {
+        true
+    }
+    fn serialize(
+        self,
+    ) -> Result<ractor::message::SerializedMessage, ractor::message::BoxedDowncastErr> {
+        crate::wire::to_wire(&self)
+    }
+    fn deserialize(
+        msg: ractor::message::SerializedMessage,
+    ) -> Result<Self, ractor::message::BoxedDowncastErr> {
+        Ok(WorkerMsg::from_network(crate::wire::decode(msg)))
+    }
+}
 
 /// Worker → coordinator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,6 +343,8 @@ pub enum WorkerEvent {
     },
     /// Answer to [`WorkerMsg::Ping`].
     Alive { worker: WorkerId },
+    /// The worker refused a message it could not decode or that was not from its coordinator.
+    ProtocolError { worker: WorkerId, why: String },
 }
 
 impl WorkerEvent {
@@ -288,14 +353,15 @@ impl WorkerEvent {
             WorkerEvent::Started { worker, .. }
             | WorkerEvent::Progress { worker, .. }
             | WorkerEvent::Finished { worker, .. }
-            | WorkerEvent::Alive { worker } => worker,
+            | WorkerEvent::Alive { worker }
+            | WorkerEvent::ProtocolError { worker, .. } => worker,
         }
     }
 }
 
 /// Protocol version a remote worker host announces; the coordinator refuses other versions (the job
 /// specs and results must mean the same on both sides).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A worker actor a remote host offers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,6 +379,9 @@ pub struct JoinRequest {
     /// `hostname:pid` of the worker host.
     pub node: String,
     pub workers: Vec<RemoteWorker>,
+    /// This host's [`LinkKey`] (absent from a host of protocol 1, which is refused by version).
+    #[serde(default)]
+    pub key: LinkKey,
 }
 
 /// What a remote worker host sends the coordinator (the coordinator's own message type decodes the same
@@ -320,25 +389,13 @@ pub struct JoinRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToCoordinator {
     Join(JoinRequest),
-    Worker(WorkerEvent),
+    /// An event of one of the host's workers, with the host's key.
+    Worker {
+        key: LinkKey,
+        event: WorkerEvent,
+    },
 }
 crate::remote_message!(ToCoordinator);
-
-impl From<WorkerEvent> for ToCoordinator {
-    fn from(e: WorkerEvent) -> Self {
-        ToCoordinator::Worker(e)
-    }
-}
-
-impl TryFrom<ToCoordinator> for WorkerEvent {
-    type Error = ();
-    fn try_from(m: ToCoordinator) -> Result<Self, ()> {
-        match m {
-            ToCoordinator::Worker(e) => Ok(e),
-            ToCoordinator::Join(_) => Err(()),
-        }
-    }
-}
 
 /// The process group the coordinator's actor joins; remote worker hosts look it up after connecting.
 pub const COORDINATOR_GROUP: &str = "storm.coordinator";

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use storm_worker::actor::Events;
 use storm_worker::{JobOutcome, JobRunner, JobSpec, Worker, WorkerArgs, WorkerEvent, WorkerMsg};
 use tokio::sync::oneshot;
 
@@ -166,7 +167,7 @@ impl CoordinatorState {
             device: device.to_string(),
             threads: self.threads,
             runner: self.runner.clone(),
-            events: myself.get_derived(),
+            events: Events::Local(myself.get_derived()),
             host: None,
             root: self.ledger.dir().to_path_buf(),
         };
@@ -195,11 +196,7 @@ impl CoordinatorState {
             if !self.running() {
                 return;
             }
-            let Some((actor, device)) = self
-                .slots
-                .get(&a.worker)
-                .map(|s| (s.actor.clone(), s.device.clone()))
-            else {
+            let Some(device) = self.slots.get(&a.worker).map(|s| s.device.clone()) else {
                 continue;
             };
             let Some(mut spec) = self.specs.get(&a.job).cloned() else {
@@ -218,9 +215,26 @@ impl CoordinatorState {
                 a.job, a.attempt, a.worker
             ));
             spec.attempt = a.attempt;
-            if let Err(e) = actor.send_message(WorkerMsg::Run(spec)) {
+            let sent = match self.slots.get(&a.worker) {
+                Some(slot) => slot.send(WorkerMsg::Run(spec)),
+                None => Err("it is gone".into()),
+            };
+            if let Err(e) = sent {
                 self.lose_worker(myself, &a.worker, &format!("unreachable: {e}"));
             }
+        }
+    }
+
+    /// An event from another node counts only when the host that owns the worker it names sent it (its
+    /// key matches); a forged `Alive`, `Started` or `Finished` from any other node is dropped.
+    pub fn on_remote_event(&mut self, key: &str, ev: WorkerEvent) {
+        match self.slots.get(ev.worker()) {
+            Some(slot) if slot.owned_by(key) => self.on_event(ev),
+            Some(_) => self.ui.line(&format!(
+                "ignored an event for worker {} that did not come from its host (wrong key)",
+                ev.worker()
+            )),
+            None => tracing::debug!(worker = ev.worker(), "event of an unknown worker ignored"),
         }
     }
 
@@ -228,6 +242,9 @@ impl CoordinatorState {
         self.slots.heard_from(ev.worker());
         match ev {
             WorkerEvent::Alive { .. } => {}
+            WorkerEvent::ProtocolError { worker, why } => self
+                .ui
+                .line(&format!("worker {worker} refused a message: {why}")),
             WorkerEvent::Started {
                 worker,
                 job,
@@ -386,7 +403,7 @@ impl CoordinatorState {
     ) {
         for (_, slot) in self.slots.drain() {
             if ending.interrupted {
-                let _ = slot.actor.send_message(WorkerMsg::Cancel);
+                let _ = slot.send(WorkerMsg::Cancel);
             }
             slot.release(None);
         }

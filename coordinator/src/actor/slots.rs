@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ractor::{ActorId, ActorRef};
+use storm_worker::protocol::LinkKey;
 use storm_worker::{WorkerId, WorkerMsg};
 
 /// Where a worker runs, which decides how its loss is noticed and how it is let go.
@@ -17,6 +18,8 @@ pub enum Place {
     Remote {
         /// `hostname:pid` of its host.
         node: String,
+        /// The host's key: on every message to the worker, and required on every event from it.
+        key: LinkKey,
         /// When it last sent anything.
         last_seen: Instant,
     },
@@ -38,15 +41,33 @@ impl WorkerSlot {
         }
     }
 
-    pub fn remote(actor: ActorRef<WorkerMsg>, device: &str, node: &str) -> Self {
+    pub fn remote(actor: ActorRef<WorkerMsg>, device: &str, node: &str, key: &str) -> Self {
         WorkerSlot {
             actor,
             device: device.to_string(),
             place: Place::Remote {
                 node: node.to_string(),
+                key: key.to_string(),
                 last_seen: Instant::now(),
             },
         }
+    }
+
+    /// Sends `msg` to the worker: as it is to a local one, with its host's key to a remote one.
+    pub fn send(&self, msg: WorkerMsg) -> Result<(), String> {
+        let msg = match &self.place {
+            Place::Local => msg,
+            Place::Remote { key, .. } => WorkerMsg::Keyed {
+                key: key.clone(),
+                msg: Box::new(msg),
+            },
+        };
+        self.actor.send_message(msg).map_err(|e| e.to_string())
+    }
+
+    /// Whether an event from another node with `key` may speak for this worker.
+    pub fn owned_by(&self, key: &str) -> bool {
+        matches!(&self.place, Place::Remote { key: k, .. } if !k.is_empty() && k == key)
     }
 
     pub fn is_remote(&self) -> bool {
@@ -60,7 +81,7 @@ impl WorkerSlot {
             Place::Local => self.actor.stop(None),
             Place::Remote { node, .. } => {
                 tracing::debug!(node, ?reason, "shutting a remote worker down");
-                let _ = self.actor.send_message(WorkerMsg::Shutdown { reason });
+                let _ = self.send(WorkerMsg::Shutdown { reason });
             }
         }
     }

@@ -81,10 +81,16 @@ impl CoordinatorState {
         if let Some(why) = refusal {
             self.ui
                 .line(&format!("refused worker host {}: {why}", request.node));
-            let _ = actor.send_message(WorkerMsg::Shutdown { reason: Some(why) });
+            let _ = actor.send_message(WorkerMsg::Keyed {
+                key: request.key.clone(),
+                msg: Box::new(WorkerMsg::Shutdown { reason: Some(why) }),
+            });
             return;
         }
-        self.register(&w.id, WorkerSlot::remote(actor, &w.device, &request.node));
+        self.register(
+            &w.id,
+            WorkerSlot::remote(actor, &w.device, &request.node, &request.key),
+        );
         self.said_waiting = false;
         self.ui.line(&format!(
             "worker {} ({}) joined from {}",
@@ -108,11 +114,7 @@ impl CoordinatorState {
         let timeout_ms = timeout.as_millis() as u64;
         let mut unreachable = Vec::new();
         for (worker, slot) in self.slots.remote() {
-            if slot
-                .actor
-                .send_message(WorkerMsg::Ping { timeout_ms })
-                .is_err()
-            {
+            if slot.send(WorkerMsg::Ping { timeout_ms }).is_err() {
                 unreachable.push(worker.clone());
             }
         }
