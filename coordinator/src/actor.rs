@@ -65,6 +65,8 @@ pub enum CoordinatorMsg {
     Interrupt,
     /// Start a replacement worker on this device (sent to itself after a worker died).
     Respawn(String),
+    /// `max_attempt_seconds` after `attempt` of `job` was sent (sent to itself).
+    AttemptDeadline { job: String, attempt: u32 },
 }
 
 impl From<WorkerEvent> for CoordinatorMsg {
@@ -125,6 +127,9 @@ pub struct CoordinatorArgs {
     pub done: oneshot::Sender<SessionEnd>,
     /// Set when remote worker hosts may join (`--listen`).
     pub cluster: Option<ClusterOptions>,
+    /// `max_attempt_seconds`: an attempt still running this long after it was sent is cancelled and
+    /// counted as failed.
+    pub attempt_deadline: Option<Duration>,
 }
 
 pub struct Coordinator;
@@ -181,6 +186,7 @@ impl Actor for Coordinator {
                 }
             }
             CoordinatorMsg::Interrupt => st.end(Ending::interrupted()),
+            CoordinatorMsg::AttemptDeadline { job, attempt } => st.on_deadline(&job, attempt),
         }
         st.settle(&myself);
         Ok(())
@@ -276,7 +282,7 @@ mod tests {
         ids: &[&str],
         runner: Arc<dyn JobRunner>,
     ) -> (ActorRef<CoordinatorMsg>, oneshot::Receiver<SessionEnd>) {
-        start_with_retries(dir, ids, runner, 2).await
+        start_with_retries(dir, ids, runner, 2, None).await
     }
 
     /// Two cpu workers.
@@ -285,6 +291,7 @@ mod tests {
         ids: &[&str],
         runner: Arc<dyn JobRunner>,
         max_retries: u32,
+        attempt_deadline: Option<Duration>,
     ) -> (ActorRef<CoordinatorMsg>, oneshot::Receiver<SessionEnd>) {
         let (ledger, _) = Ledger::open(dir).unwrap();
         let names: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
@@ -299,6 +306,7 @@ mod tests {
             ui: ProgressUi::new(Display::Quiet, ids.len(), 0),
             done: tx,
             cluster: None,
+            attempt_deadline,
         };
         let (actor, _) = Actor::spawn(None, Coordinator, args).await.unwrap();
         (actor, rx)
@@ -385,7 +393,7 @@ mod tests {
     async fn workers_that_keep_dying_end_the_session_once_no_replacement_is_left() {
         let dir = tempfile::tempdir().unwrap();
         let (coordinator, mut rx) =
-            start_with_retries(dir.path(), &["a"], blocking_attempts(), 100).await;
+            start_with_retries(dir.path(), &["a"], blocking_attempts(), 100, None).await;
         let mut end = None;
         for _ in 0..1000 {
             for worker in coordinator.get_children() {
@@ -463,6 +471,32 @@ mod tests {
             fold(&events)
                 .values()
                 .all(|r| r.state == crate::ledger::JobState::Running),
+            "{events:?}"
+        );
+    }
+
+    /// An attempt that runs past `max_attempt_seconds` (a hung host that still answers pings) is cancelled,
+    /// counted as a failed attempt, and retried; the retry finishes the job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_attempt_past_its_deadline_is_cancelled_and_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Arc::new(AtomicUsize::new(0));
+        let (_coordinator, rx) = start_with_retries(
+            dir.path(),
+            &["a"],
+            blocking_first_attempts(started.clone()),
+            2,
+            Some(Duration::from_millis(300)),
+        )
+        .await;
+        let end = rx.await.unwrap();
+        assert!(!end.interrupted && end.error.is_none(), "{end:?}");
+        assert_eq!(end.jobs[0].state, SchedState::Done, "{end:?}");
+        assert_eq!(end.jobs[0].attempts, 2);
+        let (_, events) = Ledger::open(dir.path()).unwrap();
+        assert!(
+            events.iter().any(|e| matches!(&e.change,
+                Change::Retry { attempt: 1, error } if error.contains("max_attempt_seconds"))),
             "{events:?}"
         );
     }

@@ -45,6 +45,10 @@ pub struct PaperConfig {
     pub seeds: u64,
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// Seconds one attempt may run before it is cancelled and counted as failed (then retried like any
+    /// failure); off by default. For hosts that can hang without dying.
+    #[serde(default)]
+    pub max_attempt_seconds: Option<u64>,
     #[serde(default)]
     pub set: Vec<String>,
     #[serde(default)]
@@ -126,7 +130,13 @@ impl PaperConfig {
         if self.seeds == 0 {
             return fail("seeds".into(), "must be at least 1".into());
         }
-        validate_common(origin, self.max_retries, &self.set, self.max_steps)?;
+        validate_common(
+            origin,
+            self.max_retries,
+            &self.set,
+            self.max_steps,
+            self.max_attempt_seconds,
+        )?;
         if self.models.is_empty() {
             return fail("models".into(), "list at least one [[models]] entry".into());
         }
@@ -214,6 +224,7 @@ impl PaperConfig {
             name,
             keys,
             max_retries: self.max_retries,
+            max_attempt_seconds: self.max_attempt_seconds,
             max_steps,
             jobs,
         };

@@ -15,6 +15,8 @@ pub struct Plan {
     /// The keys that tell configurations apart (grid keys, or `model` for a paper run); seeds excluded.
     pub keys: Vec<String>,
     pub max_retries: u32,
+    /// Not part of the [`PlanRecord`]: a limit on attempts may change between sessions.
+    pub max_attempt_seconds: Option<u64>,
     pub max_steps: Option<u64>,
     pub jobs: Vec<PlannedJob>,
 }

@@ -354,6 +354,7 @@ mod tests {
             name: "cb".into(),
             keys,
             max_retries: 2,
+            max_attempt_seconds: None,
             max_steps: None,
             jobs,
         };

@@ -99,6 +99,7 @@ pub fn run_sweep(plan: &Plan, opts: SweepOptions) -> Result<SweepOutcome> {
         runner: opts.runner.clone(),
         ui,
         cluster,
+        attempt_deadline: plan.max_attempt_seconds.map(std::time::Duration::from_secs),
     })?;
     if let Some(e) = &end.error {
         return Err(Error::Sweep(format!("the sweep stopped: {e}")));
@@ -125,6 +126,7 @@ struct CoordinatorArgsParts {
     runner: Arc<dyn JobRunner>,
     ui: ProgressUi,
     cluster: Option<ClusterOptions>,
+    attempt_deadline: Option<std::time::Duration>,
 }
 
 /// Runs the coordinator on its own runtime until it reports the end of the session; Ctrl-C interrupts.
@@ -158,6 +160,7 @@ fn run_session(p: CoordinatorArgsParts) -> Result<SessionEnd> {
             ui: p.ui,
             done: tx,
             cluster: p.cluster,
+            attempt_deadline: p.attempt_deadline,
         };
         let (coordinator, handle) = Actor::spawn(None, Coordinator, args)
             .await

@@ -4,11 +4,16 @@
 //!
 //! Rules: jobs start in plan order; a retried job prefers an idle worker it has not failed on, but does not
 //! wait for one; each session gives a job `1 + max_retries` attempts (attempt numbers keep counting across
-//! `--resume` sessions so logs never clash).
+//! `--resume` sessions so logs never clash). A cancelled attempt (its worker was shut down or its host
+//! interrupted) is not charged, up to [`FREE_CANCELLATIONS`] per job and session; later ones count as failed
+//! attempts, so a host that keeps coming and going cannot cycle a job forever.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::ledger::{JobRecord, JobState};
+
+/// Cancelled attempts per job and session that are not charged as failures.
+pub const FREE_CANCELLATIONS: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SchedState {
@@ -26,6 +31,8 @@ pub struct SchedJob {
     pub attempts: u32,
     /// Attempts started in this session.
     session_attempts: u32,
+    /// Attempts cancelled in this session.
+    cancellations: u32,
     failed_on: BTreeSet<String>,
     pub last_error: Option<String>,
 }
@@ -84,6 +91,7 @@ impl Scheduler {
                 },
                 attempts: rec.map_or(0, |r| r.attempts),
                 session_attempts: 0,
+                cancellations: 0,
                 failed_on: BTreeSet::new(),
                 last_error: rec.and_then(|r| r.last_error.clone()),
             });
@@ -169,13 +177,33 @@ impl Scheduler {
         Some(self.fail(j, worker, error))
     }
 
-    /// The running attempt on `worker` was cancelled (shutdown): back to pending, no attempt charged.
-    pub fn cancelled(&mut self, worker: &str) {
-        if let Some(j) = self.release(worker) {
-            let job = &mut self.jobs[j];
-            job.session_attempts = job.session_attempts.saturating_sub(1);
-            job.state = SchedState::Pending;
-            self.queue.push_front(j);
+    /// The running attempt on `worker` was cancelled (shutdown): back to pending with no attempt charged,
+    /// unless the job was cancelled more than [`FREE_CANCELLATIONS`] times this session; then it counts
+    /// as failed, and the verdict and error are returned.
+    pub fn cancelled(&mut self, worker: &str) -> Option<(Verdict, String)> {
+        let j = self.release(worker)?;
+        let job = &mut self.jobs[j];
+        job.cancellations += 1;
+        if job.cancellations > FREE_CANCELLATIONS {
+            let error = format!(
+                "cancelled {} times in this session (its workers keep going away); counted as a failed attempt",
+                job.cancellations
+            );
+            let verdict = self.fail(j, worker, &error);
+            return Some((verdict, error));
+        }
+        job.session_attempts = job.session_attempts.saturating_sub(1);
+        job.state = SchedState::Pending;
+        self.queue.push_front(j);
+        None
+    }
+
+    /// The worker running `job`'s current attempt, if it is running.
+    pub fn running(&self, job: &str) -> Option<(&str, u32)> {
+        let &j = self.index.get(job)?;
+        match &self.jobs[j].state {
+            SchedState::Running { worker, attempt } => Some((worker, *attempt)),
+            _ => None,
         }
     }
 
@@ -352,7 +380,29 @@ mod tests {
         let a = s.assign();
         let got: Vec<(&str, u32)> = a.iter().map(|a| (a.job.as_str(), a.attempt)).collect();
         assert_eq!(got, [("j1", 3), ("j2", 4), ("j3", 2)], "j3 lost its result");
-        s.cancelled("w0");
+        assert_eq!(s.cancelled("w0"), None);
         assert_eq!(s.job("j1").unwrap().state, SchedState::Pending);
+    }
+
+    /// Before, cancellations were never charged: a host that kept joining and leaving could cycle a job
+    /// forever. Now the first few are free and the rest count against the retry budget.
+    #[test]
+    fn a_job_cancelled_again_and_again_runs_out_of_attempts() {
+        let mut s = sched(1, &["w0"], 1);
+        for round in 1..=FREE_CANCELLATIONS {
+            let a = s.assign();
+            assert_eq!(a[0].attempt, round);
+            assert_eq!(s.running("j0"), Some(("w0", round)));
+            assert_eq!(s.cancelled("w0"), None, "cancellation {round} is free");
+        }
+        s.assign();
+        let (verdict, error) = s.cancelled("w0").unwrap();
+        assert_eq!(verdict, Verdict::Retry);
+        assert!(error.contains("cancelled 4 times"), "{error}");
+        s.assign();
+        assert_eq!(s.cancelled("w0").map(|v| v.0), Some(Verdict::Failed));
+        assert!(matches!(s.job("j0").unwrap().state, SchedState::Failed(_)));
+        assert!(s.assign().is_empty());
+        assert_eq!(s.running("j0"), None);
     }
 }

@@ -6,6 +6,7 @@
 //! base = "../dj30-small.toml"      # experiment config, relative to this file
 //! seeds = [0, 1, 2]
 //! max_retries = 2                   # attempts = 1 + max_retries
+//! max_attempt_seconds = 7200        # optional: cancel (and count as failed) an attempt running longer
 //! set = ["train.epochs=2"]          # overrides applied to every job
 //! tasks = ["eval", "backtest"]      # after pretraining (also "export", "trade")
 //! [grid]
@@ -35,6 +36,10 @@ pub struct SweepConfig {
     pub seeds: Vec<u64>,
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// Seconds one attempt may run before it is cancelled and counted as failed (then retried like any
+    /// failure); off by default. For hosts that can hang without dying.
+    #[serde(default)]
+    pub max_attempt_seconds: Option<u64>,
     /// `key=value` overrides applied to every job before the grid's.
     #[serde(default)]
     pub set: Vec<String>,
@@ -71,12 +76,23 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> R
 }
 
 /// Checks the settings every plan file shares.
+/// The longest `max_attempt_seconds` accepted: 30 days.
+const MAX_ATTEMPT_SECONDS_LIMIT: u64 = 30 * 24 * 3600;
+
 pub fn validate_common(
     origin: &str,
     max_retries: u32,
     set: &[String],
     max_steps: Option<u64>,
+    max_attempt_seconds: Option<u64>,
 ) -> Result<()> {
+    if let Some(s) = max_attempt_seconds.filter(|s| !(1..=MAX_ATTEMPT_SECONDS_LIMIT).contains(s)) {
+        return Err(Error::config(
+            origin,
+            "max_attempt_seconds",
+            format!("{s} is out of range 1..={MAX_ATTEMPT_SECONDS_LIMIT} (30 days); leave it out for no limit"),
+        ));
+    }
     if max_retries > MAX_RETRIES_LIMIT {
         return Err(Error::config(
             origin,
@@ -156,7 +172,13 @@ impl SweepConfig {
                 return fail("seeds".into(), format!("seed {s} is listed twice"));
             }
         }
-        validate_common(origin, self.max_retries, &self.set, self.max_steps)?;
+        validate_common(
+            origin,
+            self.max_retries,
+            &self.set,
+            self.max_steps,
+            self.max_attempt_seconds,
+        )?;
         validate_tasks(&self.tasks, origin)?;
         for (key, values) in &self.grid {
             let field = format!("grid.\"{key}\"");
@@ -247,6 +269,7 @@ impl SweepConfig {
             name,
             keys,
             max_retries: self.max_retries,
+            max_attempt_seconds: self.max_attempt_seconds,
             max_steps: self.max_steps,
             jobs,
         };
@@ -336,6 +359,10 @@ set = ["train.epochs=2"]
             (
                 "base = \"../base.toml\"\nseeds = [1]\nset = [\"x\"]",
                 "key=value",
+            ),
+            (
+                "base = \"../base.toml\"\nseeds = [1]\nmax_attempt_seconds = 0",
+                "max_attempt_seconds",
             ),
             (
                 "base = \"../base.toml\"\nseeds = [1]\ntasks = [\"fly\"]",

@@ -259,6 +259,7 @@ mod tests {
             name: "t".into(),
             keys: vec![],
             max_retries: 2,
+            max_attempt_seconds: None,
             max_steps: None,
             jobs: vec![PlannedJob {
                 id: "seed=0".into(),

@@ -87,6 +87,9 @@ pub struct CoordinatorState {
     cluster: Option<ClusterOptions>,
     /// "Waiting for workers" was said since the pool last became empty.
     said_waiting: bool,
+    attempt_deadline: Option<std::time::Duration>,
+    /// Attempts cancelled because they passed the deadline: their `Cancelled` outcome is a failure.
+    overdue: std::collections::BTreeSet<(String, u32)>,
     phase: Phase,
 }
 
@@ -107,6 +110,8 @@ impl CoordinatorState {
             },
             cluster: args.cluster,
             said_waiting: false,
+            attempt_deadline: args.attempt_deadline,
+            overdue: Default::default(),
             phase: Phase::Running(args.done),
         }
     }
@@ -221,6 +226,15 @@ impl CoordinatorState {
             };
             if let Err(e) = sent {
                 self.lose_worker(myself, &a.worker, &format!("unreachable: {e}"));
+            } else if let Some(limit) = self.attempt_deadline {
+                let (job, attempt) = (a.job.clone(), a.attempt);
+                // the timer task runs detached; its handle is not needed
+                drop(
+                    myself.send_after(limit, move || CoordinatorMsg::AttemptDeadline {
+                        job,
+                        attempt,
+                    }),
+                );
             }
         }
     }
@@ -279,6 +293,7 @@ impl CoordinatorState {
             return;
         }
         self.ui.idle(worker);
+        let overdue = self.overdue.remove(&(job.to_string(), attempt));
         match outcome {
             JobOutcome::Done(result) => {
                 let seconds = result.seconds;
@@ -295,7 +310,38 @@ impl CoordinatorState {
                 let verdict = self.sched.failed(worker, &error);
                 self.record_failure(job, attempt, worker, &error, verdict);
             }
-            JobOutcome::Cancelled => self.sched.cancelled(worker),
+            JobOutcome::Cancelled if overdue => {
+                let error = format!(
+                    "attempt {attempt} ran past max_attempt_seconds ({}s) and was cancelled",
+                    self.attempt_deadline.map_or(0, |d| d.as_secs())
+                );
+                let verdict = self.sched.failed(worker, &error);
+                self.record_failure(job, attempt, worker, &error, verdict);
+            }
+            JobOutcome::Cancelled => {
+                if let Some((verdict, error)) = self.sched.cancelled(worker) {
+                    self.record_failure(job, attempt, worker, &error, Some(verdict));
+                }
+            }
+        }
+    }
+
+    /// `max_attempt_seconds` passed since `attempt` of `job` was sent: if it is still running, cancel it;
+    /// its `Cancelled` outcome then counts as a failure (see [`Self::on_finished`]).
+    pub fn on_deadline(&mut self, job: &str, attempt: u32) {
+        let Some((worker, running)) = self.sched.running(job) else {
+            return;
+        };
+        if running != attempt {
+            return;
+        }
+        let worker = worker.to_string();
+        self.ui.line(&format!(
+            "{job} attempt {attempt} on {worker} passed max_attempt_seconds; cancelling it"
+        ));
+        self.overdue.insert((job.to_string(), attempt));
+        if let Some(slot) = self.slots.get(&worker) {
+            let _ = slot.send(WorkerMsg::Cancel);
         }
     }
 
