@@ -10,6 +10,8 @@ use ractor::{Actor, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use storm_shared::error::{Error, Result};
 
+use crate::handshake::{HandshakeGuard, MAX_UNAUTHENTICATED};
+
 /// Remote workers for one session.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -20,6 +22,9 @@ pub struct ClusterOptions {
     pub cookie: Option<String>,
     /// A worker that has not answered for this long is declared lost and its job rescheduled.
     pub heartbeat_timeout: Duration,
+    /// An incoming connection that has not authenticated within this is closed
+    /// ([`crate::handshake::HANDSHAKE_DEADLINE`] by default).
+    pub handshake_deadline: Duration,
 }
 
 /// Pings per heartbeat timeout: several fall within half the timeout, the worker side's own deadline, so
@@ -90,6 +95,13 @@ pub async fn start_node(opts: &ClusterOptions) -> Result<ActorRef<NodeServerMess
             opts.listen
         ))
     })?;
+    let guard = HandshakeGuard::new(opts.handshake_deadline, MAX_UNAUTHENTICATED);
+    server
+        .send_message(NodeServerMessage::SubscribeToEvents {
+            id: "storm.handshake-guard".into(),
+            subscription: Box::new(guard),
+        })
+        .map_err(|e| Error::Cluster(format!("cannot watch the node's connections: {e}")))?;
     Ok(server)
 }
 
@@ -103,6 +115,7 @@ mod tests {
             listen: "127.0.0.1:1".parse().unwrap(),
             cookie: None,
             heartbeat_timeout: Duration::from_secs_f64(s),
+            handshake_deadline: Duration::from_secs(10),
         };
         assert_eq!(opts(8.0).heartbeat_interval(), Duration::from_secs(1));
         assert_eq!(opts(0.2).heartbeat_interval(), Duration::from_millis(100));
@@ -116,6 +129,7 @@ mod tests {
             listen: "127.0.0.1:1".parse().unwrap(),
             cookie: None,
             heartbeat_timeout: Duration::from_secs(3),
+            handshake_deadline: Duration::from_secs(10),
         };
         let how = opts.settle_cookie(dir.path()).unwrap();
         let path = dir.path().join(COOKIE_FILE);
@@ -145,6 +159,71 @@ mod tests {
             listen: "127.0.0.1:1".parse().unwrap(),
             cookie: None,
             heartbeat_timeout: Duration::from_secs(3),
+            handshake_deadline: Duration::from_secs(10),
         }
+    }
+
+    /// Before, a connection that never authenticated stayed open for as long as its peer liked, and any
+    /// number of them could pile up. Now each has the handshake deadline, and one beyond the cap is closed
+    /// at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn silent_connections_are_closed_at_the_deadline_and_beyond_the_cap_at_once() {
+        use std::io::Read;
+        use std::net::TcpStream;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = ClusterOptions {
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            cookie: Some("0123456789abcdef0123".into()),
+            handshake_deadline: Duration::from_secs(2),
+            ..opts_for_test()
+        };
+        let server = start_node(&opts).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let began = std::time::Instant::now();
+        let silent: Vec<TcpStream> = (0..MAX_UNAUTHENTICATED + 1)
+            .map(|_| TcpStream::connect(opts.listen).unwrap())
+            .collect();
+        // whether each is closed (EOF or reset) when read within `within`
+        let closed = |s: &TcpStream, within: Duration| {
+            let mut s = s.try_clone().unwrap();
+            s.set_read_timeout(Some(within)).unwrap();
+            let mut buf = [0u8; 64];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => return true,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                    Err(_) => return true,
+                }
+            }
+        };
+        let early = tokio::task::spawn_blocking(move || {
+            let early = silent
+                .iter()
+                .filter(|s| closed(s, Duration::from_millis(50)))
+                .count();
+            let late = silent
+                .iter()
+                .filter(|s| closed(s, Duration::from_secs(4)))
+                .count();
+            (early, late)
+        })
+        .await
+        .unwrap();
+        assert!(began.elapsed() < Duration::from_secs(8));
+        assert_eq!(
+            early.0, 1,
+            "one connection beyond the cap is closed at once"
+        );
+        assert_eq!(
+            early.1,
+            MAX_UNAUTHENTICATED + 1,
+            "the rest are closed at the deadline"
+        );
+        server.stop(None);
     }
 }

@@ -16,6 +16,7 @@ pub mod actor;
 pub mod aggregate;
 pub mod chart;
 pub mod cluster;
+pub mod handshake;
 pub mod ledger;
 pub mod paper_config;
 pub mod plan;

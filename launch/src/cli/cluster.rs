@@ -95,6 +95,7 @@ impl ClusterArgs {
             listen: addr,
             cookie,
             heartbeat_timeout,
+            handshake_deadline: storm_coordinator::handshake::HANDSHAKE_DEADLINE,
         }))
     }
 }
