@@ -143,18 +143,37 @@ impl AdamW {
         let steps = map
             .remove("steps")
             .ok_or_else(|| Error::Run("optimizer state has no `steps`".into()))?;
-        self.steps = steps.int64_value(&[0]);
-        for s in &mut self.slots {
-            for (prefix, target) in [("m", &mut s.m), ("v", &mut s.v)] {
-                let key = format!("{prefix}.{}", s.name);
+        let steps = steps
+            .f_int64_value(&[0])
+            .map_err(|e| Error::Run(format!("optimizer state `steps` is unreadable: {e}")))?;
+        // every tensor is checked before any is copied, so a bad file leaves the optimizer as it was
+        let mut restores = Vec::with_capacity(2 * self.slots.len());
+        for (i, s) in self.slots.iter().enumerate() {
+            for (moment, target) in [(0, &s.m), (1, &s.v)] {
+                let key = format!("{}.{}", ["m", "v"][moment], s.name);
                 let saved = map.remove(&key).ok_or_else(|| {
                     Error::Run(format!(
                         "optimizer state lacks `{key}` (was the model changed?)"
                     ))
                 })?;
-                tch::no_grad(|| target.copy_(&saved));
+                if saved.size() != target.size() {
+                    return Err(Error::Run(format!(
+                        "optimizer state `{key}` has shape {:?} but the model's parameter has {:?} (was \
+                         the model changed?)",
+                        saved.size(),
+                        target.size()
+                    )));
+                }
+                restores.push((i, moment, saved));
             }
         }
+        for (i, moment, saved) in restores {
+            let s = &mut self.slots[i];
+            let target = if moment == 0 { &mut s.m } else { &mut s.v };
+            tch::no_grad(|| target.f_copy_(&saved))
+                .map_err(|e| Error::Run(format!("restoring the optimizer state: {e}")))?;
+        }
+        self.steps = steps;
         Ok(())
     }
 }
@@ -220,5 +239,26 @@ mod tests {
         }
         let err = other.load_state(vec![]).unwrap_err();
         assert!(err.to_string().contains("steps"));
+    }
+
+    /// Before, a state saved for other parameter shapes panicked inside the copy; now it is an error that
+    /// names the tensor, and the optimizer is left as it was.
+    #[test]
+    fn a_state_for_other_shapes_is_an_error_not_a_panic() {
+        let make = |n: i64| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _w = vs.root().var("w", &[n], nn::Init::Const(1.0));
+            let opt = AdamW::new(&vs, cfg());
+            (vs, opt)
+        };
+        let (_vs_big, big) = make(32);
+        let (_vs, mut small) = make(16);
+        small.steps = 3;
+        let err = small.load_state(big.state()).unwrap_err().to_string();
+        assert!(
+            err.contains("has shape [32]") && err.contains("[16]"),
+            "{err}"
+        );
+        assert_eq!(small.steps, 3, "nothing was restored");
     }
 }
