@@ -11,6 +11,10 @@ use crate::eval::predictions::DayPredictions;
 /// Column of the predictions file with the model's predictive std of each return (probabilistic models).
 pub const RISK_COLUMN: &str = "risk";
 
+/// Column of the predictions file with the date at whose close each row's `label` return ends (the next
+/// date of the data's calendar), so a backtest can tell a skipped day from consecutive ones.
+pub const LABEL_END_COLUMN: &str = "label_end";
+
 /// (perplexity, fraction of codes used, the counts) of one codebook's usage counts.
 pub fn usage_stats(counts: &Tensor) -> (f64, f64, Vec<i64>) {
     let c: Vec<i64> = Vec::<i64>::try_from(counts.to_device(Device::Cpu)).unwrap_or_default();
@@ -23,7 +27,8 @@ pub fn usage_stats(counts: &Tensor) -> (f64, f64, Vec<i64>) {
 pub fn predictions_frame(panel: &Panel, days: &[DayPredictions]) -> Result<DataFrame> {
     let n = panel.n_tickers();
     let rows = days.len() * n;
-    let (mut dates, mut tickers, mut scores, mut risks, mut labels) = (
+    let (mut dates, mut tickers, mut scores, mut risks, mut labels, mut ends) = (
+        Vec::with_capacity(rows),
         Vec::with_capacity(rows),
         Vec::with_capacity(rows),
         Vec::with_capacity(rows),
@@ -39,6 +44,7 @@ pub fn predictions_frame(panel: &Panel, days: &[DayPredictions]) -> Result<DataF
                 risks.push(r[j]);
             }
             labels.push(d.labels[j].is_finite().then_some(d.labels[j]));
+            ends.push(panel.dates.get(d.day + 1).copied());
         }
     }
     let mut columns = vec![
@@ -51,5 +57,6 @@ pub fn predictions_frame(panel: &Panel, days: &[DayPredictions]) -> Result<DataF
         columns.push(Column::new(RISK_COLUMN.into(), risks));
     }
     columns.push(Column::new("label".into(), labels));
+    columns.push(Column::new(LABEL_END_COLUMN.into(), ends));
     Ok(DataFrame::new_infer_height(columns)?)
 }

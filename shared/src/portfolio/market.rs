@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 
 use crate::data::dates::date_from_days;
-use crate::eval::frame::RISK_COLUMN;
+use crate::eval::frame::{LABEL_END_COLUMN, RISK_COLUMN};
 
 use crate::error::{Error, Result};
 
@@ -142,8 +142,63 @@ impl Market {
                 };
             }
         }
-        Market::from_rows(rows).map_err(|e| Error::input(path, e.to_string()))
+        let market = Market::from_rows(rows).map_err(|e| Error::input(path, e.to_string()))?;
+        if frame.column(LABEL_END_COLUMN).is_ok() {
+            refuse_gaps(path, &market, &label_ends(path, &frame)?)?;
+        }
+        Ok(market)
     }
+}
+
+/// Each row's `label_end` date (files written before the column existed are not checked).
+fn label_ends(path: &Path, frame: &DataFrame) -> Result<Vec<(NaiveDate, NaiveDate)>> {
+    let dates = day_numbers(path, frame, "date")?;
+    let ends = day_numbers(path, frame, LABEL_END_COLUMN)?;
+    Ok(dates
+        .into_iter()
+        .zip(ends)
+        .filter_map(|(d, e)| Some((date_from_days(d?)?, date_from_days(e?)?)))
+        .collect())
+}
+
+/// A prediction date whose return runs to a date that is not the next prediction date means a day of the
+/// data's calendar has no predictions: its return would silently drop out of every wealth series. Refused,
+/// naming the day.
+fn refuse_gaps(path: &Path, market: &Market, ends: &[(NaiveDate, NaiveDate)]) -> Result<()> {
+    let next: HashMap<NaiveDate, NaiveDate> =
+        market.dates.windows(2).map(|w| (w[0], w[1])).collect();
+    for (date, end) in ends {
+        if let Some(&following) = next.get(date) {
+            if *end < following {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "the predictions skip {end}: {date}'s return runs to it, but the next date with \
+                         predictions is {following}. The backtest would drop that day's return; a day with \
+                         no windows inside a split means its data are missing for every stock (check the \
+                         price file around {end})"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Date (or Datetime) column as Polars day numbers.
+fn day_numbers(path: &Path, frame: &DataFrame, name: &str) -> Result<Vec<Option<i32>>> {
+    let col = column(path, frame, name)?;
+    let col = match col.dtype() {
+        DataType::Date => col.clone(),
+        DataType::Datetime(_, _) => col.cast(&DataType::Date)?,
+        other => {
+            return Err(Error::input(
+                path,
+                format!("column `{name}` must be a Date, found {other}"),
+            ))
+        }
+    };
+    Ok(col.date()?.physical().iter().collect())
 }
 
 fn column<'a>(path: &Path, frame: &'a DataFrame, name: &str) -> Result<&'a Column> {
@@ -175,18 +230,7 @@ fn floats(path: &Path, frame: &DataFrame, name: &str) -> Result<Vec<Option<f64>>
 }
 
 fn frame_rows(path: &Path, frame: &DataFrame) -> Result<Vec<Row>> {
-    let date_col = column(path, frame, "date")?;
-    let date_col = match date_col.dtype() {
-        DataType::Date => date_col.clone(),
-        DataType::Datetime(_, _) => date_col.cast(&DataType::Date)?,
-        other => {
-            return Err(Error::input(
-                path,
-                format!("column `date` must be a Date, found {other}"),
-            ))
-        }
-    };
-    let days: Vec<Option<i32>> = date_col.date()?.physical().iter().collect();
+    let days = day_numbers(path, frame, "date")?;
     let tickers = column(path, frame, "ticker")?.cast(&DataType::String)?;
     let tickers = tickers.str()?;
     let scores = floats(path, frame, "score")?;
@@ -245,5 +289,60 @@ mod tests {
         );
         let err = Market::from_rows(vec![row]).err().unwrap();
         assert!(err.to_string().contains("at least 2 dates"), "{err}");
+    }
+
+    /// Before, a day of the calendar with no predictions inside a split was silently skipped, and its
+    /// return dropped out of every wealth series. With `label_end` (written by `storm eval`) it is refused.
+    #[test]
+    fn a_skipped_day_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, days: &[&str], ends: Option<&[&str]>| {
+            let dates: Vec<NaiveDate> = days.iter().map(|s| d(s)).collect();
+            let n = dates.len();
+            let mut cols = vec![
+                Column::new("date".into(), dates),
+                Column::new("ticker".into(), vec!["A"; n]),
+                Column::new("score".into(), vec![1.0f64; n]),
+                Column::new("label".into(), vec![0.01f64; n]),
+            ];
+            if let Some(ends) = ends {
+                let ends: Vec<NaiveDate> = ends.iter().map(|s| d(s)).collect();
+                cols.push(Column::new(LABEL_END_COLUMN.into(), ends));
+            }
+            let path = dir.path().join(name);
+            let mut frame = DataFrame::new_infer_height(cols).unwrap();
+            ParquetWriter::new(std::fs::File::create(&path).unwrap())
+                .finish(&mut frame)
+                .unwrap();
+            path
+        };
+        let days = ["2024-01-02", "2024-01-03", "2024-01-05"];
+        let whole = write(
+            "whole.parquet",
+            &days,
+            Some(&["2024-01-03", "2024-01-05", "2024-01-08"]),
+        );
+        assert_eq!(
+            Market::load_predictions(&whole, 0.0).unwrap().dates.len(),
+            3
+        );
+        let gap = write(
+            "gap.parquet",
+            &days,
+            Some(&["2024-01-03", "2024-01-04", "2024-01-05"]),
+        );
+        let err = Market::load_predictions(&gap, 0.0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("skip 2024-01-04") && err.contains("2024-01-05"),
+            "{err}"
+        );
+        let old = write("old.parquet", &days, None);
+        assert!(
+            Market::load_predictions(&old, 0.0).is_ok(),
+            "files without the column still load"
+        );
     }
 }
