@@ -3,11 +3,12 @@
 # last and the best-on-valid checkpoint on train, valid and test. One CSV row per (variant, seed, checkpoint, split)
 # goes to <out>/fit.csv; rerunning skips finished runs (a killed run is resumed).
 #   bash launch/experiments/storm-fit.sh --out runs/fit [--epochs 20] [--seeds "7 8 9"] [--only NAME,...] [--storm PATH]
+#     [--set KEY=VALUE ...]   (overrides for every run, after the variant's own)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${STORM_CACHE:-$HOME/.cache/storm}
 STORM=${CARGO_TARGET_DIR:-$CACHE/target}/release/storm
-out="" epochs=20 seeds="7" only=""
+out="" epochs=20 seeds="7" only="" extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift ;;
@@ -15,7 +16,8 @@ while [ $# -gt 0 ]; do
     --seeds) seeds=$2; shift ;;
     --only) only=$2; shift ;;
     --storm) STORM=$2; shift ;;
-    *) echo "usage: $0 --out DIR [--epochs N] [--seeds \"S ...\"] [--only NAME,...] [--storm PATH]" >&2; exit 2 ;;
+    --set) extra+=(--set "$2"); shift ;;
+    *) echo "usage: $0 --out DIR [--epochs N] [--seeds \"S ...\"] [--only NAME,...] [--storm PATH] [--set KEY=VALUE ...]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -25,7 +27,10 @@ mkdir -p "$out"
 C=$ROOT/configs
 # name | config | --set overrides (space-separated)
 variants=(
-  "storm-mean|$C/dj30-small.toml|"
+  # dj30-small as shipped before issue 19 (mean pooling, mean reconstruction, H = 32)
+  "storm-mean|$C/experiments/storm-small-mean.toml|"
+  # dj30-small as shipped now (attention pooling, squared-norm reconstruction, H = 256)
+  "storm-small|$C/dj30-small.toml|"
   "factorvae|$C/factorvae.toml|"
   "storm-attention|$C/experiments/storm-stock.toml|model.reconstruction=mean"
   "gru|$C/gru.toml|"
@@ -61,6 +66,7 @@ for v in "${variants[@]}"; do
     if grep -q "^$name,$seed,$epochs," "$csv"; then echo "done: $run"; continue; fi
     args=(--config "$config" --out "$run" --data "$data" --seed "$seed" --set "train.epochs=$epochs")
     for s in $sets; do args+=(--set "$s"); done
+    args+=("${extra[@]}")
     [ -d "$run/checkpoints" ] && args+=(--resume)
     echo "$(date +%T) train $name seed $seed ($epochs epochs)"
     "$STORM" pretrain "${args[@]}" >"$run.train.log" 2>&1 || { tail -5 "$run.train.log" >&2; continue; }

@@ -1,5 +1,8 @@
 //! `base = "other.toml"`: a config extends another, table by table; each file's `data.source` is resolved
-//! against the folder of the file that wrote it.
+//! against the folder of the file that wrote it. A file (or a `model.kind=…` override) that turns the model
+//! into another kind does not inherit the STORM-only factor-module options of what it extends: a baseline
+//! built on the STORM small config gets no STORM pooling or reconstruction, while one that names them itself
+//! is still refused by validation.
 
 use std::path::{Path, PathBuf};
 
@@ -45,8 +48,40 @@ pub(super) fn load_tree(path: &Path, depth: usize) -> Result<toml::Value> {
     }
     let base_path = dir.map_or_else(|| PathBuf::from(base), |d| d.join(base));
     let mut merged = load_tree(&base_path, depth + 1)?;
+    if let Some(kind) = model_kind(&value) {
+        if model_kind(&merged) != Some(kind) {
+            drop_storm_only_options(&mut merged, kind);
+        }
+    }
     merge_tree(&mut merged, value);
     Ok(merged)
+}
+
+/// STORM's factor-module options: meaningful for `model.kind = "storm"` only.
+const STORM_ONLY_MODEL_KEYS: [&str; 2] = ["factor_pooling", "reconstruction"];
+const STORM_KIND: &str = "storm";
+
+/// `model.kind` as written in a tree (None when the tree does not set it).
+fn model_kind(tree: &toml::Value) -> Option<&str> {
+    tree.get("model")?.get("kind")?.as_str()
+}
+
+/// Removes the STORM-only options from `tree`'s model table when the model becomes `kind` (not STORM).
+pub(super) fn drop_storm_only_options(tree: &mut toml::Value, kind: &str) {
+    if kind == STORM_KIND {
+        return;
+    }
+    if let Some(model) = tree.get_mut("model").and_then(|m| m.as_table_mut()) {
+        for key in STORM_ONLY_MODEL_KEYS {
+            model.remove(key);
+        }
+    }
+}
+
+/// The model kind an override `model.kind=X` sets (quotes allowed), if it is one.
+pub(super) fn kind_override(spec: &str) -> Option<&str> {
+    let (key, value) = spec.split_once('=')?;
+    (key.trim() == "model.kind").then(|| value.trim().trim_matches(|c| c == '"' || c == '\''))
 }
 
 /// Overlays `top` onto `base`: tables merge key by key, any other value replaces.

@@ -282,6 +282,49 @@ fn bad_factor_module_options_name_the_field_and_the_choices() {
 }
 
 #[test]
+fn a_baseline_built_on_a_storm_config_does_not_inherit_the_factor_module_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let storm = dir.path().join("storm.toml");
+    std::fs::write(
+        &storm,
+        "[model]\nfactor_pooling = \"attention\"\nreconstruction = \"squared_norm\"\nembed_dim = 32\n",
+    )
+    .unwrap();
+    let gru = dir.path().join("gru.toml");
+    std::fs::write(&gru, "base = \"storm.toml\"\n[model]\nkind = \"gru\"\n").unwrap();
+    let cfg = ExperimentConfig::load(&gru, &[]).unwrap();
+    assert_eq!(cfg.model.kind, ModelKind::Gru);
+    assert_eq!(cfg.model.factor_pooling, FactorPooling::Mean);
+    assert_eq!(cfg.model.reconstruction, Reconstruction::Mean);
+    assert_eq!(
+        cfg.model.embed_dim, 32,
+        "other keys still come from the base"
+    );
+    // the same by an override, for the paper protocol's `set = ["model.kind=lstm"]`
+    let cfg = ExperimentConfig::load(&storm, &["model.kind=lstm".into()]).unwrap();
+    assert_eq!(cfg.model.factor_pooling, FactorPooling::Mean);
+    let stays = ExperimentConfig::load(&storm, &["model.kind=storm".into()]).unwrap();
+    assert_eq!(stays.model.factor_pooling, FactorPooling::Attention);
+    // named by the baseline itself, or set after the kind, it is still refused
+    let err = ExperimentConfig::load(
+        &storm,
+        &[
+            "model.kind=gru".into(),
+            "model.factor_pooling=attention".into(),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(field_of(err), "model.factor_pooling");
+    std::fs::write(
+        &gru,
+        "base = \"storm.toml\"\n[model]\nkind = \"gru\"\nreconstruction = \"squared_norm\"\n",
+    )
+    .unwrap();
+    let err = ExperimentConfig::load(&gru, &[]).unwrap_err();
+    assert_eq!(field_of(err), "model.reconstruction");
+}
+
+#[test]
 fn select_by_parses_names_its_choices_and_keeps_the_default_hash() {
     let plain = load("").unwrap();
     assert_eq!(plain.train.select_by, crate::config::SelectBy::RankIc);

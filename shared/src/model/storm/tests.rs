@@ -59,7 +59,7 @@ fn config_file(name: &str) -> ExperimentConfig {
 
 #[test]
 fn paper_config_shapes() {
-    let cfg = ModelConfig::default();
+    let cfg = config_file("dj30.toml").model;
     let geo = (29, 152, 64);
     let (vs, model) = build(&cfg, geo);
     let params = parameter_count(&vs);
@@ -74,7 +74,7 @@ fn paper_config_shapes() {
     for (group, n) in &parts {
         println!("  {group:<20} {n:>10}");
     }
-    assert_eq!(params, 14_735_597, "update the count in model/mod.rs docs");
+    assert_eq!(params, 15_165_917, "update the count in model/mod.rs docs");
     let (x, y) = batch(2, geo);
     model.check_input(&x, Some(&y)).expect("input fits");
     let out = tch::no_grad(|| model.forward_train(&x, &y, true));
@@ -102,6 +102,7 @@ fn paper_config_shapes() {
         "clip.logit_scale",
         "factor.prior.query",
         "factor.alpha.sigma.weight",
+        "factor.pool.ts_to_cs.attn.q.weight",
     ] {
         assert!(names.contains_key(key), "missing {key}");
     }
@@ -517,24 +518,30 @@ fn squared_norm_reconstruction_is_the_mean_times_the_window_size() {
 }
 
 #[test]
-fn the_storm_stock_experiment_config_differs_from_dj30_small_only_in_the_factor_module() {
+fn the_pre_issue_19_small_config_differs_from_dj30_small_only_in_the_factor_module() {
     let small = config_file("dj30-small.toml");
-    let exp = config_file("experiments/storm-stock.toml");
-    assert_eq!(exp.model.factor_pooling, FactorPooling::Attention);
-    assert_eq!(exp.model.reconstruction, Reconstruction::SquaredNorm);
+    assert_eq!(small.model.factor_pooling, FactorPooling::Attention);
+    assert_eq!(small.model.reconstruction, Reconstruction::SquaredNorm);
+    let old = config_file("experiments/storm-small-mean.toml");
     let as_small = ModelConfig {
-        factor_pooling: FactorPooling::Mean,
-        reconstruction: Reconstruction::Mean,
-        ..exp.model.clone()
+        factor_pooling: FactorPooling::Attention,
+        reconstruction: Reconstruction::SquaredNorm,
+        factor_hidden: small.model.factor_hidden,
+        ..old.model.clone()
     };
     assert_eq!(as_small, small.model);
+    assert_eq!(old.model.factor_hidden, 32);
     assert_eq!(
-        (&exp.data, &exp.splits, &exp.train),
+        (&old.data, &old.splits, &old.train),
         (&small.data, &small.splits, &small.train)
     );
+    let exp = small;
     let geo = (29, 152, exp.data.window as i64);
     let (vs, model) = build(&exp.model, geo);
-    println!("storm-stock: {} trainable parameters", parameter_count(&vs));
+    println!(
+        "dj30-small (attention pooling): {} trainable parameters",
+        parameter_count(&vs)
+    );
     let (x, y) = batch(2, geo);
     let out = tch::no_grad(|| model.forward_train(&x, &y, false));
     assert_scalars_finite(&out);
