@@ -49,9 +49,7 @@ pub(super) fn load_tree(path: &Path, depth: usize) -> Result<toml::Value> {
     let base_path = dir.map_or_else(|| PathBuf::from(base), |d| d.join(base));
     let mut merged = load_tree(&base_path, depth + 1)?;
     if let Some(kind) = model_kind(&value) {
-        if model_kind(&merged) != Some(kind) {
-            drop_storm_only_options(&mut merged, kind);
-        }
+        drop_storm_only_options_on_kind_change(&mut merged, kind);
     }
     merge_tree(&mut merged, value);
     Ok(merged)
@@ -66,9 +64,10 @@ fn model_kind(tree: &toml::Value) -> Option<&str> {
     tree.get("model")?.get("kind")?.as_str()
 }
 
-/// Removes the STORM-only options from `tree`'s model table when the model becomes `kind` (not STORM).
-pub(super) fn drop_storm_only_options(tree: &mut toml::Value, kind: &str) {
-    if kind == STORM_KIND {
+/// Removes the STORM-only options from `tree`'s model table when its model becomes `kind`, another kind than
+/// the tree's own and not STORM.
+pub(super) fn drop_storm_only_options_on_kind_change(tree: &mut toml::Value, kind: &str) {
+    if kind == STORM_KIND || model_kind(tree) == Some(kind) {
         return;
     }
     if let Some(model) = tree.get_mut("model").and_then(|m| m.as_table_mut()) {
@@ -78,10 +77,15 @@ pub(super) fn drop_storm_only_options(tree: &mut toml::Value, kind: &str) {
     }
 }
 
-/// The model kind an override `model.kind=X` sets (quotes allowed), if it is one.
-pub(super) fn kind_override(spec: &str) -> Option<&str> {
-    let (key, value) = spec.split_once('=')?;
-    (key.trim() == "model.kind").then(|| value.trim().trim_matches(|c| c == '"' || c == '\''))
+/// The model kind an override `model.kind=X` sets, if it is one (its value read as any override's is).
+pub(super) fn kind_override(spec: &str) -> Option<String> {
+    let (key, raw) = spec.split_once('=')?;
+    if key.trim() != "model.kind" {
+        return None;
+    }
+    super::overrides::parse_value(raw.trim())
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// Overlays `top` onto `base`: tables merge key by key, any other value replaces.

@@ -493,7 +493,7 @@ impl ExperimentConfig {
     fn from_value(mut value: toml::Value, origin: &str, overrides: &[String]) -> Result<Self> {
         for ov in overrides {
             if let Some(kind) = base::kind_override(ov) {
-                base::drop_storm_only_options(&mut value, kind);
+                base::drop_storm_only_options_on_kind_change(&mut value, &kind);
             }
             apply_override(&mut value, ov)
                 .map_err(|(field, msg)| Error::config(origin, field, msg))?;

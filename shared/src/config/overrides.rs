@@ -33,7 +33,7 @@ pub fn apply_override(root: &mut toml::Value, spec: &str) -> Result<(), (String,
     Ok(())
 }
 
-fn parse_value(raw: &str) -> toml::Value {
+pub(super) fn parse_value(raw: &str) -> toml::Value {
     let wrapped = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&wrapped) {
         Ok(mut t) => t

@@ -322,6 +322,9 @@ fn a_baseline_built_on_a_storm_config_does_not_inherit_the_factor_module_options
     .unwrap();
     let err = ExperimentConfig::load(&gru, &[]).unwrap_err();
     assert_eq!(field_of(err), "model.reconstruction");
+    // an override that keeps the kind changes nothing, so it does not hide that error either
+    let err = ExperimentConfig::load(&gru, &["model.kind=\"gru\"".into()]).unwrap_err();
+    assert_eq!(field_of(err), "model.reconstruction");
 }
 
 #[test]

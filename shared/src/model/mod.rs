@@ -20,9 +20,10 @@
 //! `factor.prior.query`, …
 //!
 //! Parameter count of the paper config (W = 64, N = 29, D = 152, embed 256, codebook 512, patch 8, encoder
-//! 4 × 4 heads, decoder 2 × 8 heads, fusion depth 1 with self-attention, H = 128, K_f = 16, M = 32, attention
-//! pooling of the factor embeddings): 15,165,917 trainable parameters (the reference has 15.18 M; 14,735,597
-//! with `factor_pooling = "mean"`); test `storm::tests::paper_config_shapes` recomputes it from `dj30.toml`.
+//! 4 × 4 heads, decoder 2 × 8 heads, fusion depth 1 with self-attention, H = 128, K_f = 16, M = 16, attention
+//! pooling of the factor embeddings; `dj30.toml`): 15,165,917 trainable parameters (the reference has 15.18 M;
+//! `ModelConfig::default()`, mean pooling and M = 32, has 14,735,597); test `storm::tests::paper_config_shapes`
+//! recomputes it from `dj30.toml`.
 
 mod branch;
 mod cafactor;
