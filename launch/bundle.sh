@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs a built storm binary into a relocatable bundle: dist/storm-<version>-linux-x86_64.tar.zst holding
-# bin/storm (a wrapper that finds libtorch and NCCL on the target machine), libexec/storm (the binary, stripped,
-# without the build machine's RUNPATH), configs/, monitoring/ and README.md.
+# bin/storm (a wrapper that finds libtorch and NCCL on the target machine), libexec/storm and libexec/storm-core
+# (the two binaries, stripped, without the build machine's RUNPATH; `storm` runs `storm data …` without
+# libtorch and execs storm-core for the rest), configs/, monitoring/ and README.md.
 #   bash launch/bundle.sh [--binary PATH] [--out DIR] [--level N]
 # `bash launch/run.sh bundle` builds first and then runs this.
 set -euo pipefail
@@ -21,7 +22,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 log() { printf '[storm bundle] %s\n' "$*" >&2; }
-[ -x "$binary" ] || { log "no built binary at $binary (run: bash launch/run.sh build)"; exit 1; }
+core=$(dirname "$binary")/storm-core
+for b in "$binary" "$core"; do
+  [ -x "$b" ] || { log "no built binary at $b (run: bash launch/run.sh build)"; exit 1; }
+done
 for tool in strip zstd; do
   command -v "$tool" >/dev/null 2>&1 || { log "$tool not found (apt-get install binutils zstd)"; exit 1; }
 done
@@ -34,8 +38,10 @@ stage=$out/$name
 rm -rf "$stage"
 mkdir -p "$stage/bin" "$stage/libexec"
 strip --strip-all -o "$stage/libexec/storm" "$binary"
+strip --strip-all -o "$stage/libexec/storm-core" "$core"
 # the build machine's venv must not be found by accident: only the wrapper's LD_LIBRARY_PATH counts
 "$patchelf" --remove-rpath "$stage/libexec/storm"
+"$patchelf" --remove-rpath "$stage/libexec/storm-core"
 sed "s/@TORCH_VERSION@/$TORCH_VERSION/g" "$ROOT/launch/bundle/storm" >"$stage/bin/storm"
 chmod +x "$stage/bin/storm"
 cp -r "$ROOT/configs" "$ROOT/monitoring" "$ROOT/README.md" "$stage/"

@@ -119,6 +119,7 @@ fn the_bundle_runs_on_a_copy_of_torch_and_its_gpu_check_skips_or_runs_on_the_cpu
     for part in [
         "bin/storm",
         "libexec/storm",
+        "libexec/storm-core",
         "configs/dj30.toml",
         "monitoring",
         "README.md",
@@ -137,7 +138,7 @@ fn the_bundle_runs_on_a_copy_of_torch_and_its_gpu_check_skips_or_runs_on_the_cpu
             .env_remove("LD_LIBRARY_PATH"))
     };
 
-    // the bare binary carries no RUNPATH: without the wrapper it cannot find libtorch at all
+    // the bare binaries carry no RUNPATH: without the wrapper storm-core cannot find libtorch at all
     let bare = run(Command::new(bundle.join("libexec/storm"))
         .arg("--version")
         .env_remove("LD_LIBRARY_PATH"));
@@ -145,10 +146,19 @@ fn the_bundle_runs_on_a_copy_of_torch_and_its_gpu_check_skips_or_runs_on_the_cpu
         !bare.status.success(),
         "the bundled binary found libtorch without the wrapper"
     );
+    // ... while `storm data` needs no libtorch: it runs in the front binary, which does not link it
+    let synth = dir.path().join("bare-synth.csv");
+    check(
+        &run(Command::new(bundle.join("libexec/storm"))
+            .args(["data", "synth", "--tickers", "2", "--days", "200", "--out"])
+            .arg(&synth)
+            .env_remove("LD_LIBRARY_PATH")),
+        "bare storm data synth",
+    );
     // with the wrapper's path every torch library resolves inside the copy
     let ldd = check(
         &run(Command::new("ldd")
-            .arg(bundle.join("libexec/storm"))
+            .arg(bundle.join("libexec/storm-core"))
             .env("LD_LIBRARY_PATH", &torch_lib)),
         "ldd",
     );

@@ -1,18 +1,23 @@
-//! `storm`: the command-line entry point. Parses arguments, sets up logging, runs one subcommand and turns
-//! any error into one clear message and a non-zero exit status.
-
-mod allocator;
-mod cli;
+//! `storm`: the command-line entry point. `storm data …` runs here, in a binary that does not link
+//! libtorch, so preparing data does not pay for loading it (about 0.8 s at every start); every other
+//! command runs in `storm-core` beside this binary, which this process becomes (exec: same pid, same
+//! arguments, same environment).
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use storm_launch::{cli, front};
 
 fn main() -> ExitCode {
-    allocator::tune();
-    let args = cli::Cli::parse();
-    cli::init_logging(args.verbose, args.log_format);
-    match cli::run(args) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if !front::runs_here(&args) {
+        let err = front::become_core(&args);
+        eprintln!("error: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    let parsed = cli::DataCli::parse_from(&args);
+    cli::init_logging(parsed.log.verbose, parsed.log.log_format);
+    match cli::run_data(parsed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -65,6 +65,7 @@ enum Reference {
 struct DataCase<'a> {
     name: String,
     rows: usize,
+    exe: &'a Path,
     args: Vec<&'a str>,
     reference: Option<Reference>,
 }
@@ -91,31 +92,48 @@ struct Measurement {
     peak_rss_mib: f64,
 }
 
-/// Runs `storm <args>` once and returns its wall time and peak RSS (from wait4's rusage).
-fn measure(args: &[&str]) -> Result<Measurement> {
-    let exe = std::env::current_exe().context("locating the storm binary")?;
+/// Runs `exe <args>` once and returns its wall time and peak RSS. The peak is the child's own VmHWM, sampled
+/// every few milliseconds while it runs: wait4's ru_maxrss is useless here, since a child spawned from this
+/// (large) process inherits the parent's high-water mark until its exec.
+fn measure(exe: &Path, args: &[&str]) -> Result<Measurement> {
     let start = Instant::now();
-    let child = Command::new(exe)
+    let mut child = Command::new(exe)
         .args(args)
         .stdout(std::process::Stdio::null())
         .spawn()
         .context("starting a benchmark child")?;
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data, filled by the kernel for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .context("waiting for the benchmark child")?
+        {
+            break status;
+        }
+        if let Some(kib) = std::fs::read_to_string(&status_file)
+            .ok()
+            .as_deref()
+            .and_then(vm_hwm_kib)
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
     let seconds = start.elapsed().as_secs_f64();
-    if rc < 0 {
-        bail!("waiting for the benchmark child failed");
-    }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+    if !status.success() {
         bail!("benchmark child `storm {}` failed", args.join(" "));
     }
     Ok(Measurement {
         seconds,
-        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        peak_rss_mib: peak_kib as f64 / 1024.0,
     })
+}
+
+/// The `VmHWM:` line of /proc/<pid>/status, in KiB.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn summarise(runs: &[Measurement]) -> (f64, f64) {
@@ -133,22 +151,35 @@ fn bench_data(a: DataBenchArgs) -> Result<()> {
     let out = dir.path().join("out");
     let out_s = out.to_string_lossy().to_string();
     let synth_s = synth_file.to_string_lossy().to_string();
+    // `storm data …` runs in the front binary, which does not load libtorch; everything else in storm-core
+    let core = this_binary()?;
+    let front = core.with_file_name("storm");
     let cases = [
         DataCase {
-            name: "process start only (`storm --version`, loads libtorch)".to_string(),
+            name: "process start, storm-core (`--version`, loads libtorch)".to_string(),
             rows: 0,
+            exe: &core,
             args: vec!["--version"],
+            reference: None,
+        },
+        DataCase {
+            name: "process start, storm (`data --help`, no libtorch)".to_string(),
+            rows: 0,
+            exe: &front,
+            args: vec!["data", "--help"],
             reference: None,
         },
         DataCase {
             name: "DJ30 (bundled, 29 × 6,084)".to_string(),
             rows: DJ30_ROWS,
+            exe: &front,
             args: vec!["data", "prepare", "--out", &out_s],
             reference: Some(Reference::Measured(REFERENCE_DJ30_SECONDS)),
         },
         DataCase {
             name: format!("synthetic {} × {}", a.tickers, a.days),
             rows: a.tickers * a.days,
+            exe: &front,
             args: vec!["data", "prepare", "--input", &synth_s, "--out", &out_s],
             reference: Some(Reference::Extrapolated(reference_seconds(
                 a.tickers * a.days,
@@ -162,7 +193,7 @@ fn bench_data(a: DataBenchArgs) -> Result<()> {
     println!("|---|---|---|---|---|---|---|");
     for case in cases {
         let runs = (0..a.repeat.max(1))
-            .map(|_| measure(&case.args))
+            .map(|_| measure(case.exe, &case.args))
             .collect::<Result<Vec<_>>>()?;
         let (secs, peak) = summarise(&runs);
         let (reference, speedup) = match case.reference {
@@ -174,14 +205,22 @@ fn bench_data(a: DataBenchArgs) -> Result<()> {
             None => ("–".to_string(), "–".to_string()),
         };
         println!(
-            "| {} | {} | {secs:.2} s | {:.0} | {peak:.0} MiB | {reference} | {speedup} |",
+            "| {} | {} | {secs:.2} s | {} | {peak:.0} MiB | {reference} | {speedup} |",
             case.name,
             case.rows,
-            case.rows as f64 / secs
+            match case.rows {
+                0 => "–".to_string(),
+                rows => format!("{:.0}", rows as f64 / secs),
+            }
         );
         clean(&out);
     }
     Ok(())
+}
+
+/// This binary (storm-core: `storm bench` runs there).
+fn this_binary() -> Result<std::path::PathBuf> {
+    std::env::current_exe().context("locating the storm binary")
 }
 
 fn clean(dir: &Path) {

@@ -31,12 +31,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Train and evaluate STORM stock factor models"
 )]
 pub struct Cli {
-    /// More log output (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    pub verbose: u8,
-    /// Log format on stderr: human-readable text, or one JSON object per line (progress bars are hidden).
-    #[arg(long, value_enum, default_value = "text", global = true)]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Serve Prometheus metrics on /metrics (and /health) at HOST:PORT; `:PORT` or `PORT` binds 127.0.0.1.
     /// The port is offset by LOCAL_RANK when that is set (one endpoint per process).
     #[arg(long, value_name = "[HOST:]PORT", global = true)]
@@ -52,6 +48,44 @@ pub struct Cli {
     pub metrics_linger: u64,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The logging options every command line takes.
+#[derive(clap::Args)]
+pub struct LogArgs {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log format on stderr: human-readable text, or one JSON object per line (progress bars are hidden).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+/// `storm data …` alone: the command line the `storm` binary runs itself, without libtorch (src/main.rs).
+#[derive(Parser)]
+#[command(
+    name = "storm",
+    version,
+    about = "Train and evaluate STORM stock factor models"
+)]
+pub struct DataCli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: DataOnly,
+}
+
+#[derive(Subcommand)]
+pub enum DataOnly {
+    /// Data pipeline: prepare features from prices, inspect windows, generate a synthetic market.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+}
+
+/// Runs a `storm data …` command line.
+pub fn run_data(cli: DataCli) -> anyhow::Result<()> {
+    let DataOnly::Data(cmd) = cli.command;
+    data::run(cmd)
 }
 
 #[derive(Subcommand)]

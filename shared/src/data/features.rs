@@ -1,13 +1,18 @@
 //! The 152 per stock-day input features: 5 prices, 9 K-bar shapes, 27 windowed families × {5,10,20,30,60}
 //! and 3 calendar fields. Formulas follow the STORM reference (docs/DATA.md lists each one and every place we
-//! deviate). Everything is a polars expression over one ticker's rows sorted by date, so each value at day t
+//! deviate). Each is a plain pass over one ticker's rows sorted by date (`kernels`), so each value at day t
 //! depends on rows up to t only.
 
+use chrono::Datelike;
 use polars::prelude::*;
 
+use super::dates::date_from_days;
 use super::ingest::{ADJ_CLOSE, CLOSE, DATE, HIGH, LOW, OPEN, TICKER, VOLUME};
-use super::kernels::{rolling_argmax, rolling_argmin};
-use crate::error::Result;
+use super::kernels::{
+    rolling_argmax, rolling_argmin, rolling_corr, rolling_max, rolling_mean, rolling_min,
+    rolling_order, rolling_std, rolling_sum,
+};
+use crate::error::{Error, Result};
 
 pub const WINDOWS: [usize; 5] = [5, 10, 20, 30, 60];
 
@@ -49,218 +54,278 @@ pub fn n_features() -> usize {
     PRICE_FEATURES.len() + KBAR_FEATURES.len() + WINDOWED_FAMILIES.len() * WINDOWS.len() + 3
 }
 
-fn fixed(w: usize) -> RollingOptionsFixedWindow {
-    RollingOptionsFixedWindow {
-        window_size: w,
-        min_periods: w,
-        ..Default::default()
-    }
+/// One ticker's bars, sorted by date.
+pub struct Bars {
+    /// Days since 1970-01-01.
+    pub dates: Vec<i32>,
+    pub open: Vec<f64>,
+    pub high: Vec<f64>,
+    pub low: Vec<f64>,
+    pub close: Vec<f64>,
+    pub adj_close: Vec<f64>,
+    pub volume: Vec<f64>,
 }
 
-/// Rolling standard deviation options with an explicit ddof (1 = sample, as pandas; 0 = population).
-pub(crate) fn fixed_std(w: usize, ddof: u8) -> RollingOptionsFixedWindow {
-    RollingOptionsFixedWindow {
-        fn_params: Some(RollingFnParams::Var(RollingVarParams { ddof })),
-        ..fixed(w)
-    }
-}
-
-fn fixed_rank(w: usize) -> RollingOptionsFixedWindow {
-    RollingOptionsFixedWindow {
-        fn_params: Some(RollingFnParams::Rank {
-            method: RollingRankMethod::Average,
-            seed: None,
-        }),
-        ..fixed(w)
-    }
-}
-
-fn corr(x: Expr, y: Expr, w: usize) -> Expr {
-    rolling_corr(
-        x,
-        y,
-        RollingCovOptions {
-            window_size: w as IdxSize,
-            min_periods: w as IdxSize,
-            ddof: 1,
-        },
-    )
-}
-
-fn positive_part(e: Expr) -> Expr {
-    when(e.clone().gt(lit(0.0))).then(e).otherwise(lit(0.0))
-}
-
-/// Stage 1: per-row series that several features share (polars is built without common-subexpression
-/// elimination, so shared pieces are materialised once as `_`-prefixed helper columns).
-fn base_series() -> Vec<Expr> {
-    let (o, h, l, c, v) = (col(OPEN), col(HIGH), col(LOW), col(CLOSE), col(VOLUME));
-    let ln = |e: Expr| e.log(lit(std::f64::consts::E));
-    let ret = c.clone() / c.clone().shift(lit(1)) - lit(1.0);
-    let dv = v.clone() - v.clone().shift(lit(1));
-    vec![
-        ret.clone().alias("_ret"),
-        positive_part(ret.clone()).alias("_ret_pos"),
-        ret.clone().abs().alias("_ret_abs"),
-        ret.clone()
-            .gt(lit(0.0))
-            .cast(DataType::Float64)
-            .alias("_up"),
-        ret.clone()
-            .lt(lit(0.0))
-            .cast(DataType::Float64)
-            .alias("_down"),
-        (ret.abs() * v.clone()).alias("_abs_ret_volume"),
-        positive_part(dv.clone()).alias("_dv_pos"),
-        dv.abs().alias("_dv_abs"),
-        ln(v.clone() + lit(1.0)).alias("_log_volume"),
-        (c.clone() / c.clone().shift(lit(1))).alias("_price_ratio"),
-        ln(v.clone() / v.clone().shift(lit(1)) + lit(1.0)).alias("_volume_ratio_log"),
-        (h.clone() - l.clone() + lit(EPS)).alias("_range"),
-        when(o.clone().gt(c.clone()))
-            .then(o.clone())
-            .otherwise(c.clone())
-            .alias("_top"),
-        when(o.lt(c.clone()))
-            .then(col(OPEN))
-            .otherwise(c)
-            .alias("_bottom"),
-    ]
-}
-
-/// Stage 2: K-bar shapes, calendar fields, and every windowed statistic (plus the rolling pieces that
-/// stage 3 combines).
-fn windowed_series() -> Vec<Expr> {
-    let (o, h, l, c, v) = (col(OPEN), col(HIGH), col(LOW), col(CLOSE), col(VOLUME));
-    let range = col("_range");
-    let mut out = vec![
-        ((c.clone() - o.clone()) / c.clone()).alias("kmid"),
-        ((c.clone() - o.clone()) / range.clone()).alias("kmid2"),
-        ((h.clone() - l.clone()) / o.clone()).alias("klen"),
-        ((h.clone() - col("_top")) / o.clone()).alias("kup"),
-        ((h.clone() - col("_top")) / range.clone()).alias("kup2"),
-        ((col("_bottom") - l.clone()) / o.clone()).alias("klow"),
-        ((col("_bottom") - l.clone()) / range.clone()).alias("klow2"),
-        ((lit(2.0) * c.clone() - h.clone() - l.clone()) / o.clone()).alias("ksft"),
-        ((lit(2.0) * c.clone() - h.clone() - l.clone()) / range).alias("ksft2"),
-        col(DATE).dt().day().cast(DataType::Float64).alias("day"),
-        (col(DATE).dt().weekday().cast(DataType::Float64) - lit(1.0)).alias("weekday"),
-        col(DATE)
-            .dt()
-            .month()
-            .cast(DataType::Float64)
-            .alias("month"),
-    ];
-    let share = |pos: &str, abs: &str, w: usize| {
-        col(pos).rolling_sum(fixed(w)) / (col(abs).rolling_sum(fixed(w)) + lit(EPS))
-    };
-    for w in WINDOWS {
-        let n = |family: &str| format!("{family}_{w}");
-        let wf = w as f64;
-        let past = c.clone().shift(lit(w as i64));
-        let quantile = |q| {
-            c.clone()
-                .rolling_quantile(QuantileMethod::Linear, q, fixed(w))
-                / c.clone()
+impl Bars {
+    /// Reads the price columns of one ticker's frame (nulls, which the missing-value policy has removed
+    /// before this point, would read as NaN).
+    pub fn from_frame(prices: &DataFrame) -> Result<Bars> {
+        let floats = |name: &str| -> Result<Vec<f64>> {
+            let column = prices.column(name)?.cast(&DataType::Float64)?;
+            Ok(column
+                .f64()?
+                .iter()
+                .map(|v| v.unwrap_or(f64::NAN))
+                .collect())
         };
-        out.extend([
-            (past.clone() / c.clone()).alias(n("roc")),
-            (c.clone().rolling_mean(fixed(w)) / c.clone()).alias(n("ma")),
-            (c.clone().rolling_std(fixed_std(w, 1)) / c.clone()).alias(n("std")),
-            ((past - c.clone()) / (lit(wf) * c.clone())).alias(n("beta")),
-            (c.clone().rolling_max(fixed(w)) / c.clone()).alias(n("max")),
-            (c.clone().rolling_min(fixed(w)) / c.clone()).alias(n("min")),
-            quantile(0.8).alias(n("qtlu")),
-            quantile(0.2).alias(n("qtld")),
-            (c.clone()
-                .rolling_rank(fixed_rank(w))
-                .cast(DataType::Float64)
-                / lit(wf))
-            .alias(n("rank")),
-            l.clone().rolling_min(fixed(w)).alias(n("_low_min")),
-            h.clone().rolling_max(fixed(w)).alias(n("_high_max")),
-            col("_up").rolling_mean(fixed(w)).alias(n("cntp")),
-            col("_down").rolling_mean(fixed(w)).alias(n("cntn")),
-            corr(c.clone(), col("_log_volume"), w).alias(n("corr")),
-            corr(col("_price_ratio"), col("_volume_ratio_log"), w).alias(n("cord")),
-            share("_ret_pos", "_ret_abs", w).alias(n("sump")),
-            (v.clone().rolling_mean(fixed(w)) / (v.clone() + lit(EPS))).alias(n("vma")),
-            (v.clone().rolling_std(fixed_std(w, 1)) / (v.clone() + lit(EPS))).alias(n("vstd")),
-            (col("_abs_ret_volume").rolling_std(fixed_std(w, 1))
-                / (col("_abs_ret_volume").rolling_mean(fixed(w)) + lit(EPS)))
-            .alias(n("wvma")),
-            share("_dv_pos", "_dv_abs", w).alias(n("vsump")),
-        ]);
+        let dates = prices.column(DATE)?.date()?.physical().clone();
+        if dates.null_count() > 0 {
+            return Err(Error::Data(
+                "a row without a date reached the features".into(),
+            ));
+        }
+        Ok(Bars {
+            dates: dates.into_no_null_iter().collect(),
+            open: floats(OPEN)?,
+            high: floats(HIGH)?,
+            low: floats(LOW)?,
+            close: floats(CLOSE)?,
+            adj_close: floats(ADJ_CLOSE)?,
+            volume: floats(VOLUME)?,
+        })
     }
-    out
+
+    pub fn len(&self) -> usize {
+        self.close.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.close.is_empty()
+    }
 }
 
-/// Stage 3: features that are simple combinations of stage-2 columns.
-fn derived_series() -> Vec<Expr> {
-    let mut out = Vec::new();
-    for w in WINDOWS {
-        let n = |family: &str| format!("{family}_{w}");
-        let (low_min, sump, vsump) = (col(n("_low_min")), col(n("sump")), col(n("vsump")));
-        out.extend([
-            ((col(CLOSE) - low_min.clone()) / (col(n("_high_max")) - low_min + lit(EPS)))
-                .alias(n("rsv")),
-            (col(n("cntp")) - col(n("cntn"))).alias(n("cntd")),
-            (lit(1.0) - sump.clone()).alias(n("sumn")),
-            (lit(2.0) * sump - lit(1.0)).alias(n("sumd")),
-            (lit(1.0) - vsump.clone()).alias(n("vsumn")),
-            (lit(2.0) * vsump - lit(1.0)).alias(n("vsumd")),
-        ]);
-    }
-    out
+/// One ticker's raw features: the 152 columns in [`feature_names`] order (non-finite values set to 0, as
+/// the reference does, e.g. a correlation over a constant window), the adjusted price and the next-day
+/// label (`None` on the last day).
+pub struct TickerFeatures {
+    pub columns: Vec<Vec<f64>>,
+    pub price: Vec<f64>,
+    pub label: Vec<Option<f64>>,
 }
 
-fn arg_extreme_columns(prices: &DataFrame) -> Result<Vec<Column>> {
-    let high: Vec<f64> = prices.column(HIGH)?.f64()?.into_no_null_iter().collect();
-    let low: Vec<f64> = prices.column(LOW)?.f64()?.into_no_null_iter().collect();
-    let mut cols = Vec::with_capacity(3 * WINDOWS.len());
-    for w in WINDOWS {
-        let wf = w as f64;
-        let imax: Vec<f64> = rolling_argmax(&high, w).iter().map(|p| p / wf).collect();
-        let imin: Vec<f64> = rolling_argmin(&low, w).iter().map(|p| p / wf).collect();
-        let imxd: Vec<f64> = imax.iter().zip(&imin).map(|(a, b)| a - b).collect();
-        for (family, values) in [("imax", imax), ("imin", imin), ("imxd", imxd)] {
-            cols.push(Column::new(format!("{family}_{w}").into(), values));
+/// `x[t - lag]` at row t: NaN for the first `lag` rows.
+fn lagged(x: &[f64], lag: usize) -> Vec<f64> {
+    (0..x.len())
+        .map(|t| if t >= lag { x[t - lag] } else { f64::NAN })
+        .collect()
+}
+
+fn map2(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+}
+
+/// Per-row series that several windowed families share.
+struct Shared {
+    ret_pos: Vec<f64>,
+    ret_abs: Vec<f64>,
+    up: Vec<f64>,
+    down: Vec<f64>,
+    abs_ret_volume: Vec<f64>,
+    dv_pos: Vec<f64>,
+    dv_abs: Vec<f64>,
+    log_volume: Vec<f64>,
+    price_ratio: Vec<f64>,
+    volume_ratio_log: Vec<f64>,
+    volume_eps: Vec<f64>,
+}
+
+impl Shared {
+    fn new(bars: &Bars) -> Shared {
+        let (c, v) = (&bars.close, &bars.volume);
+        let (c_prev, v_prev) = (lagged(c, 1), lagged(v, 1));
+        let ret = map2(c, &c_prev, |a, b| a / b - 1.0);
+        let ret_abs: Vec<f64> = ret.iter().map(|r| r.abs()).collect();
+        let dv = map2(v, &v_prev, |a, b| a - b);
+        Shared {
+            ret_pos: ret.iter().map(|r| r.max(0.0)).collect(),
+            up: ret.iter().map(|&r| f64::from(u8::from(r > 0.0))).collect(),
+            down: ret.iter().map(|&r| f64::from(u8::from(r < 0.0))).collect(),
+            abs_ret_volume: map2(&ret_abs, v, |a, b| a * b),
+            ret_abs,
+            dv_pos: dv.iter().map(|d| d.max(0.0)).collect(),
+            dv_abs: dv.iter().map(|d| d.abs()).collect(),
+            log_volume: v.iter().map(|x| (x + 1.0).ln()).collect(),
+            price_ratio: map2(c, &c_prev, |a, b| a / b),
+            volume_ratio_log: map2(v, &v_prev, |a, b| (a / b + 1.0).ln()),
+            volume_eps: v.iter().map(|x| x + EPS).collect(),
         }
     }
-    Ok(cols)
 }
 
-/// Raw (unscaled) features of one ticker, rows sorted by date. Returns date, ticker, the 152 features in
-/// [`feature_names`] order, `price` and the next-day `label`. Rows before [`FEATURE_HISTORY`] hold
-/// meaningless values and must be dropped by the caller; non-finite values elsewhere are set to 0, as the
-/// reference does (e.g. a correlation over a constant window).
-pub fn ticker_features(prices: &DataFrame) -> Result<DataFrame> {
-    let extra = arg_extreme_columns(prices)?;
-    let mut base = prices.clone();
-    for c in extra {
-        base.with_column(c)?;
+/// Computes every feature of one ticker.
+pub fn compute(bars: &Bars) -> TickerFeatures {
+    let n = bars.len();
+    let mut named: std::collections::HashMap<String, Vec<f64>> = Default::default();
+    let mut put = |name: String, values: Vec<f64>| {
+        named.insert(name, values);
+    };
+    let series = [
+        &bars.open,
+        &bars.high,
+        &bars.low,
+        &bars.close,
+        &bars.adj_close,
+    ];
+    for (name, x) in PRICE_FEATURES.into_iter().zip(series) {
+        put(name.to_string(), x.clone());
     }
-    let names = feature_names();
-    let computed = base
-        .lazy()
-        .with_columns(base_series())
-        .with_columns(windowed_series())
-        .with_columns(derived_series())
-        .with_columns([
-            col(ADJ_CLOSE).alias(PRICE),
-            (col(ADJ_CLOSE).shift(lit(-1)) / col(ADJ_CLOSE) - lit(1.0)).alias(LABEL),
-        ])
-        .collect()?;
-    let mut select: Vec<Expr> = vec![col(DATE), col(TICKER)];
-    select.extend(names.iter().map(|n| {
-        let e = col(n.as_str()).cast(DataType::Float64);
-        when(e.clone().is_finite())
-            .then(e)
-            .otherwise(lit(0.0))
-            .alias(n.as_str())
-    }));
-    select.extend([col(PRICE), col(LABEL)]);
-    Ok(computed.lazy().select(select).collect()?)
+    kbar_features(bars, &mut put);
+    calendar_features(&bars.dates, &mut put);
+    let shared = Shared::new(bars);
+    for w in WINDOWS {
+        windowed_features(bars, &shared, w, &mut put);
+    }
+
+    let columns = feature_names()
+        .iter()
+        .map(|name| {
+            let mut values = named.remove(name).unwrap_or_else(|| vec![f64::NAN; n]);
+            values
+                .iter_mut()
+                .filter(|x| !x.is_finite())
+                .for_each(|x| *x = 0.0);
+            values
+        })
+        .collect();
+    let a = &bars.adj_close;
+    let label = (0..n)
+        .map(|t| (t + 1 < n).then(|| a[t + 1] / a[t] - 1.0))
+        .collect();
+    TickerFeatures {
+        columns,
+        price: a.clone(),
+        label,
+    }
+}
+
+/// The 27 windowed families at window `w`.
+fn windowed_features(bars: &Bars, s: &Shared, w: usize, put: &mut impl FnMut(String, Vec<f64>)) {
+    let (h, l, c, v) = (&bars.high, &bars.low, &bars.close, &bars.volume);
+    let ratio = |a: &[f64], b: &[f64]| map2(a, b, |x, y| x / y);
+    let share = |pos: &[f64], abs: &[f64]| {
+        map2(&rolling_sum(pos, w), &rolling_sum(abs, w), |p, a| {
+            p / (a + EPS)
+        })
+    };
+    let name = |family: &str| format!("{family}_{w}");
+    let wf = w as f64;
+    let past = lagged(c, w);
+    put(name("roc"), ratio(&past, c));
+    put(name("ma"), ratio(&rolling_mean(c, w), c));
+    put(name("std"), ratio(&rolling_std(c, w), c));
+    put(name("beta"), map2(&past, c, |p, x| (p - x) / (wf * x)));
+    put(name("max"), ratio(&rolling_max(c, w), c));
+    put(name("min"), ratio(&rolling_min(c, w), c));
+    let order = rolling_order(c, w, &[0.8, 0.2]);
+    put(name("qtlu"), ratio(&order.quantiles[0], c));
+    put(name("qtld"), ratio(&order.quantiles[1], c));
+    put(name("rank"), order.rank.iter().map(|r| r / wf).collect());
+    let imax: Vec<f64> = rolling_argmax(h, w).iter().map(|p| p / wf).collect();
+    let imin: Vec<f64> = rolling_argmin(l, w).iter().map(|p| p / wf).collect();
+    put(name("imxd"), map2(&imax, &imin, |a, b| a - b));
+    put(name("imax"), imax);
+    put(name("imin"), imin);
+    let (low_min, high_max) = (rolling_min(l, w), rolling_max(h, w));
+    let rsv = (0..c.len())
+        .map(|t| (c[t] - low_min[t]) / (high_max[t] - low_min[t] + EPS))
+        .collect();
+    put(name("rsv"), rsv);
+    let (cntp, cntn) = (rolling_mean(&s.up, w), rolling_mean(&s.down, w));
+    put(name("cntd"), map2(&cntp, &cntn, |a, b| a - b));
+    put(name("cntp"), cntp);
+    put(name("cntn"), cntn);
+    put(name("corr"), rolling_corr(c, &s.log_volume, w));
+    put(
+        name("cord"),
+        rolling_corr(&s.price_ratio, &s.volume_ratio_log, w),
+    );
+    let sump = share(&s.ret_pos, &s.ret_abs);
+    put(name("sumn"), sump.iter().map(|x| 1.0 - x).collect());
+    put(name("sumd"), sump.iter().map(|x| 2.0 * x - 1.0).collect());
+    put(name("sump"), sump);
+    put(name("vma"), ratio(&rolling_mean(v, w), &s.volume_eps));
+    put(name("vstd"), ratio(&rolling_std(v, w), &s.volume_eps));
+    let arv_mean: Vec<f64> = rolling_mean(&s.abs_ret_volume, w)
+        .iter()
+        .map(|m| m + EPS)
+        .collect();
+    put(
+        name("wvma"),
+        ratio(&rolling_std(&s.abs_ret_volume, w), &arv_mean),
+    );
+    let vsump = share(&s.dv_pos, &s.dv_abs);
+    put(name("vsumn"), vsump.iter().map(|x| 1.0 - x).collect());
+    put(name("vsumd"), vsump.iter().map(|x| 2.0 * x - 1.0).collect());
+    put(name("vsump"), vsump);
+}
+
+/// The nine K-bar shapes of each day's own bar.
+fn kbar_features(bars: &Bars, put: &mut impl FnMut(String, Vec<f64>)) {
+    let n = bars.len();
+    let mut columns: Vec<Vec<f64>> = vec![Vec::with_capacity(n); KBAR_FEATURES.len()];
+    for t in 0..n {
+        let (o, h, l, c) = (bars.open[t], bars.high[t], bars.low[t], bars.close[t]);
+        let range = h - l + EPS;
+        let (top, bottom) = (if o > c { o } else { c }, if o < c { o } else { c });
+        let values = [
+            (c - o) / c,
+            (c - o) / range,
+            (h - l) / o,
+            (h - top) / o,
+            (h - top) / range,
+            (bottom - l) / o,
+            (bottom - l) / range,
+            (2.0 * c - h - l) / o,
+            (2.0 * c - h - l) / range,
+        ];
+        for (column, value) in columns.iter_mut().zip(values) {
+            column.push(value);
+        }
+    }
+    for (name, column) in KBAR_FEATURES.iter().zip(columns) {
+        put(name.to_string(), column);
+    }
+}
+
+/// Day of month, weekday (0 = Monday) and month.
+fn calendar_features(dates: &[i32], put: &mut impl FnMut(String, Vec<f64>)) {
+    let parts: Vec<Option<chrono::NaiveDate>> = dates.iter().map(|&d| date_from_days(d)).collect();
+    let field = |f: fn(&chrono::NaiveDate) -> u32| -> Vec<f64> {
+        parts
+            .iter()
+            .map(|d| d.as_ref().map_or(f64::NAN, |d| f(d) as f64))
+            .collect()
+    };
+    put("day".into(), field(|d| d.day()));
+    put(
+        "weekday".into(),
+        field(|d| d.weekday().num_days_from_monday()),
+    );
+    put("month".into(), field(|d| d.month()));
+}
+
+/// Raw (unscaled) features of one ticker as a frame, rows sorted by date: date, ticker, the 152 features
+/// in [`feature_names`] order, `price` and the next-day `label`. Rows before [`FEATURE_HISTORY`] hold
+/// meaningless values and must be dropped by the caller.
+pub fn ticker_features(prices: &DataFrame) -> Result<DataFrame> {
+    let features = compute(&Bars::from_frame(prices)?);
+    let mut columns = vec![prices.column(DATE)?.clone(), prices.column(TICKER)?.clone()];
+    for (name, values) in feature_names().iter().zip(features.columns) {
+        columns.push(Column::new(name.as_str().into(), values));
+    }
+    columns.push(Column::new(PRICE.into(), features.price));
+    columns.push(Column::new(LABEL.into(), features.label));
+    Ok(DataFrame::new(prices.height(), columns)?)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod missing;
 pub mod panel;
 pub mod prepare;
 pub mod scaling;
+pub mod store;
 pub mod synth;
 pub mod validate;
 pub mod windows;

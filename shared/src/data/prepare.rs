@@ -10,11 +10,12 @@ use polars::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::dates::day_string;
-use super::features::{feature_names, ticker_features, FEATURE_HISTORY};
+use super::features::{compute, feature_names, Bars, FEATURE_HISTORY};
 use super::ingest::{read_prices, PriceTable, Source, DATE, LINE, TICKER};
 use super::manifest::{Manifest, FEATURES_FILE, MANIFEST_FILE, RAW_FEATURES_FILE};
 use super::missing::{self, Repair};
-use super::scaling::scale_ticker;
+use super::scaling::causal_zscore;
+use super::store::{StoreSummary, StoreWriter, TickerPart};
 use super::validate;
 use crate::atomic::Staging;
 use crate::config::DataConfig;
@@ -101,75 +102,107 @@ pub fn prepare_with(
     options: PrepareOptions,
 ) -> Result<Manifest> {
     let clock = std::time::Instant::now();
-    let table = read_prices(source)?;
+    let mut table = read_prices(source)?;
     tracing::info!(
         rows = table.frame.height(),
         secs = clock.elapsed().as_secs_f64(),
         "read and validated prices"
     );
     let cleaned = clean(cfg, &table, options.strict)?;
-    let frame = cleaned.frame;
+    // one copy of the input at a time: the table, then the cleaned rows, then one frame per ticker
+    table.frame = DataFrame::empty();
+    let input_rows = cleaned.frame.height();
     let min_rows = FEATURE_HISTORY + cfg.scaler_window + cfg.window;
-    let tickers_frames = frame.partition_by_stable([TICKER], true)?;
+    let tickers_frames = cleaned.frame.partition_by_stable([TICKER], true)?;
+    let (repairs, bars_outside_range) = (cleaned.repairs, cleaned.bars_outside_range);
     check_history(&tickers_frames, min_rows)?;
 
-    let names = feature_names();
     let bar = progress_bar(tickers_frames.len() as u64, options.progress);
     let warmup = FEATURE_HISTORY + cfg.scaler_window;
-    let kept = |f: DataFrame| f.slice(warmup as i64, f.height().saturating_sub(warmup));
-    let parts = map_parallel(&tickers_frames, |prices| {
-        let raw = ticker_features(prices)?;
-        let unscaled = options.unscaled.then(|| kept(raw.clone()));
-        let scaled = scale_ticker(raw, &names, cfg.scaler_window)?;
-        bar.inc(1);
-        Ok((kept(scaled), unscaled))
-    })?;
+    let staging = Staging::new(out)?;
+    let raw_path = staging.path(RAW_FEATURES_FILE);
+    let mut writer = StoreWriter::new(
+        &staging.path(FEATURES_FILE),
+        options.unscaled.then_some(raw_path.as_path()),
+    );
+    // a few tickers per worker at a time: the store is written as it is computed, never held whole
+    for chunk in tickers_frames.chunks(TICKERS_PER_WORKER * workers()) {
+        let parts = map_parallel(chunk, |prices| {
+            ticker_part(prices, warmup, cfg.scaler_window, options.unscaled)
+        })?;
+        bar.inc(parts.len() as u64);
+        writer.write(parts)?;
+    }
+    let summary = writer.finish()?;
     bar.finish_and_clear();
     tracing::info!(
         secs = clock.elapsed().as_secs_f64(),
-        "features and scaling done"
+        "features computed, scaled and written"
     );
-
-    let (scaled_parts, raw_parts): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-    let mut features = concat_frames(scaled_parts)?;
-    let raw_features = match options.unscaled {
-        true => Some(concat_frames(raw_parts.into_iter().flatten().collect())?),
-        false => None,
-    };
-    tracing::info!(secs = clock.elapsed().as_secs_f64(), "tickers concatenated");
-    let mut manifest = build_manifest(&table, &features, frame.height(), cfg)?;
-    manifest.missing_values = cleaned.repairs;
-    manifest.bars_outside_range = cleaned.bars_outside_range;
+    let mut manifest = build_manifest(&table, &summary, input_rows, cfg);
+    manifest.missing_values = repairs;
+    manifest.bars_outside_range = bars_outside_range;
     manifest.unscaled = options.unscaled;
-    write_store(out, &mut features, raw_features, &manifest)?;
+    commit_store(out, staging, &manifest)?;
     tracing::info!(
         secs = clock.elapsed().as_secs_f64(),
-        "feature store written"
+        "feature store committed"
     );
     Ok(manifest)
 }
 
-/// Writes the store through a staging directory, manifest last. A raw-features file left by an earlier
-/// `--unscaled` run is removed when this run writes none, so that it never describes another store.
-fn write_store(
-    out: &Path,
-    features: &mut DataFrame,
-    raw_features: Option<DataFrame>,
-    manifest: &Manifest,
-) -> Result<()> {
-    let staging = Staging::new(out)?;
-    write_parquet(&staging.path(FEATURES_FILE), features)?;
+/// Tickers each worker thread computes before the main thread writes them.
+const TICKERS_PER_WORKER: usize = 4;
+
+fn ticker_part(
+    prices: &DataFrame,
+    warmup: usize,
+    scaler_window: usize,
+    unscaled: bool,
+) -> Result<TickerPart> {
+    let bars = Bars::from_frame(prices)?;
+    let ticker = prices
+        .column(TICKER)?
+        .str()?
+        .get(0)
+        .unwrap_or_default()
+        .to_string();
+    let features = compute(&bars);
+    let kept = warmup.min(bars.len());
+    let scaled = features
+        .columns
+        .iter()
+        .map(|x| causal_zscore(x, scaler_window).split_off(kept))
+        .collect();
+    let raw = unscaled.then(|| {
+        features
+            .columns
+            .into_iter()
+            .map(|mut x| x.split_off(kept))
+            .collect()
+    });
+    let Bars { mut dates, .. } = bars;
+    let (mut price, mut label) = (features.price, features.label);
+    Ok(TickerPart {
+        ticker,
+        dates: dates.split_off(kept),
+        scaled,
+        raw,
+        price: price.split_off(kept),
+        label: label.split_off(kept),
+    })
+}
+
+/// Moves the written store into `out`, manifest last. A raw-features file left by an earlier `--unscaled`
+/// run is removed when this run writes none, so that it never describes another store.
+fn commit_store(out: &Path, staging: Staging, manifest: &Manifest) -> Result<()> {
     let mut files = vec![FEATURES_FILE];
-    match raw_features {
-        Some(mut raw) => {
-            write_parquet(&staging.path(RAW_FEATURES_FILE), &mut raw)?;
-            files.push(RAW_FEATURES_FILE);
-        }
-        None => {
-            let stale = out.join(RAW_FEATURES_FILE);
-            if stale.exists() {
-                std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
-            }
+    if manifest.unscaled {
+        files.push(RAW_FEATURES_FILE);
+    } else {
+        let stale = out.join(RAW_FEATURES_FILE);
+        if stale.exists() {
+            std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
         }
     }
     let json = serde_json::to_vec_pretty(manifest)?;
@@ -179,14 +212,8 @@ fn write_store(
     staging.commit(&files)
 }
 
-fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    ParquetWriter::new(file)
-        // scaled floats do not compress; compression would only cost time
-        .with_compression(ParquetCompression::Uncompressed)
-        .with_statistics(StatisticsOptions::empty())
-        .finish(frame)?;
-    Ok(())
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Applies `f` to every item on plain worker threads (one per core), preserving order. Plain threads rather
@@ -196,10 +223,7 @@ fn map_parallel<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(items.len().max(1));
+    let workers = workers().min(items.len().max(1));
     let next = AtomicUsize::new(0);
     let mut results: Vec<Option<Result<R>>> = (0..items.len()).map(|_| None).collect();
     let chunks: Vec<Vec<(usize, Result<R>)>> = std::thread::scope(|scope| {
@@ -322,42 +346,19 @@ fn check_history(frames: &[DataFrame], min_rows: usize) -> Result<()> {
     )))
 }
 
-fn concat_frames(parts: Vec<DataFrame>) -> Result<DataFrame> {
-    let mut iter = parts.into_iter();
-    let mut out = iter
-        .next()
-        .ok_or_else(|| Error::Data("no tickers in the input".into()))?;
-    for part in iter {
-        out.vstack_mut_owned(part)?;
-    }
-    out.rechunk_mut();
-    Ok(out)
-}
-
 fn build_manifest(
     table: &PriceTable,
-    features: &DataFrame,
+    store: &StoreSummary,
     input_rows: usize,
     cfg: &DataConfig,
-) -> Result<Manifest> {
-    let dates = features.column(DATE)?.date()?.clone();
-    let tickers = features.column(TICKER)?.str()?.clone();
-    let mut first: BTreeMap<String, String> = BTreeMap::new();
-    let mut previous: Option<&str> = None;
-    for (t, d) in tickers.iter().zip(dates.physical().iter()) {
-        if let (Some(t), Some(d)) = (t, d) {
-            if previous != Some(t) {
-                first.entry(t.to_string()).or_insert_with(|| day_string(d));
-                previous = Some(t);
-            }
-        }
-    }
-    let (lo, hi) = (
-        dates.physical().min().map(day_string),
-        dates.physical().max().map(day_string),
-    );
+) -> Manifest {
     let names = feature_names();
-    Ok(Manifest {
+    let first: BTreeMap<String, String> = store
+        .ticker_first_days
+        .iter()
+        .map(|(t, &d)| (t.clone(), day_string(d)))
+        .collect();
+    Manifest {
         storm_version: env!("CARGO_PKG_VERSION").to_string(),
         source: table.source.clone(),
         source_sha256: table.source_sha256.clone(),
@@ -366,10 +367,10 @@ fn build_manifest(
         n_tickers: first.len(),
         n_features: names.len(),
         feature_names: names,
-        first_date: lo.unwrap_or_default(),
-        last_date: hi.unwrap_or_default(),
-        rows: features.height(),
-        warmup_rows_dropped: input_rows - features.height(),
+        first_date: store.first_day.map(day_string).unwrap_or_default(),
+        last_date: store.last_day.map(day_string).unwrap_or_default(),
+        rows: store.rows,
+        warmup_rows_dropped: input_rows - store.rows,
         feature_history: FEATURE_HISTORY,
         scaler_window: cfg.scaler_window,
         ticker_first_dates: first,
@@ -378,5 +379,5 @@ fn build_manifest(
         missing_values: Vec::new(),
         bars_outside_range: 0,
         unscaled: false,
-    })
+    }
 }

@@ -1,11 +1,7 @@
 //! Causal per-ticker z-scoring: each row is scaled with the mean and population standard deviation of the
 //! previous `window` rows of the same ticker, never its own row or any later one. The rule is the same for
 //! every split, so no statistic crosses from a later period into an earlier one. A sliding-window kernel
-//! (one O(n) pass per column) rather than polars expressions: it is the hot loop of `prepare`.
-
-use polars::prelude::*;
-
-use crate::error::Result;
+//! (one O(n) pass per column): it is the hot loop of `prepare`.
 
 /// Below this relative spread a feature is treated as constant over the look-back and scaled to 0.
 const MIN_RELATIVE_STD: f64 = 1e-6;
@@ -50,44 +46,15 @@ pub fn causal_zscore(x: &[f64], window: usize) -> Vec<f32> {
     out
 }
 
-/// Replaces every column in `features` of one ticker's raw feature frame (sorted by date) with its causal
-/// z-score as Float32.
-pub fn scale_ticker(raw: DataFrame, features: &[String], window: usize) -> Result<DataFrame> {
-    let scaled: std::collections::HashMap<&str, Column> = features
-        .iter()
-        .map(|name| {
-            let ca = raw.column(name)?.f64()?.rechunk();
-            let values: Vec<f64> = match ca.cont_slice() {
-                Ok(s) if ca.null_count() == 0 => s.to_vec(),
-                _ => ca.iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
-            };
-            let z = causal_zscore(&values, window);
-            Ok((name.as_str(), Column::new(name.as_str().into(), z)))
-        })
-        .collect::<Result<_>>()?;
-    let columns: Vec<Column> = raw
-        .columns()
-        .iter()
-        .map(|c| {
-            scaled
-                .get(c.name().as_str())
-                .cloned()
-                .unwrap_or_else(|| c.clone())
-        })
-        .collect();
-    Ok(DataFrame::new(raw.height(), columns)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn scaled(values: &[f64], window: usize) -> Vec<Option<f32>> {
-        let df =
-            DataFrame::new_infer_height(vec![Column::new("x".into(), values.to_vec())]).unwrap();
-        let out = scale_ticker(df, &["x".to_string()], window).unwrap();
-        let col = out.column("x").unwrap().f32().unwrap().clone();
-        col.iter().map(|v| v.filter(|x| !x.is_nan())).collect()
+        causal_zscore(values, window)
+            .into_iter()
+            .map(|v| Some(v).filter(|x| !x.is_nan()))
+            .collect()
     }
 
     #[test]
