@@ -1,4 +1,4 @@
-//! Results over seeds, computed with polars: for every configuration and metric the number of seeds with a
+//! Results over seeds: for every configuration and metric the number of seeds with a
 //! value, mean, sample std, min, max and range. The paper reports "mean ± range, computed across 10 runs"
 //! without defining range; we read it as the half-width (max − min)/2, so that mean ± range spans the
 //! observed values when they are symmetric about the mean, and also report std.
@@ -77,88 +77,53 @@ fn polars_err(e: PolarsError) -> Error {
     Error::Polars(e)
 }
 
-/// The long table of every finite metric value of the finished jobs: config, seed, metric, value.
-pub fn values_frame(rows: &[JobRow]) -> Result<DataFrame> {
-    let (mut config, mut seed, mut metric, mut value) = (vec![], vec![], vec![], vec![]);
-    for r in rows.iter().filter(|r| r.state == "done") {
-        for (m, v) in &r.metrics {
-            if let Some(v) = v.filter(|v| v.is_finite()) {
-                config.push(r.config.clone());
-                seed.push(r.seed);
-                metric.push(m.clone());
-                value.push(v);
-            }
-        }
-    }
-    DataFrame::new_infer_height(vec![
-        Column::new("config".into(), config),
-        Column::new("seed".into(), seed),
-        Column::new("metric".into(), metric),
-        Column::new("value".into(), value),
-    ])
-    .map_err(polars_err)
-}
-
 /// Mean, std, min, max and range per (configuration, metric), in first-seen order.
 pub fn aggregate(rows: &[JobRow]) -> Result<Stats> {
-    let values = values_frame(rows)?;
-    let out = values
-        .lazy()
-        .group_by_stable([col("config"), col("metric")])
-        .agg([
-            col("value").count().alias("n"),
-            col("value").mean().alias("mean"),
-            col("value").std(1).alias("std"),
-            col("value").min().alias("min"),
-            col("value").max().alias("max"),
-        ])
-        .with_column(((col("max") - col("min")) / lit(2.0)).alias("range"))
-        .collect()
-        .map_err(polars_err)?;
-    let strs = |name: &str| -> Result<Vec<String>> {
-        let ca = out.column(name).and_then(|c| c.str()).map_err(polars_err)?;
-        Ok(ca
-            .iter()
-            .map(|v| v.unwrap_or_default().to_string())
-            .collect())
-    };
-    let floats = |name: &str| -> Result<Vec<f64>> {
-        let c = out
-            .column(name)
-            .and_then(|c| c.cast(&DataType::Float64))
-            .map_err(polars_err)?;
-        Ok(c.f64()
-            .map_err(polars_err)?
-            .iter()
-            .map(|v| v.unwrap_or(f64::NAN))
-            .collect())
-    };
-    let (config, metric) = (strs("config")?, strs("metric")?);
-    let (n, mean, std, min, max, range) = (
-        floats("n")?,
-        floats("mean")?,
-        floats("std")?,
-        floats("min")?,
-        floats("max")?,
-        floats("range")?,
-    );
+    let mut groups: Vec<(String, String, Vec<f64>)> = Vec::new();
+    let mut index: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.state == "done") {
+        for (m, v) in &r.metrics {
+            let Some(v) = v.filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let key = (r.config.clone(), m.clone());
+            let at = *index.entry(key).or_insert_with(|| {
+                groups.push((r.config.clone(), m.clone(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[at].2.push(v);
+        }
+    }
     let mut stats = Stats::default();
-    for i in 0..config.len() {
+    for (config, metric, values) in groups {
         stats
             .index
-            .insert((config[i].clone(), metric[i].clone()), stats.rows.len());
-        stats.rows.push(Stat {
-            config: config[i].clone(),
-            metric: metric[i].clone(),
-            n: n[i] as u32,
-            mean: mean[i],
-            std: std[i],
-            min: min[i],
-            max: max[i],
-            range: range[i],
-        });
+            .insert((config.clone(), metric.clone()), stats.rows.len());
+        stats.rows.push(summary(config, metric, &values));
     }
     Ok(stats)
+}
+
+/// One group's statistics; `std` is the sample std (NaN for one value).
+fn summary(config: String, metric: String, values: &[f64]) -> Stat {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let std = match values.len() {
+        0 | 1 => f64::NAN,
+        _ => (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt(),
+    };
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Stat {
+        config,
+        metric,
+        n: values.len() as u32,
+        mean,
+        std,
+        min,
+        max,
+        range: (max - min) / 2.0,
+    }
 }
 
 /// `results.csv`: one row per (configuration, metric) with the plan keys as leading columns.

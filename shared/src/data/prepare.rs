@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::dates::day_string;
+use super::dates::{day_string, days_from_date};
 use super::features::{compute, feature_names, Bars, FEATURE_HISTORY};
 use super::ingest::{read_prices, PriceTable, Source, DATE, LINE, TICKER};
 use super::manifest::{Manifest, FEATURES_FILE, MANIFEST_FILE, RAW_FEATURES_FILE};
@@ -272,22 +272,27 @@ fn progress_bar(len: u64, show: bool) -> ProgressBar {
 
 /// Applies the config's ticker list and date range, and sorts by ticker then date.
 fn select_rows(cfg: &DataConfig, frame: DataFrame) -> Result<DataFrame> {
-    let mut lf = frame.lazy();
+    let mut keep: Vec<bool> = vec![true; frame.height()];
     if !cfg.tickers.is_empty() {
-        lf = lf.filter(col(TICKER).is_in(
-            lit(Series::new("t".into(), cfg.tickers.clone())).implode(false),
-            false,
-        ));
+        let wanted: std::collections::HashSet<&str> =
+            cfg.tickers.iter().map(String::as_str).collect();
+        let tickers = frame.column(TICKER)?.str()?;
+        for (k, t) in keep.iter_mut().zip(tickers.iter()) {
+            *k &= t.is_some_and(|t| wanted.contains(t));
+        }
     }
-    if let Some(start) = cfg.start {
-        lf = lf.filter(col(DATE).gt_eq(lit(start)));
+    if cfg.start.is_some() || cfg.end.is_some() {
+        let (start, end) = (cfg.start.map(days_from_date), cfg.end.map(days_from_date));
+        let days = frame.column(DATE)?.date()?.physical().clone();
+        for (k, d) in keep.iter_mut().zip(days.iter()) {
+            *k &= d.is_some_and(|d| start.is_none_or(|s| d >= s) && end.is_none_or(|e| d <= e));
+        }
     }
-    if let Some(end) = cfg.end {
-        lf = lf.filter(col(DATE).lt_eq(lit(end)));
-    }
-    let out = lf
-        .sort([TICKER, DATE], SortMultipleOptions::default())
-        .collect()?;
+    let selected = match keep.iter().all(|&k| k) {
+        true => frame,
+        false => frame.filter(&BooleanChunked::from_slice("keep".into(), &keep))?,
+    };
+    let out = selected.sort([TICKER, DATE], SortMultipleOptions::default())?;
     if !cfg.tickers.is_empty() {
         let present: std::collections::HashSet<&str> =
             out.column(TICKER)?.str()?.iter().flatten().collect();
