@@ -230,6 +230,59 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
         assert!(report["policy"]["cw"].as_f64().unwrap() > 0.0);
         assert_eq!(report["valid_candidates"].as_array().unwrap().len(), 3);
     }
+    // one day late: every split shifted by a day, files beside the same-day ones
+    let late_args = |delay: &str| {
+        [
+            "trade",
+            "--run",
+            &s(&run),
+            "--ticker",
+            &ticker,
+            "--features",
+            "raw",
+            "--algorithm",
+            "dqn",
+            "--envs",
+            "2",
+            "--updates",
+            "3",
+            "--eval-every",
+            "1",
+            "--window",
+            "32",
+            "--delay",
+            delay,
+        ]
+        .map(str::to_string)
+    };
+    let args = late_args("1");
+    let stdout = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(stdout.contains("traded 1 day(s) late"), "{stdout}");
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join(name)).unwrap()).unwrap()
+    };
+    let same_day = read(&format!("trading_{ticker}_raw_dqn.json"));
+    let late = read(&format!("trading_{ticker}_raw_dqn_delay1.json"));
+    assert_eq!(late["delay"], 1);
+    assert_eq!(same_day["delay"], 0);
+    for days in ["train_days", "valid_days", "test_days"] {
+        assert_eq!(
+            late["days"][days].as_u64().unwrap() + 1,
+            same_day["days"][days].as_u64().unwrap(),
+            "{days}"
+        );
+    }
+    assert!(
+        late["days"]["test_first_date"].as_str() > same_day["days"]["test_first_date"].as_str()
+    );
+    assert_eq!(
+        late["days"]["test_last_date"],
+        same_day["days"]["test_last_date"]
+    );
+    let args = late_args("22");
+    let err = fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("delay"), "{err}");
+
     let err = fails(&[
         "trade",
         "--run",

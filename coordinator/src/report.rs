@@ -220,11 +220,15 @@ fn trading_tables(
     models: &[(String, Vec<String>)],
     meta: &PaperMeta,
 ) {
-    let bh = |t: &str| Scope::BuyHold { ticker: t.into() };
+    let bh = |t: &str| Scope::BuyHold {
+        ticker: t.into(),
+        delay: 0,
+    };
     let policy = |t: &str, source, algorithm| Scope::Trade {
         ticker: t.into(),
         source,
         algorithm,
+        delay: 0,
     };
     let traded: Vec<&String> = meta
         .tickers

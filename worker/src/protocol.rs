@@ -147,7 +147,7 @@ impl Step {
                 ..
             } => format!(
                 "trade_{}",
-                trade_stem(ticker, features.source(), *algorithm)
+                trade_stem(ticker, features.source(), *algorithm, 0)
             ),
         }
     }

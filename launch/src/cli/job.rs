@@ -24,7 +24,7 @@ use storm_shared::portfolio::report::{parse_index, BacktestParams};
 use storm_shared::run::metrics::{
     backtest_metrics, eval_metrics, trade_metrics, train_metrics, MetricKey, TrainSummary, Value,
 };
-use storm_shared::run::{EvalReport, PortfolioVariant, RunDir};
+use storm_shared::run::{EvalReport, PortfolioVariant, RunDir, TradeTask};
 use storm_shared::trading::task::{FeatureSource, TradeParams, TradeReport};
 use storm_shared::trading::EnvConfig;
 use storm_shared::train::checkpoint::{read_state, CheckpointChoice, Checkpointer};
@@ -306,6 +306,7 @@ pub fn step_call(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<
                 dqn: *dqn,
                 sac: *sac,
                 risk_free: DEFAULT_RISK_FREE,
+                delay: 0,
             }),
         },
     })
@@ -361,8 +362,7 @@ fn step_metrics(run: &RunDir, step: &Step) -> Result<Vec<(MetricKey, Value)>> {
         } => trade_metrics(&TradeReport::load(
             run,
             ticker,
-            source(*features),
-            *algorithm,
+            TradeTask::new(source(*features), *algorithm),
         )?),
     })
 }

@@ -73,6 +73,11 @@ pub struct TradeArgs {
     /// Daily state the policy observes.
     #[arg(long, value_enum, default_value = "factors")]
     pub features: Features,
+    /// Trade day t's decision at day t+DELAY's close (0: the paper's same-day close; 1: what a practitioner
+    /// can trade). Every split is shifted, so selection and Buy&Hold use the same trading days; outputs get
+    /// a `_delay<d>` suffix.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub delay: i64,
     #[command(flatten)]
     pub ppo: PpoArgs,
 }
@@ -186,6 +191,7 @@ fn params(a: &TradeArgs) -> Result<TradeParams> {
         dqn: DqnConfig::default(),
         sac: SacConfig::default(),
         risk_free: a.risk_free,
+        delay: count("delay", a.delay, 0)?,
     };
     let p = match algorithm {
         Algorithm::Ppo => p,
@@ -244,6 +250,13 @@ pub fn trade_ticker(
         r.best_valid_cw,
         r.best_update
     );
+    if r.delay > 0 {
+        println!(
+            "traded {} day(s) late: each decision at the close {} trading day(s) after its state \
+             (Buy&Hold over the same days)",
+            r.delay, r.delay
+        );
+    }
     if let (Some(state), Some(dim)) = (r.state, r.state_dim) {
         println!("states: {state:?}, {dim} values a day, plus the position");
     }

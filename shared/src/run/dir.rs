@@ -88,9 +88,32 @@ fn variant(split: Split, v: PortfolioVariant) -> String {
     name
 }
 
-/// `trading_` + [`trade_stem`]: `_raw` for the raw-feature states, `_dqn` / `_sac` for those algorithms.
-fn trading_stem(ticker: &str, source: FeatureSource, algorithm: Algorithm) -> String {
-    format!("{TRADING_PREFIX}{}", trade_stem(ticker, source, algorithm))
+/// `trading_` + [`trade_stem`]: `_raw` for the raw-feature states, `_dqn` / `_sac` for those algorithms,
+/// `_delay<d>` for a policy trading d days late.
+fn trading_stem(ticker: &str, task: TradeTask) -> String {
+    format!(
+        "{TRADING_PREFIX}{}",
+        trade_stem(ticker, task.source, task.algorithm, task.delay)
+    )
+}
+
+/// Which trading task of a ticker a file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TradeTask {
+    pub source: FeatureSource,
+    pub algorithm: Algorithm,
+    pub delay: usize,
+}
+
+impl TradeTask {
+    /// The task without delay.
+    pub fn new(source: FeatureSource, algorithm: Algorithm) -> Self {
+        TradeTask {
+            source,
+            algorithm,
+            delay: 0,
+        }
+    }
 }
 
 /// The file name of a path this module built (for staging areas, which take names).
@@ -186,22 +209,14 @@ impl RunDir {
         self.join(FACTORS_FILE)
     }
 
-    pub fn trade_json(&self, ticker: &str, source: FeatureSource, algorithm: Algorithm) -> PathBuf {
-        self.join(&format!("{}.json", trading_stem(ticker, source, algorithm)))
+    pub fn trade_json(&self, ticker: &str, task: TradeTask) -> PathBuf {
+        self.join(&format!("{}.json", trading_stem(ticker, task)))
     }
-    pub fn trade_actions_csv(
-        &self,
-        ticker: &str,
-        source: FeatureSource,
-        algorithm: Algorithm,
-    ) -> PathBuf {
-        self.join(&format!(
-            "{}_actions.csv",
-            trading_stem(ticker, source, algorithm)
-        ))
+    pub fn trade_actions_csv(&self, ticker: &str, task: TradeTask) -> PathBuf {
+        self.join(&format!("{}_actions.csv", trading_stem(ticker, task)))
     }
-    pub fn trade_png(&self, ticker: &str, source: FeatureSource, algorithm: Algorithm) -> PathBuf {
-        self.join(&format!("{}.png", trading_stem(ticker, source, algorithm)))
+    pub fn trade_png(&self, ticker: &str, task: TradeTask) -> PathBuf {
+        self.join(&format!("{}.png", trading_stem(ticker, task)))
     }
     /// The chart next to a trading report found by [`RunDir::trade_reports`].
     pub fn trade_png_of(&self, report_name: &str) -> String {
@@ -260,20 +275,34 @@ mod tests {
             "wealth_valid_tdrisk.png"
         );
         assert_eq!(
-            name(run.trade_json("AAPL", FeatureSource::Raw, Algorithm::Ppo)),
+            name(run.trade_json("AAPL", TradeTask::new(FeatureSource::Raw, Algorithm::Ppo))),
             "trading_AAPL_raw.json"
         );
         assert_eq!(
-            name(run.trade_json("AAPL", FeatureSource::Factors, Algorithm::Sac)),
+            name(run.trade_json(
+                "AAPL",
+                TradeTask::new(FeatureSource::Factors, Algorithm::Sac)
+            )),
             "trading_AAPL_sac.json"
         );
         assert_eq!(
-            name(run.trade_png("AAPL", FeatureSource::Raw, Algorithm::Dqn)),
+            name(run.trade_png("AAPL", TradeTask::new(FeatureSource::Raw, Algorithm::Dqn))),
             "trading_AAPL_raw_dqn.png"
         );
         assert_eq!(
-            name(run.trade_actions_csv("AAPL", FeatureSource::Factors, Algorithm::Ppo)),
+            name(run.trade_actions_csv(
+                "AAPL",
+                TradeTask::new(FeatureSource::Factors, Algorithm::Ppo)
+            )),
             "trading_AAPL_actions.csv"
+        );
+        let late = TradeTask {
+            delay: 1,
+            ..TradeTask::new(FeatureSource::Raw, Algorithm::Sac)
+        };
+        assert_eq!(
+            name(run.trade_json("AAPL", late)),
+            "trading_AAPL_raw_sac_delay1.json"
         );
         assert_eq!(
             run.trade_png_of("trading_AAPL_raw.json"),

@@ -79,14 +79,15 @@ pub enum Scope {
     Ew,
     /// The index benchmark.
     Index,
-    /// An RL policy on one ticker with factor or raw states.
+    /// An RL policy on one ticker with factor or raw states, trading `delay` days after its state.
     Trade {
         ticker: String,
         source: FeatureSource,
         algorithm: Algorithm,
+        delay: usize,
     },
-    /// Buy&Hold of one ticker.
-    BuyHold { ticker: String },
+    /// Buy&Hold of one ticker, over the days a policy trading `delay` days late trades.
+    BuyHold { ticker: String, delay: usize },
 }
 
 impl Scope {
@@ -100,8 +101,10 @@ impl Scope {
                 ticker,
                 source,
                 algorithm,
-            } => format!("trade_{}", trade_stem(ticker, *source, *algorithm)),
-            Scope::BuyHold { ticker } => format!("bh_{ticker}"),
+                delay,
+            } => format!("trade_{}", trade_stem(ticker, *source, *algorithm, *delay)),
+            Scope::BuyHold { ticker, delay: 0 } => format!("bh_{ticker}"),
+            Scope::BuyHold { ticker, delay } => format!("bh_{ticker}_delay{delay}"),
         }
     }
 }
@@ -184,6 +187,7 @@ pub enum MetricKey {
         ticker: String,
         source: FeatureSource,
         algorithm: Algorithm,
+        delay: usize,
     },
 }
 
@@ -205,11 +209,13 @@ impl MetricKey {
                 ticker,
                 source,
                 algorithm,
+                delay,
             } => {
                 let scope = Scope::Trade {
                     ticker: ticker.clone(),
                     source: *source,
                     algorithm: *algorithm,
+                    delay: *delay,
                 };
                 format!("{}_trades", scope.prefix())
             }
@@ -292,12 +298,13 @@ pub fn backtest_metrics(r: &BacktestReport) -> Vec<(MetricKey, Value)> {
 }
 
 pub fn trade_metrics(r: &TradeReport) -> Vec<(MetricKey, Value)> {
-    let (ticker, source, algorithm) = (r.ticker.clone(), r.features, r.algorithm);
+    let (ticker, source, algorithm, delay) = (r.ticker.clone(), r.features, r.algorithm, r.delay);
     let mut out = financial_metrics(
         &Scope::Trade {
             ticker: ticker.clone(),
             source,
             algorithm,
+            delay,
         },
         &r.policy.metrics,
     );
@@ -306,11 +313,12 @@ pub fn trade_metrics(r: &TradeReport) -> Vec<(MetricKey, Value)> {
             ticker: ticker.clone(),
             source,
             algorithm,
+            delay,
         },
         Some(r.policy.trades as f64),
     ));
     out.extend(financial_metrics(
-        &Scope::BuyHold { ticker },
+        &Scope::BuyHold { ticker, delay },
         &r.buy_and_hold,
     ));
     out
@@ -351,6 +359,7 @@ mod tests {
                         ticker: t("AAPL"),
                         source: FeatureSource::Raw,
                         algorithm: Algorithm::Ppo,
+                        delay: 0,
                     },
                     Financial::Cw,
                 ),
@@ -362,13 +371,20 @@ mod tests {
                         ticker: t("AAPL"),
                         source: FeatureSource::Raw,
                         algorithm: Algorithm::Dqn,
+                        delay: 1,
                     },
                     Financial::Cw,
                 ),
-                "trade_AAPL_raw_dqn_cw",
+                "trade_AAPL_raw_dqn_delay1_cw",
             ),
             (
-                MetricKey::financial(Scope::BuyHold { ticker: t("IBM") }, Financial::Mdd),
+                MetricKey::financial(
+                    Scope::BuyHold {
+                        ticker: t("IBM"),
+                        delay: 0,
+                    },
+                    Financial::Mdd,
+                ),
                 "bh_IBM_mdd",
             ),
             (
@@ -376,6 +392,7 @@ mod tests {
                     ticker: t("AAPL"),
                     source: FeatureSource::Factors,
                     algorithm: Algorithm::Ppo,
+                    delay: 0,
                 },
                 "trade_AAPL_trades",
             ),

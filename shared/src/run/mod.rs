@@ -32,7 +32,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 
-pub use dir::{PortfolioVariant, RunDir};
+pub use dir::{PortfolioVariant, RunDir, TradeTask};
 pub use evaluate::EvalReport;
 pub use export::ExportSummary;
 pub use info::RunInfo;

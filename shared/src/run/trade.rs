@@ -12,26 +12,29 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use polars::prelude::*;
 
-use super::dir::RunDir;
+use super::dir::{RunDir, TradeTask};
 use super::publish::{publish, ReportFiles};
 use crate::data::dates::date_from_days;
 use crate::data::Panel;
 use crate::error::{Error, Result};
-use crate::trading::learner::Algorithm;
 use crate::trading::task::{
     actions_csv, FeatureSource, SplitSeries, StateKind, TickerData, TradeOutcome, TradeReport,
 };
 use crate::trading::PriceSeries;
 
 impl TradeReport {
-    /// Reads the report `storm trade` wrote for `ticker` on `source` states with `algorithm`.
-    pub fn load(
-        run: &RunDir,
-        ticker: &str,
-        source: FeatureSource,
-        algorithm: Algorithm,
-    ) -> Result<Self> {
-        super::load_json(&run.trade_json(ticker, source, algorithm))
+    /// Reads the report `storm trade` wrote for `ticker` and that task.
+    pub fn load(run: &RunDir, ticker: &str, task: TradeTask) -> Result<Self> {
+        super::load_json(&run.trade_json(ticker, task))
+    }
+
+    /// Which task's files this report belongs with.
+    pub fn task(&self) -> TradeTask {
+        TradeTask {
+            source: self.features,
+            algorithm: self.algorithm,
+            delay: self.delay,
+        }
     }
 }
 
@@ -233,11 +236,11 @@ pub type TradeFiles = ReportFiles;
 
 /// Writes the JSON report, the actions CSV and the wealth chart into the run atomically.
 pub fn write_outputs(run: &RunDir, data: &TickerData, out: &TradeOutcome) -> Result<TradeFiles> {
-    let (t, src, algo) = (&data.ticker, data.source, out.report.algorithm);
+    let (t, task) = (&data.ticker, out.report.task());
     let paths = (
-        run.trade_json(t, src, algo),
-        run.trade_actions_csv(t, src, algo),
-        run.trade_png(t, src, algo),
+        run.trade_json(t, task),
+        run.trade_actions_csv(t, task),
+        run.trade_png(t, task),
     );
     let draw = |png: &Path| draw_wealth(png, data, out);
     publish(run, paths, actions_csv(&out.actions), draw, &out.report)

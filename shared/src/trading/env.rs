@@ -107,6 +107,26 @@ impl PriceSeries {
     pub fn features(&self, day: usize) -> &[f32] {
         &self.features[day * self.n_features..(day + 1) * self.n_features]
     }
+
+    /// The series a policy trades `days` days late: step t observes day t's state and trades at day
+    /// t + `days`'s price, so the last `days` states and the first `days` prices drop out.
+    pub fn delayed(&self, days: usize) -> Result<PriceSeries> {
+        if days == 0 {
+            return Ok(self.clone());
+        }
+        if self.len() < days + 2 {
+            return Err(Error::Trading(format!(
+                "a {}-day series traded {days} day(s) late leaves fewer than 2 days",
+                self.len()
+            )));
+        }
+        let kept = self.len() - days;
+        PriceSeries::new(
+            self.prices[days..].to_vec(),
+            self.features[..kept * self.n_features].to_vec(),
+            self.n_features,
+        )
+    }
 }
 
 /// Trading parameters.
@@ -415,6 +435,33 @@ mod tests {
         ($a:expr, $b:expr) => {
             assert!(close($a, $b), "{} = {} ≠ {}", stringify!($a), $a, $b)
         };
+    }
+
+    #[test]
+    fn a_delayed_series_pairs_each_state_with_a_later_price() {
+        let prices = vec![10.0, 11.0, 12.0, 13.0];
+        let features = vec![0.0, 1.0, 2.0, 3.0];
+        let series = PriceSeries::new(prices, features, 1).unwrap();
+        let late = series.delayed(1).unwrap();
+        assert_eq!(late.len(), 3);
+        // step t sees day t's state and trades at day t+1's price
+        for t in 0..3 {
+            assert_eq!(late.features(t), &[t as f32]);
+            assert_eq!(late.price(t), 11.0 + t as f64);
+        }
+        assert_eq!(series.delayed(0).unwrap(), series);
+        assert_eq!(series.delayed(2).unwrap().len(), 2);
+        let err = series.delayed(3).unwrap_err().to_string();
+        assert!(err.contains("fewer than 2 days"), "{err}");
+        // a buy on day 0's state now pays day 1's price: 1e6 / 11 shares, worth that × 13 at the end
+        let config = EnvConfig {
+            cost_rate: 0.0,
+            ..EnvConfig::default()
+        };
+        let mut env = TradingEnv::new(Arc::new(late), config).unwrap();
+        env.step(Action::Buy as usize).unwrap();
+        env.step(Action::Hold as usize).unwrap();
+        assert_close!(*env.wealth().last().unwrap(), 1e6 / 11.0 * 13.0);
     }
 
     fn env(prices: &[f64], rate: f64, cash: f64) -> TradingEnv {

@@ -53,9 +53,15 @@ pub enum StateKind {
     RawFeatures,
 }
 
-/// `<TICKER>`, then `_raw` for raw-feature states and `_dqn` / `_sac` for those algorithms: the name of a
-/// trading task in file names, step keys and metric names (PPO on factors is the bare ticker).
-pub fn trade_stem(ticker: &str, source: FeatureSource, algorithm: Algorithm) -> String {
+/// `<TICKER>`, then `_raw` for raw-feature states, `_dqn` / `_sac` for those algorithms and `_delay<d>` for
+/// a policy that trades d days late: the name of a trading task in file names, step keys and metric names
+/// (PPO on factors without delay is the bare ticker).
+pub fn trade_stem(
+    ticker: &str,
+    source: FeatureSource,
+    algorithm: Algorithm,
+    delay: usize,
+) -> String {
     let mut stem = ticker.to_string();
     if source == FeatureSource::Raw {
         stem.push_str("_raw");
@@ -64,8 +70,14 @@ pub fn trade_stem(ticker: &str, source: FeatureSource, algorithm: Algorithm) -> 
         stem.push('_');
         stem.push_str(algorithm.name());
     }
+    if delay > 0 {
+        stem.push_str(&format!("_delay{delay}"));
+    }
     stem
 }
+
+/// The most days a trade may lag its state (as `storm backtest --delay`).
+pub const MAX_TRADE_DELAY: usize = 21;
 
 /// One split of one ticker: its dates and the series (prices + states) the environments trade.
 #[derive(Debug, Clone)]
@@ -83,6 +95,29 @@ pub struct TickerData {
     pub train: SplitSeries,
     pub valid: SplitSeries,
     pub test: SplitSeries,
+}
+
+impl SplitSeries {
+    /// The split traded `days` days late: the dates are those of the trades (day t's state trades at
+    /// date t + `days`).
+    fn delayed(&self, days: usize) -> Result<SplitSeries> {
+        Ok(SplitSeries {
+            dates: self.dates[days.min(self.dates.len())..].to_vec(),
+            series: Arc::new(self.series.delayed(days)?),
+        })
+    }
+}
+
+impl TickerData {
+    /// Every split traded `days` days late (each split on its own, so no state crosses a split).
+    pub fn delayed(&self, days: usize) -> Result<TickerData> {
+        Ok(TickerData {
+            train: self.train.delayed(days)?,
+            valid: self.valid.delayed(days)?,
+            test: self.test.delayed(days)?,
+            ..self.clone()
+        })
+    }
 }
 
 /// Training and trading parameters.
@@ -104,6 +139,8 @@ pub struct TradeParams {
     pub sac: SacConfig,
     /// Annual risk-free rate for the Sharpe ratio.
     pub risk_free: f64,
+    /// Days between the state a decision sees and the close it trades at (0: the paper's same-day close).
+    pub delay: usize,
 }
 
 impl TradeParams {
@@ -123,6 +160,9 @@ impl TradeParams {
         }
         if !self.risk_free.is_finite() {
             return bad("risk_free", "must be finite");
+        }
+        if self.delay > MAX_TRADE_DELAY {
+            return bad("delay", &format!("must be at most {MAX_TRADE_DELAY} days"));
         }
         self.env.validate()?;
         match self.algorithm {
@@ -255,6 +295,10 @@ pub struct TradeReport {
     /// What the training episodes covered of the train days.
     #[serde(default)]
     pub train_coverage: Option<Coverage>,
+    /// Days between each decision's state and the close it traded at (0 in reports written before
+    /// trading had a delay); Buy&Hold holds over the same trading days.
+    #[serde(default)]
+    pub delay: usize,
     pub days: SplitDays,
     pub params: ParamsReport,
 }
@@ -358,6 +402,14 @@ fn learner(params: &TradeParams, obs_dim: usize) -> Result<Box<dyn Learner>> {
 /// the test days. Seeds libtorch with `params.seed`; runs on the CPU.
 pub fn run_trading(data: &TickerData, params: &TradeParams) -> Result<TradeOutcome> {
     params.validate()?;
+    let delayed;
+    let data = match params.delay {
+        0 => data,
+        days => {
+            delayed = data.delayed(days)?;
+            &delayed
+        }
+    };
     tch::manual_seed(params.seed as i64);
     let obs_dim = data.train.series.n_features() + 1;
     let mut policy = learner(params, obs_dim)?;
@@ -482,6 +534,7 @@ fn test_outcome(
         valid_candidates: candidates.to_vec(),
         valid_buy_and_hold_cw: None,
         train_coverage: None,
+        delay: params.delay,
         days: SplitDays {
             train_days: data.train.dates.len(),
             valid_days: data.valid.dates.len(),
@@ -584,6 +637,7 @@ mod tests {
             dqn: DqnConfig::default(),
             sac: SacConfig::default(),
             risk_free: 0.0,
+            delay: 0,
         }
     }
 
