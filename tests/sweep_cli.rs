@@ -414,6 +414,7 @@ updates = 1
 envs = 2
 window = 16
 eval_every = 1
+delays = [0, 1]
 "#,
     )
     .unwrap();
@@ -448,6 +449,9 @@ eval_every = 1
         "| PPO (raw features) |",
         "| PPO (STORM factors) |",
         "| PPO (STORM-w/o-TS factors) |",
+        "| Buy&Hold (delay 1) |",
+        "| PPO (raw features, delay 1) |",
+        "| PPO (STORM factors, delay 1) |",
         "| 1-day reversal | ",
         "| Model | RankIC ↑ | 95 % interval over seeds | t (HAC) |",
         "## Significance (test split)",
@@ -465,6 +469,13 @@ eval_every = 1
     assert!(r1["metrics"].get("trade_S0001_apy").is_none(), "{r1}");
     let r0: serde_json::Value =
         serde_json::from_str(&read(&out.join("jobs/model=STORM_seed=0/result.json"))).unwrap();
+    assert!(
+        r0["metrics"]["trade_S0001_raw_delay1_cw"]
+            .as_f64()
+            .is_some()
+            && r0["metrics"]["bh_S0001_delay1_cw"].as_f64().is_some(),
+        "{r0}"
+    );
     assert!(
         r0["metrics"]["trade_S0001_raw_cw"].as_f64().is_some(),
         "{r0}"

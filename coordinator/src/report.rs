@@ -11,7 +11,7 @@ use storm_shared::error::Result;
 use storm_shared::run::metrics::{EvalMetric, Financial, MetricKey, Scope};
 use storm_shared::run::{PortfolioVariant, RunDir};
 use storm_shared::trading::learner::Algorithm;
-use storm_shared::trading::task::FeatureSource;
+use storm_shared::trading::task::{FeatureSource, MAX_TRADE_DELAY};
 use storm_worker::protocol::RUN_DIR;
 
 use crate::aggregate::{Stat, Stats};
@@ -213,27 +213,21 @@ fn delayed_table(md: &mut String, stats: &Stats, models: &[(String, Vec<String>)
 }
 
 /// Table 3: per ticker, Buy&Hold, the RL baselines (PPO, DQN, SAC) on raw features and PPO on each model's
-/// factors.
+/// factors; then the same rows traded later where the plan had `[trade] delays` beyond 0.
 fn trading_tables(
     md: &mut String,
     stats: &Stats,
     models: &[(String, Vec<String>)],
     meta: &PaperMeta,
 ) {
-    let bh = |t: &str| Scope::BuyHold {
+    let bh = |t: &str, delay| Scope::BuyHold {
         ticker: t.into(),
-        delay: 0,
-    };
-    let policy = |t: &str, source, algorithm| Scope::Trade {
-        ticker: t.into(),
-        source,
-        algorithm,
-        delay: 0,
+        delay,
     };
     let traded: Vec<&String> = meta
         .tickers
         .iter()
-        .filter(|t| any_config(stats, models, &fin(&bh(t), Financial::Apy)).is_some())
+        .filter(|t| any_config(stats, models, &fin(&bh(t, 0), Financial::Apy)).is_some())
         .collect();
     if traded.is_empty() {
         return;
@@ -245,28 +239,61 @@ fn trading_tables(
     );
     for t in traded {
         let _ = writeln!(md, "### {t}\n\n{}", financial_header("Model"));
-        shared_row(md, stats, models, &bh(t), "Buy&Hold");
-        for algorithm in Algorithm::ALL {
-            let name = format!("{} (raw features)", algorithm.label());
-            shared_row(
-                md,
-                stats,
-                models,
-                &policy(t, FeatureSource::Raw, algorithm),
-                &name,
-            );
-        }
-        let factors = policy(t, FeatureSource::Factors, Algorithm::Ppo);
-        for (c, labels) in models {
-            if stats.metric(c, &fin(&factors, Financial::Apy)).is_some() {
-                let name = labels.first().cloned().unwrap_or_default();
-                let row = financial_row(&format!("PPO ({name} factors)"), |f| {
-                    stats.metric(c, &fin(&factors, f)).cloned()
-                });
-                let _ = writeln!(md, "{row}");
-            }
+        let delays = (0..=MAX_TRADE_DELAY)
+            .filter(|&d| any_config(stats, models, &fin(&bh(t, d), Financial::Apy)).is_some());
+        for delay in delays {
+            trading_rows(md, stats, models, t, delay);
         }
         md.push('\n');
+    }
+}
+
+/// One ticker's Table 3 rows at one execution delay (named "… , delay d" beyond 0).
+fn trading_rows(
+    md: &mut String,
+    stats: &Stats,
+    models: &[(String, Vec<String>)],
+    ticker: &str,
+    delay: usize,
+) {
+    let late = match delay {
+        0 => String::new(),
+        d => format!(", delay {d}"),
+    };
+    let policy = |source, algorithm| Scope::Trade {
+        ticker: ticker.into(),
+        source,
+        algorithm,
+        delay,
+    };
+    let bh = Scope::BuyHold {
+        ticker: ticker.into(),
+        delay,
+    };
+    let bh_name = match delay {
+        0 => "Buy&Hold".to_string(),
+        d => format!("Buy&Hold (delay {d})"),
+    };
+    shared_row(md, stats, models, &bh, &bh_name);
+    for algorithm in Algorithm::ALL {
+        let name = format!("{} (raw features{late})", algorithm.label());
+        shared_row(
+            md,
+            stats,
+            models,
+            &policy(FeatureSource::Raw, algorithm),
+            &name,
+        );
+    }
+    let factors = policy(FeatureSource::Factors, Algorithm::Ppo);
+    for (c, labels) in models {
+        if stats.metric(c, &fin(&factors, Financial::Apy)).is_some() {
+            let name = labels.first().cloned().unwrap_or_default();
+            let row = financial_row(&format!("PPO ({name} factors{late})"), |f| {
+                stats.metric(c, &fin(&factors, f)).cloned()
+            });
+            let _ = writeln!(md, "{row}");
+        }
     }
 }
 

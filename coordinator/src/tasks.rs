@@ -69,6 +69,8 @@ pub struct TradeSettings {
     pub ppo: PpoConfig,
     pub dqn: DqnConfig,
     pub sac: SacConfig,
+    /// Execution delays to trade at, each its own steps (0: the paper's same close; 1: the next close).
+    pub delays: Vec<usize>,
 }
 
 impl Default for TradeSettings {
@@ -88,6 +90,7 @@ impl Default for TradeSettings {
             ppo: PpoConfig::default(),
             dqn: DqnConfig::default(),
             sac: SacConfig::default(),
+            delays: vec![0],
         }
     }
 }
@@ -110,26 +113,25 @@ impl BacktestSettings {
         if self.index.trim().is_empty() {
             return fail("index", "must be builtin:dji, a file or none".into());
         }
-        if self.delays.is_empty() {
-            return fail(
-                "delays",
-                "must list at least one delay (0 is the paper's)".into(),
-            );
-        }
-        if let Some(d) = self.delays.iter().find(|d| **d > MAX_DELAY) {
-            return fail(
-                "delays",
-                format!("{d} must be at most {MAX_DELAY} trading days"),
-            );
-        }
-        let mut sorted = self.delays.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != self.delays.len() {
-            return fail("delays", format!("{:?} lists a delay twice", self.delays));
-        }
-        Ok(())
+        check_delays(&self.delays).or_else(|m| fail("delays", m))
     }
+}
+
+/// A list of execution delays: at least one, each at most [`MAX_DELAY`] days, none twice.
+fn check_delays(delays: &[usize]) -> std::result::Result<(), String> {
+    if delays.is_empty() {
+        return Err("must list at least one delay (0 is the paper's)".into());
+    }
+    if let Some(d) = delays.iter().find(|d| **d > MAX_DELAY) {
+        return Err(format!("{d} must be at most {MAX_DELAY} trading days"));
+    }
+    let mut sorted = delays.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != delays.len() {
+        return Err(format!("{delays:?} lists a delay twice"));
+    }
+    Ok(())
 }
 
 impl TradeSettings {
@@ -154,6 +156,7 @@ impl TradeSettings {
         if !(self.cost.is_finite() && (0.0..1.0).contains(&self.cost)) {
             return fail("cost", format!("{} must be in [0, 1)", self.cost));
         }
+        check_delays(&self.delays).or_else(|m| fail("delays", m))?;
         if self.raw_baseline && self.baselines.is_empty() {
             return fail(
                 "baselines",
@@ -246,22 +249,25 @@ impl JobTasks<'_> {
             if self.raw_baseline && t.raw_baseline {
                 kinds.extend(t.baselines.iter().map(|&a| (TradeFeatures::Raw, a)));
             }
-            for ticker in &t.tickers {
-                for &(features, algorithm) in &kinds {
-                    steps.push(Step::Trade {
-                        ticker: ticker.clone(),
-                        features,
-                        seed,
-                        updates: t.updates,
-                        envs: t.envs,
-                        window: t.window,
-                        eval_every: t.eval_every,
-                        cost: t.cost,
-                        algorithm,
-                        ppo: t.ppo,
-                        dqn: t.dqn,
-                        sac: t.sac,
-                    });
+            for &delay in &t.delays {
+                for ticker in &t.tickers {
+                    for &(features, algorithm) in &kinds {
+                        steps.push(Step::Trade {
+                            ticker: ticker.clone(),
+                            features,
+                            seed,
+                            updates: t.updates,
+                            envs: t.envs,
+                            window: t.window,
+                            eval_every: t.eval_every,
+                            cost: t.cost,
+                            algorithm,
+                            ppo: t.ppo,
+                            dqn: t.dqn,
+                            sac: t.sac,
+                            delay,
+                        });
+                    }
                 }
             }
         }
@@ -363,6 +369,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn each_trade_delay_is_its_own_set_of_trade_steps() {
+        let t: TradeSettings = toml::from_str("tickers = [\"AAPL\"]\ndelays = [0, 1]\n").unwrap();
+        t.validate("p.toml", true).unwrap();
+        let b = BacktestSettings::default();
+        let jt = JobTasks {
+            tasks: &[Task::Trade],
+            backtest: &b,
+            trade: &t,
+            trades: true,
+            raw_baseline: true,
+        };
+        let keys: Vec<String> = jt.steps(0).iter().map(Step::key).collect();
+        assert_eq!(
+            keys[2..],
+            [
+                "trade_AAPL",
+                "trade_AAPL_raw",
+                "trade_AAPL_delay1",
+                "trade_AAPL_raw_delay1"
+            ]
+        );
+        for (bad, why) in [
+            ("[]", "at least one"),
+            ("[1, 1]", "twice"),
+            ("[22]", "at most"),
+        ] {
+            let t: TradeSettings = toml::from_str(&format!("delays = {bad}\n")).unwrap();
+            let e = t.validate("p.toml", true).unwrap_err().to_string();
+            assert!(e.contains("trade.delays") && e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub enum Step {
         dqn: DqnConfig,
         #[serde(default)]
         sac: SacConfig,
+        /// Execution delay in days (0 when absent).
+        #[serde(default)]
+        delay: usize,
     },
 }
 
@@ -144,10 +147,11 @@ impl Step {
                 ticker,
                 features,
                 algorithm,
+                delay,
                 ..
             } => format!(
                 "trade_{}",
-                trade_stem(ticker, features.source(), *algorithm, 0)
+                trade_stem(ticker, features.source(), *algorithm, *delay)
             ),
         }
     }
@@ -446,6 +450,7 @@ mod tests {
                 ppo: PpoConfig::default(),
                 dqn: DqnConfig::default(),
                 sac: SacConfig::default(),
+                delay: 0,
             },
             Step::Trade {
                 ticker: "AAPL".into(),
@@ -460,6 +465,7 @@ mod tests {
                 ppo: PpoConfig::default(),
                 dqn: DqnConfig::default(),
                 sac: SacConfig::default(),
+                delay: 0,
             },
             Step::Trade {
                 ticker: "AAPL".into(),
@@ -474,6 +480,7 @@ mod tests {
                 ppo: PpoConfig::default(),
                 dqn: DqnConfig::default(),
                 sac: SacConfig::default(),
+                delay: 1,
             },
         ];
         let json = serde_json::to_string(&steps).unwrap();
@@ -483,7 +490,10 @@ mod tests {
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), steps.len());
-        assert!(keys.contains(&"trade_AAPL_raw_sac".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"trade_AAPL_raw_sac_delay1".to_string()),
+            "{keys:?}"
+        );
         assert!(json.contains(r#"{"kind":"pretrain"}"#), "{json}");
     }
 

@@ -288,6 +288,7 @@ pub fn step_call(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<
             ppo,
             dqn,
             sac,
+            delay,
         } => StepCall::Trade {
             ticker: ticker.clone(),
             source: source(*features),
@@ -306,7 +307,7 @@ pub fn step_call(spec: &JobSpec, step: &Step, max_steps: Option<u64>) -> Result<
                 dqn: *dqn,
                 sac: *sac,
                 risk_free: DEFAULT_RISK_FREE,
-                delay: 0,
+                delay: *delay,
             }),
         },
     })
@@ -358,11 +359,15 @@ fn step_metrics(run: &RunDir, step: &Step) -> Result<Vec<(MetricKey, Value)>> {
             ticker,
             features,
             algorithm,
+            delay,
             ..
         } => trade_metrics(&TradeReport::load(
             run,
             ticker,
-            TradeTask::new(source(*features), *algorithm),
+            TradeTask {
+                delay: *delay,
+                ..TradeTask::new(source(*features), *algorithm)
+            },
         )?),
     })
 }
@@ -465,6 +470,7 @@ mod tests {
             },
             dqn: Default::default(),
             sac: Default::default(),
+            delay: 1,
         })
         else {
             panic!("trade")
@@ -473,6 +479,7 @@ mod tests {
             params.ppo.n_steps, 8,
             "the step's PPO settings reach the trainer"
         );
+        assert_eq!(params.delay, 1, "the step's delay reaches the trainer");
         assert_eq!((ticker.as_str(), source), ("AAPL", FeatureSource::Raw));
         assert_eq!((params.seed, params.n_envs, params.n_updates), (3, 4, 2));
         assert_eq!((params.window, params.eval_every), (32, 1));

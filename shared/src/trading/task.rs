@@ -76,8 +76,8 @@ pub fn trade_stem(
     stem
 }
 
-/// The most days a trade may lag its state (as `storm backtest --delay`).
-pub const MAX_TRADE_DELAY: usize = 21;
+/// The most days a trade may lag its state (the backtest's limit).
+pub const MAX_TRADE_DELAY: usize = crate::portfolio::report::MAX_DELAY;
 
 /// One split of one ticker: its dates and the series (prices + states) the environments trade.
 #[derive(Debug, Clone)]
