@@ -108,14 +108,20 @@ pub fn prepare_with(
         secs = clock.elapsed().as_secs_f64(),
         "read and validated prices"
     );
-    let cleaned = clean(cfg, &table, options.strict)?;
+    let Cleaned {
+        frame,
+        repairs,
+        bars_outside_range,
+    } = clean(cfg, &table, options.strict)?;
     // one copy of the input at a time: the table, then the cleaned rows, then one frame per ticker
     table.frame = DataFrame::empty();
-    let input_rows = cleaned.frame.height();
-    let min_rows = FEATURE_HISTORY + cfg.scaler_window + cfg.window;
-    let tickers_frames = cleaned.frame.partition_by_stable([TICKER], true)?;
-    let (repairs, bars_outside_range) = (cleaned.repairs, cleaned.bars_outside_range);
-    check_history(&tickers_frames, min_rows)?;
+    let input_rows = frame.height();
+    let tickers_frames = frame.partition_by_stable([TICKER], true)?;
+    drop(frame);
+    check_history(
+        &tickers_frames,
+        FEATURE_HISTORY + cfg.scaler_window + cfg.window,
+    )?;
 
     let bar = progress_bar(tickers_frames.len() as u64, options.progress);
     let warmup = FEATURE_HISTORY + cfg.scaler_window;
