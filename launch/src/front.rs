@@ -16,23 +16,23 @@ const CORE_GLOBALS: [&str; 2] = ["--metrics-addr", "--metrics-linger"];
 
 /// Whether `args` (with argv[0]) is a `storm data …` command line that this binary runs itself.
 pub fn runs_here(args: &[OsString]) -> bool {
-    let mut rest = args.iter().skip(1).map(|a| a.to_string_lossy());
+    let args: Vec<_> = args.iter().skip(1).map(|a| a.to_string_lossy()).collect();
+    // a metrics option anywhere (it is global: `storm data prepare --metrics-addr :9000`) needs storm-core
+    if args
+        .iter()
+        .any(|a| CORE_GLOBALS.contains(&a.split('=').next().unwrap_or_default()))
+    {
+        return false;
+    }
+    let mut rest = args.iter();
     while let Some(arg) = rest.next() {
-        let name = arg.split('=').next().unwrap_or_default();
-        if CORE_GLOBALS.contains(&name) {
-            return false;
-        }
         if arg.starts_with('-') {
             if VALUED_GLOBALS.contains(&arg.as_ref()) {
                 rest.next();
             }
             continue;
         }
-        if arg != "data" {
-            return false;
-        }
-        // `storm data prepare --metrics-addr …` is refused by `storm data`'s parser, as before
-        return true;
+        return arg == "data";
     }
     false
 }
