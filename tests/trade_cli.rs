@@ -197,12 +197,13 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
     assert_eq!(report["state"], "cs_ts_embeddings");
     assert_eq!(report["state_dim"], 6);
 
-    // DQN and SAC write beside PPO, and say which algorithm ran
-    for algorithm in ["dqn", "sac"] {
-        let stdout = ok(&[
+    // a short raw-feature run of `algorithm`, with `extra` flags
+    let run_s = s(&run);
+    let raw = |algorithm: &str, extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
             "trade",
             "--run",
-            &s(&run),
+            &run_s,
             "--ticker",
             &ticker,
             "--features",
@@ -217,7 +218,14 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
             "1",
             "--window",
             "32",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_string).collect()
+    };
+
+    // DQN and SAC write beside PPO, and say which algorithm ran
+    for algorithm in ["dqn", "sac"] {
+        let stdout = ok(&strs(&raw(algorithm, &[])));
         assert!(
             stdout.contains(&format!("| {} (raw) |", algorithm.to_uppercase())),
             "{stdout}"
@@ -231,32 +239,7 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
         assert_eq!(report["valid_candidates"].as_array().unwrap().len(), 3);
     }
     // one day late: every split shifted by a day, files beside the same-day ones
-    let late_args = |delay: &str| {
-        [
-            "trade",
-            "--run",
-            &s(&run),
-            "--ticker",
-            &ticker,
-            "--features",
-            "raw",
-            "--algorithm",
-            "dqn",
-            "--envs",
-            "2",
-            "--updates",
-            "3",
-            "--eval-every",
-            "1",
-            "--window",
-            "32",
-            "--delay",
-            delay,
-        ]
-        .map(str::to_string)
-    };
-    let args = late_args("1");
-    let stdout = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = ok(&strs(&raw("dqn", &["--delay", "1"])));
     assert!(stdout.contains("traded 1 day(s) late"), "{stdout}");
     let read = |name: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(run.join(name)).unwrap()).unwrap()
@@ -279,8 +262,7 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
         late["days"]["test_last_date"],
         same_day["days"]["test_last_date"]
     );
-    let args = late_args("22");
-    let err = fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = fails(&strs(&raw("dqn", &["--delay", "22"])));
     assert!(err.contains("delay"), "{err}");
 
     let err = fails(&[
@@ -324,4 +306,9 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
         "2",
     ]);
     assert!(err.contains("cost"), "{err}");
+}
+
+/// Borrowed arguments for `ok` / `fails`.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }

@@ -371,19 +371,24 @@ mod tests {
         assert!(e.contains("twice"), "{e}");
     }
 
-    #[test]
-    fn each_trade_delay_is_its_own_set_of_trade_steps() {
-        let t: TradeSettings = toml::from_str("tickers = [\"AAPL\"]\ndelays = [0, 1]\n").unwrap();
+    /// The steps of a job that trades with these settings (raw baselines on).
+    fn trade_steps(t: &TradeSettings) -> Vec<Step> {
         t.validate("p.toml", true).unwrap();
         let b = BacktestSettings::default();
         let jt = JobTasks {
             tasks: &[Task::Trade],
             backtest: &b,
-            trade: &t,
+            trade: t,
             trades: true,
             raw_baseline: true,
         };
-        let keys: Vec<String> = jt.steps(0).iter().map(Step::key).collect();
+        jt.steps(0)
+    }
+
+    #[test]
+    fn each_trade_delay_is_its_own_set_of_trade_steps() {
+        let t: TradeSettings = toml::from_str("tickers = [\"AAPL\"]\ndelays = [0, 1]\n").unwrap();
+        let keys: Vec<String> = trade_steps(&t).iter().map(Step::key).collect();
         assert_eq!(
             keys[2..],
             [
@@ -410,16 +415,7 @@ mod tests {
             "tickers = [\"AAPL\"]\nbaselines = [\"ppo\", \"dqn\", \"sac\"]\n[dqn]\nbatch_size = 8\n",
         )
         .unwrap();
-        t.validate("p.toml", true).unwrap();
-        let b = BacktestSettings::default();
-        let jt = JobTasks {
-            tasks: &[Task::Trade],
-            backtest: &b,
-            trade: &t,
-            trades: true,
-            raw_baseline: true,
-        };
-        let steps = jt.steps(0);
+        let steps = trade_steps(&t);
         let keys: Vec<String> = steps.iter().map(Step::key).collect();
         assert_eq!(
             keys[2..],

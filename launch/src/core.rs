@@ -5,17 +5,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use storm_launch::{allocator, cli};
+use storm_launch::{allocator, cli, exit_status};
 
 fn main() -> ExitCode {
     allocator::tune();
     let args = cli::Cli::parse();
     cli::init_logging(args.log.verbose, args.log.log_format);
-    match cli::run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status(cli::run(args))
 }

@@ -4,3 +4,14 @@
 pub mod allocator;
 pub mod cli;
 pub mod front;
+
+/// A command's outcome as the process's: success, or one `error: …` line and a failure status.
+pub fn exit_status(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

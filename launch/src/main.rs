@@ -6,22 +6,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use storm_launch::{cli, front};
+use storm_launch::{cli, exit_status, front};
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if !front::runs_here(&args) {
-        let err = front::become_core(&args);
-        eprintln!("error: {err:#}");
-        return ExitCode::FAILURE;
+        return exit_status(Err(front::become_core(&args)));
     }
     let parsed = cli::DataCli::parse_from(&args);
     cli::init_logging(parsed.log.verbose, parsed.log.log_format);
-    match cli::run_data(parsed) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status(cli::run_data(parsed))
 }

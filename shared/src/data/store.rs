@@ -142,18 +142,21 @@ fn part_frames(part: TickerPart) -> Result<(DataFrame, Option<DataFrame>)> {
     } = part;
     let rows = dates.len();
     let names = feature_names();
+    // built once: a polars column clone shares its buffer
+    let date: Column = Int32Chunked::from_vec(DATE.into(), dates)
+        .into_date()
+        .into_series()
+        .into();
+    let ticker = Column::new(TICKER.into(), vec![ticker.as_str(); rows]);
+    let (price, label) = (
+        Column::new(PRICE.into(), price),
+        Column::new(LABEL.into(), label),
+    );
     let frame = |features: Vec<Column>| -> Result<DataFrame> {
         let mut columns = Vec::with_capacity(features.len() + 4);
-        columns.push(
-            Int32Chunked::from_vec(DATE.into(), dates.clone())
-                .into_date()
-                .into_series()
-                .into(),
-        );
-        columns.push(Column::new(TICKER.into(), vec![ticker.as_str(); rows]));
+        columns.extend([date.clone(), ticker.clone()]);
         columns.extend(features);
-        columns.push(Column::new(PRICE.into(), price.clone()));
-        columns.push(Column::new(LABEL.into(), label.clone()));
+        columns.extend([price.clone(), label.clone()]);
         Ok(DataFrame::new(rows, columns)?)
     };
     let scaled = frame(named_columns(&names, scaled))?;
