@@ -452,6 +452,8 @@ delays = [0, 1]
         "| Buy&Hold (delay 1) |",
         "| PPO (raw features, delay 1) |",
         "| PPO (STORM factors, delay 1) |",
+        "| Signal (STORM predictions) |",
+        "| Signal (STORM-w/o-TS predictions, delay 1) |",
         "| 1-day reversal | ",
         "| Model | RankIC ↑ | 95 % interval over seeds | t (HAC) |",
         "## Significance (test split)",
@@ -461,6 +463,7 @@ delays = [0, 1]
         assert!(md.contains(needle), "{needle} missing:\n{md}");
     }
     assert!(!md.contains("PPO (1-day reversal factors)"), "{md}");
+    assert!(!md.contains("Signal (1-day reversal predictions"), "{md}");
     assert!(out.join("jobs/model=1-day_reversal_seed=0").is_dir());
     assert!(!out.join("jobs/model=1-day_reversal_seed=1").exists());
     // one trading seed of two: the second seed's jobs did not trade
@@ -480,6 +483,11 @@ delays = [0, 1]
         r0["metrics"]["trade_S0001_raw_cw"].as_f64().is_some(),
         "{r0}"
     );
+    assert!(
+        r0["metrics"]["trade_S0001_signal_cw"].as_f64().is_some(),
+        "{r0}"
+    );
+    assert!(r1["metrics"].get("trade_S0001_signal_cw").is_none(), "{r1}");
     assert!(r0["metrics"]["pm_delay1_cw"].as_f64().is_some(), "{r0}");
     assert!(out
         .join("jobs/model=STORM_seed=0/run/portfolio_test_delay1.json")

@@ -1,6 +1,8 @@
 //! End-to-end tests of `storm trade`: a minimal run (run.json + a hand-made factors.parquet over a prepared
-//! synthetic market, no STORM training) traded with factor and raw states; the report's fields, one actions
-//! row per test day, and clear errors for an unknown ticker, a run without factors and bad numbers.
+//! synthetic market, no STORM training) traded with factor and raw states, and the signal rule on hand-made
+//! oracle predictions (its wealth checked against the compounded up-days); the report's fields, one
+//! actions row per test day, and clear errors for an unknown ticker, a run without factors or predictions
+//! and bad numbers.
 
 mod common;
 
@@ -311,4 +313,134 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
 /// Borrowed arguments for `ok` / `fails`.
 fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
+}
+
+/// `predictions_<split>.parquet` for the valid and test days of `data`, scoring each (day, stock) with its
+/// own next-day return (an oracle); returns the scored test rows of `ticker` as (price, label) in date order.
+fn oracle_predictions(run: &Path, data: &Path, ticker: &str) -> Vec<(f64, f64)> {
+    let file = std::fs::File::open(data.join("features.parquet")).unwrap();
+    let features = ParquetReader::new(file).finish().unwrap();
+    let days: Vec<i32> = features
+        .column("date")
+        .unwrap()
+        .date()
+        .unwrap()
+        .physical()
+        .into_no_null_iter()
+        .collect();
+    let mut test_rows = Vec::new();
+    for (split, range) in [
+        ("valid", VALID_START..TEST_START),
+        ("test", TEST_START..i32::MAX),
+    ] {
+        let mask: Vec<bool> = days.iter().map(|d| range.contains(d)).collect();
+        let mut frame = features
+            .select(["date", "ticker", "label", "price"])
+            .unwrap()
+            .filter(&BooleanChunked::new("m".into(), mask))
+            .unwrap();
+        let label = frame.column("label").unwrap().clone();
+        frame.with_column(label.with_name("score".into())).unwrap();
+        if split == "test" {
+            let tickers = frame.column("ticker").unwrap().str().unwrap().clone();
+            let prices = frame.column("price").unwrap().f64().unwrap().clone();
+            let labels = frame.column("label").unwrap().f64().unwrap().clone();
+            // the data's last day has no next-day return, so no (oracle) score: the rule cannot trade it
+            test_rows = (0..frame.height())
+                .filter(|&i| tickers.get(i) == Some(ticker))
+                .filter_map(|i| Some((prices.get(i)?, labels.get(i)?)))
+                .collect();
+        }
+        let mut frame = frame.select(["date", "ticker", "score", "label"]).unwrap();
+        let mut out =
+            std::fs::File::create(run.join(format!("predictions_{split}.parquet"))).unwrap();
+        ParquetWriter::new(&mut out).finish(&mut frame).unwrap();
+    }
+    test_rows
+}
+
+#[test]
+fn the_signal_rule_trades_a_runs_predictions_without_factors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared_data(dir.path());
+    // no factors.parquet: the signal rule needs eval's predictions, not an export
+    let (run, frame) = minimal_run(dir.path(), &data, false);
+    let ticker = frame
+        .column("ticker")
+        .unwrap()
+        .str()
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_string();
+    let run_s = s(&run);
+    let signal = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "trade",
+            "--run",
+            &run_s,
+            "--ticker",
+            &ticker,
+            "--algorithm",
+            "signal",
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_string).collect()
+    };
+    let err = fails(&strs(&signal(&[])));
+    assert!(err.contains("storm eval"), "{err}");
+
+    let rows = oracle_predictions(&run, &data, &ticker);
+    assert!(rows.len() > 100, "{} test days", rows.len());
+    let stdout = ok(&strs(&signal(&["--cost", "0"])));
+    assert!(stdout.contains("| Signal (predictions) |"), "{stdout}");
+    assert!(stdout.contains("not trained"), "{stdout}");
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join(name)).unwrap()).unwrap()
+    };
+    let report = read(&format!("trading_{ticker}_signal.json"));
+    assert_eq!(report["algorithm"], "signal");
+    assert_eq!(report["features"], "predictions");
+    assert_eq!(report["state"], "predicted_return");
+    assert_eq!(report["state_dim"], 1);
+    assert_eq!(report["best_update"], 0);
+    assert_eq!(report["valid_candidates"].as_array().unwrap().len(), 0);
+    assert_eq!(report["days"]["test_days"], rows.len());
+    // long exactly on the days whose return is positive, without costs: the product of those days' moves
+    let expected: f64 = rows
+        .windows(2)
+        .filter(|w| w[0].1 > 0.0)
+        .map(|w| w[1].0 / w[0].0)
+        .product();
+    let cw = report["policy"]["cw"].as_f64().unwrap();
+    assert!((cw / expected - 1.0).abs() < 1e-9, "CW {cw} vs {expected}");
+    let bh = report["buy_and_hold"]["cw"].as_f64().unwrap();
+    assert!((bh / (rows[rows.len() - 1].0 / rows[0].0) - 1.0).abs() < 1e-9);
+    assert!(cw > bh && cw > 1.0, "CW {cw}, Buy&Hold {bh}");
+    assert!(
+        report["best_valid_cw"].as_f64().unwrap()
+            > report["valid_buy_and_hold_cw"].as_f64().unwrap()
+    );
+    let csv =
+        std::fs::read_to_string(run.join(format!("trading_{ticker}_signal_actions.csv"))).unwrap();
+    assert_eq!(csv.lines().count(), rows.len() + 1);
+
+    // a day late: one test day fewer, the files beside the same-day ones
+    ok(&strs(&signal(&["--delay", "1"])));
+    let late = read(&format!("trading_{ticker}_signal_delay1.json"));
+    assert_eq!(late["days"]["test_days"], rows.len() - 1);
+    assert_eq!(late["delay"], 1);
+
+    let err = fails(&strs(&signal(&["--features", "raw"])));
+    assert!(err.contains("signal rule"), "{err}");
+    let err = fails(&[
+        "trade",
+        "--run",
+        &run_s,
+        "--ticker",
+        &ticker,
+        "--features",
+        "predictions",
+    ]);
+    assert!(err.contains("signal rule"), "{err}");
 }

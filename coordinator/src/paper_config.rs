@@ -1,6 +1,7 @@
 //! Paper configs (`configs/paper/*.toml`): the paper's whole protocol as one plan — every listed model
 //! (STORM, its ablations, baselines) pretrained for each seed, evaluated (RankIC/RankICIR), backtested
-//! (TopK-Drop) and, for the first `trade.seeds` seeds, traded on each `trade.tickers`.
+//! (TopK-Drop) and, for the first `trade.seeds` seeds, traded on each `trade.tickers` (PPO on the factors
+//! of models with `trade`, the signal rule on every model's predictions).
 //!
 //! ```toml
 //! base = "../dj30-small.toml"
@@ -12,7 +13,7 @@
 //! [[models]]
 //! name = "STORM-w/o-TS"
 //! set = ["model.use_ts=false"]
-//! [[models]]                   # a baseline that has no factor embeddings to trade on
+//! [[models]]                   # no PPO on its factors; its predictions still trade (signal rule)
 //! name = "LSTM"
 //! set = ["model.kind=lstm"]
 //! trade = false
@@ -68,7 +69,9 @@ pub struct ModelEntry {
     /// Overrides that make this model out of the base config, e.g. `model.use_ts=false`, `model.kind=lstm`.
     #[serde(default)]
     pub set: Vec<String>,
-    /// Whether this model's factor embeddings are traded (false for models without `storm export`).
+    /// Whether this model's factor embeddings are traded with PPO (false for models without `storm export`).
+    /// Its predictions are traded by the signal rule either way (`trade.signals`), unless it is a
+    /// reference factor.
     #[serde(default = "yes")]
     pub trade: bool,
 }
@@ -194,7 +197,7 @@ impl PaperConfig {
                 overrides.push(format!("train.seed={seed}"));
                 let config = resolve_job_config(&base, &overrides, &origin, &id)?;
                 // a reference factor is deterministic: one job; a model without embeddings (a reference factor,
-                // LightGBM) is never traded
+                // LightGBM) is never traded with PPO, and a reference's score is no return forecast to signal on
                 let reference = config.model.kind == ModelKind::Reference;
                 if reference && seed > 0 {
                     break;
@@ -205,6 +208,7 @@ impl PaperConfig {
                     trade: &self.trade,
                     trades: model.trade && config.model.kind.has_embeddings() && seed < trade_seeds,
                     raw_baseline: Some(mi) == raw_model,
+                    signals: !reference && seed < trade_seeds,
                 }
                 .steps(seed);
                 jobs.push(PlannedJob {
@@ -322,10 +326,12 @@ tickers = ["AAPL"]
         assert!(!plan.jobs[3].config.model.use_ts);
         assert!(keys(3).contains(&"trade_AAPL".to_string()));
         assert!(!keys(3).contains(&"trade_AAPL_raw".to_string()));
-        assert!(
-            !keys(6).iter().any(|k| k.starts_with("trade")),
-            "trade = false"
+        assert_eq!(
+            keys(6).iter().filter(|k| k.starts_with("trade")).collect::<Vec<_>>(),
+            ["trade_AAPL_signal"],
+            "trade = false: no PPO on its factors, but its predictions are traded"
         );
+        assert!(keys(0).contains(&"trade_AAPL_signal".to_string()));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The paper report (`report.md` + PNGs) of a `storm paper` run, in the paper's table layouts, every value
 //! mean ± range over seeds: Table 1 (model × RankIC, RankICIR on test), Table 2 (model × APY, CW, CR, ASR,
 //! MDD, AVO of TopK-Drop, with equal weight and the index as benchmarks), Table 3 (per ticker: Buy&Hold,
-//! PPO on raw features, PPO on each model's factors). Ablations are rows of the same tables.
+//! the RL baselines on raw features, PPO on each model's factors, the signal rule on each model's
+//! predictions). Ablations are rows of the same tables.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -212,8 +213,9 @@ fn delayed_table(md: &mut String, stats: &Stats, models: &[(String, Vec<String>)
     }
 }
 
-/// Table 3: per ticker, Buy&Hold, the RL baselines (PPO, DQN, SAC) on raw features and PPO on each model's
-/// factors; then the same rows traded later where the plan had `[trade] delays` beyond 0.
+/// Table 3: per ticker, Buy&Hold, the RL baselines (PPO, DQN, SAC) on raw features, PPO on each model's
+/// factors and the signal rule on each model's predictions (long when the predicted return is positive);
+/// then the same rows traded later where the plan had `[trade] delays` beyond 0.
 fn trading_tables(
     md: &mut String,
     stats: &Stats,
@@ -275,7 +277,7 @@ fn trading_rows(
         d => format!("Buy&Hold (delay {d})"),
     };
     shared_row(md, stats, models, &bh, &bh_name);
-    for algorithm in Algorithm::ALL {
+    for algorithm in Algorithm::LEARNED {
         let name = format!("{} (raw features{late})", algorithm.label());
         shared_row(
             md,
@@ -286,13 +288,18 @@ fn trading_rows(
         );
     }
     let factors = policy(FeatureSource::Factors, Algorithm::Ppo);
-    for (c, labels) in models {
-        if stats.metric(c, &fin(&factors, Financial::Apy)).is_some() {
-            let name = labels.first().cloned().unwrap_or_default();
-            let row = financial_row(&format!("PPO ({name} factors{late})"), |f| {
-                stats.metric(c, &fin(&factors, f)).cloned()
-            });
-            let _ = writeln!(md, "{row}");
+    let signal = policy(FeatureSource::Predictions, Algorithm::Signal);
+    for (scope, rule, states) in [
+        (&factors, "PPO", "factors"),
+        (&signal, "Signal", "predictions"),
+    ] {
+        for (c, labels) in models {
+            if stats.metric(c, &fin(scope, Financial::Apy)).is_some() {
+                let name = labels.first().cloned().unwrap_or_default();
+                let label = format!("{rule} ({name} {states}{late})");
+                let row = financial_row(&label, |f| stats.metric(c, &fin(scope, f)).cloned());
+                let _ = writeln!(md, "{row}");
+            }
         }
     }
 }

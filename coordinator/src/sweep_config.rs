@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use storm_shared::config::ExperimentConfig;
+use storm_shared::config::{ExperimentConfig, ModelKind};
 use storm_shared::error::{Error, Result};
 
 use crate::plan::{job_id, label, Plan, PlannedJob};
@@ -250,6 +250,7 @@ impl SweepConfig {
                     trade: &self.trade,
                     trades: i < trade_seeds,
                     raw_baseline: combos.first() == Some(combo),
+                    signals: i < trade_seeds && config.model.kind != ModelKind::Reference,
                 }
                 .steps(seed);
                 jobs.push(PlannedJob {

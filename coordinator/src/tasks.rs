@@ -20,7 +20,8 @@ pub enum Task {
     Backtest,
     /// Factor embeddings per (date, stock).
     Export,
-    /// PPO on each `[trade].tickers` (adds export).
+    /// PPO on each `[trade].tickers` (adds export), and the signal rule on each model's predictions
+    /// (with eval).
     Trade,
 }
 
@@ -65,6 +66,10 @@ pub struct TradeSettings {
     /// The algorithms of those raw-feature baselines (PPO alone by default; the paper's full table lists
     /// DQN and SAC too). Factor states are always traded with PPO, the paper's choice.
     pub baselines: Vec<Algorithm>,
+    /// Also trade each model's own predictions with the signal rule (long when the predicted return is
+    /// positive; Table 3's LightGBM, LSTM and Transformer rows), in the jobs of every model but the
+    /// reference factors. Needs eval; trains nothing.
+    pub signals: bool,
     /// Hyper-parameters (`[trade.ppo]`, `[trade.dqn]`, `[trade.sac]`).
     pub ppo: PpoConfig,
     pub dqn: DqnConfig,
@@ -87,6 +92,7 @@ impl Default for TradeSettings {
             cost: 1e-4,
             raw_baseline: true,
             baselines: vec![Algorithm::Ppo],
+            signals: true,
             ppo: PpoConfig::default(),
             dqn: DqnConfig::default(),
             sac: SacConfig::default(),
@@ -157,6 +163,15 @@ impl TradeSettings {
             return fail("cost", format!("{} must be in [0, 1)", self.cost));
         }
         check_delays(&self.delays).or_else(|m| fail("delays", m))?;
+        if let Some(a) = self.baselines.iter().find(|a| !a.is_learned()) {
+            return fail(
+                "baselines",
+                format!(
+                    "`{}` is not a learning algorithm (ppo, dqn, sac); the signal rule is `trade.signals`",
+                    a.name()
+                ),
+            );
+        }
         if self.raw_baseline && self.baselines.is_empty() {
             return fail(
                 "baselines",
@@ -213,6 +228,9 @@ pub struct JobTasks<'a> {
     pub trades: bool,
     /// Whether this job also runs the raw-feature PPO baseline.
     pub raw_baseline: bool,
+    /// Whether this job trades its predictions with the signal rule (its seed is among the first
+    /// `trade.seeds`, its model predicts returns).
+    pub signals: bool,
 }
 
 impl JobTasks<'_> {
@@ -239,16 +257,23 @@ impl JobTasks<'_> {
                 });
             }
         }
+        let t = self.trade;
         let trades = has(Task::Trade) && self.trades;
+        let signals = has(Task::Trade) && has(Task::Eval) && self.signals && t.signals;
         if has(Task::Export) || trades {
             steps.push(Step::Export);
         }
+        let mut kinds = Vec::new();
         if trades {
-            let t = self.trade;
-            let mut kinds = vec![(TradeFeatures::Factors, Algorithm::Ppo)];
+            kinds.push((TradeFeatures::Factors, Algorithm::Ppo));
             if self.raw_baseline && t.raw_baseline {
                 kinds.extend(t.baselines.iter().map(|&a| (TradeFeatures::Raw, a)));
             }
+        }
+        if signals {
+            kinds.push((TradeFeatures::Predictions, Algorithm::Signal));
+        }
+        if !kinds.is_empty() {
             for &delay in &t.delays {
                 for ticker in &t.tickers {
                     for &(features, algorithm) in &kinds {
@@ -295,6 +320,7 @@ mod tests {
             trade: &t,
             trades: true,
             raw_baseline: true,
+            signals: true,
         };
         let keys: Vec<String> = jt.steps(3).iter().map(Step::key).collect();
         assert_eq!(
@@ -307,15 +333,45 @@ mod tests {
                 "export",
                 "trade_AAPL",
                 "trade_AAPL_raw",
+                "trade_AAPL_signal",
                 "trade_MSFT",
-                "trade_MSFT_raw"
+                "trade_MSFT_raw",
+                "trade_MSFT_signal"
             ]
         );
-        let no_trade = JobTasks {
+        let Some(Step::Trade { features, cost, .. }) = jt
+            .steps(3)
+            .into_iter()
+            .find(|s| s.key() == "trade_MSFT_signal")
+        else {
+            panic!("no signal step")
+        };
+        assert_eq!((features, cost), (TradeFeatures::Predictions, t.cost));
+        // a model without factor embeddings still trades its predictions; without eval it has none
+        let signal_only = JobTasks {
             trades: false,
             ..jt
         };
+        let keys: Vec<String> = signal_only.steps(0).iter().map(Step::key).collect();
+        assert_eq!(keys[4..], ["trade_AAPL_signal", "trade_MSFT_signal"]);
+        let no_eval = JobTasks {
+            tasks: &[Task::Trade],
+            trades: false,
+            ..jt
+        };
+        assert_eq!(no_eval.steps(0).len(), 1);
+        let no_trade = JobTasks {
+            trades: false,
+            signals: false,
+            ..jt
+        };
         assert_eq!(no_trade.steps(0).len(), 4);
+        let off = TradeSettings {
+            signals: false,
+            ..t.clone()
+        };
+        let no_signals = JobTasks { trade: &off, ..jt };
+        assert_eq!(no_signals.steps(0).len(), 9);
     }
 
     #[test]
@@ -328,6 +384,7 @@ mod tests {
             trade: &TradeSettings::default(),
             trades: false,
             raw_baseline: false,
+            signals: true,
         };
         let steps = jt.steps(0);
         let keys: Vec<String> = steps.iter().map(Step::key).collect();
@@ -381,6 +438,7 @@ mod tests {
             trade: t,
             trades: true,
             raw_baseline: true,
+            signals: true,
         };
         jt.steps(0)
     }
@@ -434,6 +492,7 @@ mod tests {
             ("baselines = []", "at least one"),
             ("baselines = [\"dqn\", \"dqn\"]", "twice"),
             ("baselines = [\"sac\"]\n[sac]\ntau = 3.0", "trade.sac.tau"),
+            ("baselines = [\"signal\"]", "trade.signals"),
         ] {
             let t: TradeSettings = toml::from_str(bad).unwrap();
             let e = t.validate("p.toml", true).unwrap_err().to_string();
@@ -459,6 +518,7 @@ mod tests {
             trade: &t,
             trades: true,
             raw_baseline: false,
+            signals: true,
         };
         let steps = jt.steps(0);
         let Some(Step::Trade { ppo, .. }) = steps.last() else {

@@ -72,6 +72,8 @@ impl JobSpec {
 pub enum TradeFeatures {
     Factors,
     Raw,
+    /// The model's predicted returns (the signal rule's).
+    Predictions,
 }
 
 impl TradeFeatures {
@@ -79,6 +81,7 @@ impl TradeFeatures {
         match self {
             TradeFeatures::Factors => FeatureSource::Factors,
             TradeFeatures::Raw => FeatureSource::Raw,
+            TradeFeatures::Predictions => FeatureSource::Predictions,
         }
     }
 }

@@ -1,19 +1,20 @@
 //! `storm trade`: the single-stock trading task — PPO, DQN or SAC on one ticker's factor embeddings (or raw
-//! features) against Buy&Hold on the test split; metrics printed as a Markdown table and written into the
-//! run.
+//! features), or the signal rule on the run's predicted returns, against Buy&Hold on the test split;
+//! metrics printed as a Markdown table and written into the run.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use storm_shared::run::trade::{load_ticker, write_outputs};
+use storm_shared::run::trade::{load_signal, load_ticker, write_outputs};
 use storm_shared::run::RunDir;
 use storm_shared::stats::financial::FinancialMetrics;
 use storm_shared::trading::dqn::DqnConfig;
 use storm_shared::trading::learner::Algorithm;
 use storm_shared::trading::ppo::PpoConfig;
 use storm_shared::trading::sac::SacConfig;
-use storm_shared::trading::task::{run_trading, FeatureSource, TradeParams};
+use storm_shared::trading::signal::run_signal;
+use storm_shared::trading::task::{run_trading, FeatureSource, TradeOutcome, TradeParams};
 use storm_shared::trading::EnvConfig;
 
 use super::backtest::{DEFAULT_CASH, DEFAULT_RISK_FREE};
@@ -24,6 +25,9 @@ pub enum Features {
     Factors,
     /// The stock's scaled input features (the "PPO on raw features" baseline).
     Raw,
+    /// The model's predicted next-day returns (from `storm eval` on valid and test): what the signal rule
+    /// trades, and only it.
+    Predictions,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -34,6 +38,9 @@ pub enum AlgorithmArg {
     Dqn,
     /// Soft actor-critic for discrete actions.
     Sac,
+    /// No learning: long when the model's predicted next-day return is positive, flat otherwise (reads
+    /// the run's predictions; needs `storm eval` on valid and test, not `storm export`).
+    Signal,
 }
 
 #[derive(Args)]
@@ -70,9 +77,9 @@ pub struct TradeArgs {
     /// Annual risk-free rate for the Sharpe ratio.
     #[arg(long, default_value_t = DEFAULT_RISK_FREE, allow_negative_numbers = true)]
     pub risk_free: f64,
-    /// Daily state the policy observes.
-    #[arg(long, value_enum, default_value = "factors")]
-    pub features: Features,
+    /// Daily state the policy observes [default: factors; predictions for the signal rule].
+    #[arg(long, value_enum)]
+    pub features: Option<Features>,
     /// Trade day t's decision at day t+DELAY's close (0: the paper's same-day close; 1: what a practitioner
     /// can trade). Every split is shifted, so selection and Buy&Hold use the same trading days; outputs get
     /// a `_delay<d>` suffix.
@@ -175,6 +182,7 @@ fn params(a: &TradeArgs) -> Result<TradeParams> {
         AlgorithmArg::Ppo => Algorithm::Ppo,
         AlgorithmArg::Dqn => Algorithm::Dqn,
         AlgorithmArg::Sac => Algorithm::Sac,
+        AlgorithmArg::Signal => Algorithm::Signal,
     };
     let p = TradeParams {
         seed,
@@ -194,7 +202,7 @@ fn params(a: &TradeArgs) -> Result<TradeParams> {
         delay: count("delay", a.delay, 0)?,
     };
     let p = match algorithm {
-        Algorithm::Ppo => p,
+        Algorithm::Ppo | Algorithm::Signal => p,
         Algorithm::Dqn => TradeParams {
             dqn: a.ppo.dqn()?,
             ..p
@@ -214,11 +222,37 @@ fn row(name: &str, m: &FinancialMetrics, trades: &str) -> String {
 
 pub fn run(a: TradeArgs) -> Result<()> {
     let params = params(&a)?;
-    let source = match a.features {
-        Features::Factors => FeatureSource::Factors,
-        Features::Raw => FeatureSource::Raw,
+    let source = match (a.features, params.algorithm) {
+        (None, Algorithm::Signal) => FeatureSource::Predictions,
+        (None, _) => FeatureSource::Factors,
+        (Some(Features::Factors), _) => FeatureSource::Factors,
+        (Some(Features::Raw), _) => FeatureSource::Raw,
+        (Some(Features::Predictions), _) => FeatureSource::Predictions,
     };
     trade_ticker(&RunDir::new(&a.run), &a.ticker, source, &params)
+}
+
+/// Loads the ticker's states and trades them: the signal rule on predictions, a learner on the rest.
+fn trade(
+    run: &RunDir,
+    ticker: &str,
+    source: FeatureSource,
+    params: &TradeParams,
+) -> Result<TradeOutcome> {
+    let loading = || format!("loading {ticker} from {}", run.path().display());
+    match (params.algorithm, source) {
+        (Algorithm::Signal, FeatureSource::Predictions) => {
+            let data = load_signal(run, ticker).with_context(loading)?;
+            run_signal(&data, params).context("trading the signal rule")
+        }
+        (Algorithm::Signal, _) | (_, FeatureSource::Predictions) => bail!(
+            "the signal rule trades the model's predictions and nothing else trades them: use              `--algorithm signal` with `--features predictions` (its default), or another algorithm with              factors or raw features"
+        ),
+        _ => {
+            let data = load_ticker(run, ticker, source).with_context(loading)?;
+            run_trading(&data, params).context("training the trading policy")
+        }
+    }
 }
 
 /// `storm trade` (and a job's trade step): train and test the policy, write its outputs, refresh the
@@ -229,15 +263,19 @@ pub fn trade_ticker(
     source: FeatureSource,
     params: &TradeParams,
 ) -> Result<()> {
-    let data = load_ticker(run, ticker, source)
-        .with_context(|| format!("loading {ticker} from {}", run.path().display()))?;
-    let out = run_trading(&data, params).context("training the trading policy")?;
-    let files = write_outputs(run, &data, &out)?;
+    let out = trade(run, ticker, source, params)?;
+    let files = write_outputs(run, &out)?;
     super::report::refresh(run);
     let r = &out.report;
+    let selected = match r.algorithm {
+        Algorithm::Signal => format!("valid CW {:.4} (not trained)", r.best_valid_cw),
+        _ => format!(
+            "best valid CW {:.4} at update {}",
+            r.best_valid_cw, r.best_update
+        ),
+    };
     println!(
-        "{} ({} states), test {} .. {} ({} days; train {}, valid {}), cost {}, cash {}; best valid CW {:.4} \
-         at update {}",
+        "{} ({} states), test {} .. {} ({} days; train {}, valid {}), cost {}, cash {}; {selected}",
         r.ticker,
         r.features.name(),
         r.days.test_first_date,
@@ -247,8 +285,6 @@ pub fn trade_ticker(
         r.days.valid_days,
         params.env.cost_rate,
         params.env.initial_cash,
-        r.best_valid_cw,
-        r.best_update
     );
     if r.delay > 0 {
         println!(
@@ -280,10 +316,14 @@ pub fn trade_ticker(
         r.no_better_than_buy_and_hold_on_valid(),
         r.valid_buy_and_hold_cw,
     ) {
+        let who = match r.algorithm {
+            Algorithm::Signal => "the signal rule".to_string(),
+            _ => format!("the chosen policy (update {})", r.best_update),
+        };
         println!(
-            "warning: the chosen policy (update {}) is no better than Buy&Hold on the valid days \
-             (CW {:.4} vs {:.4}); its test result is not evidence of skill",
-            r.best_update, r.best_valid_cw, bh
+            "warning: {who} is no better than Buy&Hold on the valid days (CW {:.4} vs {:.4}); its test \
+             result is not evidence of skill",
+            r.best_valid_cw, bh
         );
     }
     super::print_written(&files.json, &files.csv, files.png.as_deref());

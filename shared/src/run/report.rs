@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::portfolio::analytics::{self, Analytics};
 use crate::portfolio::costs::BreakEven;
 use crate::portfolio::report::parse_index;
+use crate::trading::learner::Algorithm;
 use crate::train::grad_probe::{shares, term_columns};
 
 /// Validation rows listed in full; longer logs show the best and the last ones.
@@ -401,25 +402,32 @@ fn trading_section(run: &RunDir, md: &mut String, embedded: &mut Vec<String>) ->
             continue;
         };
         let days = v.get("days").cloned().unwrap_or(Value::Null);
+        // reports written before there was a choice of algorithm call the policy `ppo`
+        let algorithm: Algorithm = v
+            .get("algorithm")
+            .and_then(|a| serde_json::from_value(a.clone()).ok())
+            .unwrap_or_default();
+        let selection = match algorithm {
+            Algorithm::Signal => {
+                format!("valid CW {} (not trained)", cell(num(&v, "best_valid_cw")))
+            }
+            _ => format!(
+                "best valid CW {} at update {}",
+                cell(num(&v, "best_valid_cw")),
+                text(&v, "best_update")
+            ),
+        };
         let _ = writeln!(
             md,
-            "`{file}`: {} on {} states, test {} .. {}, best valid CW {} at update {}.\n",
+            "`{file}`: {} on {} states, test {} .. {}, {selection}.\n",
             text(&v, "ticker"),
             text(&v, "features"),
             text(&days, "test_first_date"),
             text(&days, "test_last_date"),
-            cell(num(&v, "best_valid_cw")),
-            text(&v, "best_update"),
         );
         md.push_str("| policy | APY | CW | CR | ASR | MDD | AVO | trades |\n|---|---|---|---|---|---|---|---|\n");
-        // reports written before there was a choice of algorithm call the policy `ppo`
-        let algorithm = match v.get("algorithm").and_then(Value::as_str) {
-            Some("dqn") => "DQN",
-            Some("sac") => "SAC",
-            _ => "PPO",
-        };
         if let Some(policy) = v.get("policy").or_else(|| v.get("ppo")) {
-            metrics_row(md, algorithm, policy, &text(policy, "trades"));
+            metrics_row(md, algorithm.label(), policy, &text(policy, "trades"));
         }
         if let Some(bh) = v.get("buy_and_hold") {
             metrics_row(md, "Buy&Hold", bh, "1");

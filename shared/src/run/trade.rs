@@ -3,7 +3,9 @@
 //! written atomically: `trading_<T>[_raw].json` ([`TradeReport`]), `_actions.csv` and the wealth chart.
 //!
 //! The day → split assignment always comes from the run's `factors.parquet` (written by `storm export`),
-//! so the raw-feature baseline trades exactly the days the factor policy trades.
+//! so the raw-feature baseline trades exactly the days the factor policy trades. The signal rule reads
+//! the run's `predictions_valid.parquet` and `predictions_test.parquet` instead ([`load_signal`]): it needs
+//! `storm eval`, not `storm export`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -14,9 +16,11 @@ use polars::prelude::*;
 
 use super::dir::{RunDir, TradeTask};
 use super::publish::{publish, ReportFiles};
+use crate::config::Split;
 use crate::data::dates::date_from_days;
 use crate::data::Panel;
 use crate::error::{Error, Result};
+use crate::trading::signal::SignalData;
 use crate::trading::task::{
     actions_csv, FeatureSource, SplitSeries, StateKind, TickerData, TradeOutcome, TradeReport,
 };
@@ -147,10 +151,78 @@ impl SplitBuilder {
     }
 }
 
+/// Loads `ticker`'s predicted returns on the valid and test days from the run's predictions (gaps in the
+/// calendar refused as the backtest refuses them), with the prepared data's adjusted closes; a day
+/// without a finite score or price is left out, so the position held before it is held across it.
+pub fn load_signal(run: &RunDir, ticker: &str) -> Result<SignalData> {
+    let info = run.info()?;
+    let panel = Panel::load(&info.data_dir)?;
+    let n = ticker_index(&panel, ticker, &info.data_dir)?;
+    let day_index: HashMap<NaiveDate, usize> = panel
+        .dates
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (*d, i))
+        .collect();
+    let split = |split: Split| -> Result<SplitSeries> {
+        let market = super::backtest::load_split(run, split, 0.0)?;
+        let j = market
+            .tickers
+            .iter()
+            .position(|t| t == ticker)
+            .ok_or_else(|| {
+                Error::Trading(format!(
+                    "{ticker} has no predictions in {}",
+                    run.predictions(split).display()
+                ))
+            })?;
+        let mut builder = SplitBuilder::default();
+        for (t, date) in market.dates.iter().enumerate() {
+            let score = market.scores[t * market.n_tickers() + j];
+            let price = day_index
+                .get(date)
+                .map(|&d| panel.prices[d * panel.n_tickers() + n]);
+            if let (Some(score), Some(price)) = (score, price) {
+                if price.is_finite() && price > 0.0 {
+                    builder.rows.push((*date, price, vec![score as f32]));
+                }
+            }
+        }
+        builder.finish(split.name(), ticker)
+    };
+    Ok(SignalData {
+        ticker: ticker.to_string(),
+        valid: split(Split::Valid)?,
+        test: split(Split::Test)?,
+    })
+}
+
+/// The position of `ticker` in the prepared data.
+fn ticker_index(panel: &Panel, ticker: &str, data_dir: &Path) -> Result<usize> {
+    panel
+        .tickers
+        .iter()
+        .position(|t| t == ticker)
+        .ok_or_else(|| {
+            Error::Trading(format!(
+                "{ticker} is not in the prepared data {} ({} tickers: {})",
+                data_dir.display(),
+                panel.n_tickers(),
+                panel.tickers.join(", ")
+            ))
+        })
+}
+
 /// Loads `ticker` of the run with states from `source`; prices are the prepared data's adjusted closes.
 /// Only days with both a state and a price are kept. Needs `run.json` (for the data directory) and
 /// `factors.parquet`, not the config.
 pub fn load_ticker(run: &RunDir, ticker: &str, source: FeatureSource) -> Result<TickerData> {
+    if source == FeatureSource::Predictions {
+        return Err(Error::Trading(
+            "predicted returns are traded by the signal rule, which reads them with load_signal"
+                .into(),
+        ));
+    }
     let info = run.info()?;
     let factors_path = run.factors();
     if !factors_path.is_file() {
@@ -162,17 +234,7 @@ pub fn load_ticker(run: &RunDir, ticker: &str, source: FeatureSource) -> Result<
     }
     let rows = read_factor_rows(&factors_path, ticker)?;
     let panel = Panel::load(&info.data_dir)?;
-    let n = panel
-        .tickers
-        .iter()
-        .position(|t| t == ticker)
-        .ok_or_else(|| {
-            Error::Trading(format!(
-                "{ticker} is in {} but not in the prepared data {}",
-                factors_path.display(),
-                info.data_dir.display()
-            ))
-        })?;
+    let n = ticker_index(&panel, ticker, &info.data_dir)?;
     let [train, valid, test] = split_rows(&panel, n, &rows, source);
     Ok(TickerData {
         ticker: ticker.to_string(),
@@ -180,6 +242,7 @@ pub fn load_ticker(run: &RunDir, ticker: &str, source: FeatureSource) -> Result<
         state: match source {
             FeatureSource::Factors => rows.kind,
             FeatureSource::Raw => StateKind::RawFeatures,
+            FeatureSource::Predictions => StateKind::PredictedReturn,
         },
         train: train.finish("train", ticker)?,
         valid: valid.finish("valid", ticker)?,
@@ -222,7 +285,7 @@ fn split_rows(
                 let at = (t * nt + n) * d;
                 panel.features[at..at + d].to_vec()
             }
-            FeatureSource::Raw => continue,
+            FeatureSource::Raw | FeatureSource::Predictions => continue,
         };
         if price.is_finite() && price > 0.0 && state.iter().all(|v| v.is_finite()) {
             builders[k].rows.push((date, price, state));
@@ -235,30 +298,33 @@ fn split_rows(
 pub type TradeFiles = ReportFiles;
 
 /// Writes the JSON report, the actions CSV and the wealth chart into the run atomically.
-pub fn write_outputs(run: &RunDir, data: &TickerData, out: &TradeOutcome) -> Result<TradeFiles> {
-    let (t, task) = (&data.ticker, out.report.task());
+pub fn write_outputs(run: &RunDir, out: &TradeOutcome) -> Result<TradeFiles> {
+    let (t, task) = (&out.report.ticker, out.report.task());
     let paths = (
         run.trade_json(t, task),
         run.trade_actions_csv(t, task),
         run.trade_png(t, task),
     );
-    let draw = |png: &Path| draw_wealth(png, data, out);
+    let draw = |png: &Path| draw_wealth(png, out);
     publish(run, paths, actions_csv(&out.actions), draw, &out.report)
 }
 
-fn draw_wealth(path: &Path, data: &TickerData, out: &TradeOutcome) -> Result<()> {
+/// The policy's and Buy&Hold's wealth on the days traded (those of the actions, shifted by any delay).
+fn draw_wealth(path: &Path, out: &TradeOutcome) -> Result<()> {
+    let r = &out.report;
     let title = format!(
         "{} ({}, {} states), test {} .. {}, cost {}",
-        data.ticker,
-        out.report.algorithm.label(),
-        data.source.name(),
-        out.report.days.test_first_date,
-        out.report.days.test_last_date,
-        out.report.params.cost
+        r.ticker,
+        r.algorithm.label(),
+        r.features.name(),
+        r.days.test_first_date,
+        r.days.test_last_date,
+        r.params.cost
     );
+    let dates: Vec<NaiveDate> = out.actions.iter().map(|a| a.date).collect();
     let series: [(&str, &[f64]); 2] = [
-        (out.report.algorithm.label(), &out.policy_wealth),
+        (r.algorithm.label(), &out.policy_wealth),
         ("Buy&Hold", &out.buy_and_hold_wealth),
     ];
-    crate::plot::wealth_curves(path, &title, &data.test.dates, &series)
+    crate::plot::wealth_curves(path, &title, &dates, &series)
 }

@@ -1,5 +1,5 @@
 //! What the trading task needs of a reinforcement-learning algorithm ([`Learner`]), the algorithms
-//! ([`Algorithm`]: PPO, double DQN, discrete SAC) and the small pieces they share: MLPs, Polyak averaging,
+//! ([`Algorithm`]: PPO, double DQN, discrete SAC, and the untrained signal rule) and the small pieces they share: MLPs, Polyak averaging,
 //! parameter snapshots for model selection.
 
 use serde::{Deserialize, Serialize};
@@ -22,17 +22,27 @@ pub enum Algorithm {
     Dqn,
     /// Soft actor-critic for discrete actions (twin critics, learned temperature).
     Sac,
+    /// Not learned: long when the model's predicted next-day return is positive, flat otherwise (Table 3's
+    /// signal strategies; states are the run's predictions, see [`super::signal`]).
+    Signal,
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 3] = [Algorithm::Ppo, Algorithm::Dqn, Algorithm::Sac];
+    /// The reinforcement-learning algorithms (every one but the signal rule).
+    pub const LEARNED: [Algorithm; 3] = [Algorithm::Ppo, Algorithm::Dqn, Algorithm::Sac];
 
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::Ppo => "ppo",
             Algorithm::Dqn => "dqn",
             Algorithm::Sac => "sac",
+            Algorithm::Signal => "signal",
         }
+    }
+
+    /// Whether the algorithm trains a policy (all but the signal rule).
+    pub fn is_learned(self) -> bool {
+        self != Algorithm::Signal
     }
 
     /// Display name in tables.
@@ -41,6 +51,7 @@ impl Algorithm {
             Algorithm::Ppo => "PPO",
             Algorithm::Dqn => "DQN",
             Algorithm::Sac => "SAC",
+            Algorithm::Signal => "Signal",
         }
     }
 }

@@ -28,6 +28,9 @@ pub enum FeatureSource {
     Factors,
     /// The stock's scaled input features from the prepared data (the "PPO on raw features" baseline).
     Raw,
+    /// The model's predicted next-day return of the stock (`score` of `predictions_<split>.parquet`),
+    /// which the signal rule trades.
+    Predictions,
 }
 
 impl FeatureSource {
@@ -35,6 +38,7 @@ impl FeatureSource {
         match self {
             FeatureSource::Factors => "factors",
             FeatureSource::Raw => "raw",
+            FeatureSource::Predictions => "predictions",
         }
     }
 }
@@ -51,11 +55,14 @@ pub enum StateKind {
     FactorEmbedding,
     /// The stock's scaled input features from the prepared data.
     RawFeatures,
+    /// The model's predicted next-day return (one value).
+    PredictedReturn,
 }
 
-/// `<TICKER>`, then `_raw` for raw-feature states, `_dqn` / `_sac` for those algorithms and `_delay<d>` for
-/// a policy that trades d days late: the name of a trading task in file names, step keys and metric names
-/// (PPO on factors without delay is the bare ticker).
+/// `<TICKER>`, then `_raw` for raw-feature states, `_dqn` / `_sac` / `_signal` for those algorithms and
+/// `_delay<d>` for a policy that trades d days late: the name of a trading task in file names, step keys and
+/// metric names (PPO on factors without delay is the bare ticker; the signal rule always reads predictions,
+/// so its source adds nothing).
 pub fn trade_stem(
     ticker: &str,
     source: FeatureSource,
@@ -100,7 +107,7 @@ pub struct TickerData {
 impl SplitSeries {
     /// The split traded `days` days late: the dates are those of the trades (day t's state trades at
     /// date t + `days`).
-    fn delayed(&self, days: usize) -> Result<SplitSeries> {
+    pub fn delayed(&self, days: usize) -> Result<SplitSeries> {
         Ok(SplitSeries {
             dates: self.dates[days.min(self.dates.len())..].to_vec(),
             series: Arc::new(self.series.delayed(days)?),
@@ -169,6 +176,7 @@ impl TradeParams {
             Algorithm::Ppo => self.ppo.validate(),
             Algorithm::Dqn => self.dqn.validate_as("trade", "dqn."),
             Algorithm::Sac => self.sac.validate_as("trade", "sac."),
+            Algorithm::Signal => Ok(()),
         }
     }
 }
@@ -347,9 +355,12 @@ pub fn train_envs(
     VecEnv::with_starts(envs, starts)
 }
 
+/// The action a deterministic policy takes in a state (a trained learner's greedy action, the signal rule).
+pub(crate) type Decide<'a> = &'a dyn Fn(&[f32]) -> Result<usize>;
+
 /// Greedy episode over the whole series: the wealth series' environment and the action of each step.
-fn greedy_episode(
-    policy: &dyn Learner,
+pub(crate) fn greedy_episode(
+    decide: Decide,
     series: &Arc<PriceSeries>,
     env: EnvConfig,
 ) -> Result<(TradingEnv, Vec<Action>)> {
@@ -357,7 +368,7 @@ fn greedy_episode(
     let mut obs = e.reset();
     let mut actions = Vec::with_capacity(e.n_steps());
     loop {
-        let step = e.step(policy.greedy_action(&obs)?)?;
+        let step = e.step(decide(&obs)?)?;
         actions.push(step.info.action);
         if step.done {
             return Ok((e, actions));
@@ -366,7 +377,7 @@ fn greedy_episode(
     }
 }
 
-fn cumulative_wealth(env: &TradingEnv) -> f64 {
+pub(crate) fn cumulative_wealth(env: &TradingEnv) -> f64 {
     let w = env.wealth();
     w[w.len() - 1] / w[0]
 }
@@ -395,6 +406,10 @@ fn learner(params: &TradeParams, obs_dim: usize) -> Result<Box<dyn Learner>> {
             device,
         )?),
         Algorithm::Sac => Box::new(Sac::new(obs_dim, params.sac, params.seed, device)?),
+        Algorithm::Signal => return Err(Error::Trading(
+            "the signal rule is not trained: trade it with `run_signal` on the run's predictions"
+                .into(),
+        )),
     })
 }
 
@@ -431,7 +446,8 @@ pub fn run_trading(data: &TickerData, params: &TradeParams) -> Result<TradeOutco
             episode_return: mean_episode_return(&envs),
         });
         if u % params.eval_every == 0 || u == params.n_updates {
-            let (valid_env, _) = greedy_episode(policy.as_ref(), &data.valid.series, params.env)?;
+            let decide = |obs: &[f32]| policy.greedy_action(obs);
+            let (valid_env, _) = greedy_episode(&decide, &data.valid.series, params.env)?;
             let cw = cumulative_wealth(&valid_env);
             crate::telemetry::record_ppo_valid(cw);
             tracing::info!(
@@ -514,42 +530,72 @@ fn test_outcome(
 ) -> Result<TradeOutcome> {
     let best =
         best_of(candidates).ok_or_else(|| Error::Trading("no selection candidate".into()))?;
-    let test = &data.test;
-    let (env, actions) = greedy_episode(policy, &test.series, params.env)?;
-    let bh = buy_and_hold(&test.series, params.env)?;
-    let rows = action_rows(test, &env, &actions);
-    let report = TradeReport {
-        ticker: data.ticker.clone(),
-        features: data.source,
-        algorithm: params.algorithm,
-        state: Some(data.state),
-        state_dim: Some(data.train.series.n_features()),
-        policy: PolicyReport {
-            metrics: env.metrics(params.risk_free)?,
-            trades: env.n_trades(),
-        },
-        buy_and_hold: bh.metrics(params.risk_free)?,
-        best_update: best.update,
-        best_valid_cw: best.valid_cw,
-        valid_candidates: candidates.to_vec(),
-        valid_buy_and_hold_cw: None,
-        train_coverage: None,
-        delay: params.delay,
-        days: SplitDays {
-            train_days: data.train.dates.len(),
-            valid_days: data.valid.dates.len(),
-            test_days: test.dates.len(),
-            test_first_date: test.dates[0],
-            test_last_date: test.dates[test.dates.len() - 1],
-        },
-        params: params.into(),
+    let traded = Traded {
+        ticker: &data.ticker,
+        source: data.source,
+        state: data.state,
+        train_days: data.train.dates.len(),
+        valid_days: data.valid.dates.len(),
+        test: &data.test,
     };
-    Ok(TradeOutcome {
-        report,
-        actions: rows,
-        policy_wealth: env.wealth().to_vec(),
-        buy_and_hold_wealth: bh.wealth().to_vec(),
-    })
+    let mut out = traded.outcome(params, &|obs: &[f32]| policy.greedy_action(obs))?;
+    out.report.best_update = best.update;
+    out.report.best_valid_cw = best.valid_cw;
+    out.report.valid_candidates = candidates.to_vec();
+    Ok(out)
+}
+
+/// What a test outcome names besides the policy: the ticker, its states and the days of each split.
+pub(crate) struct Traded<'a> {
+    pub ticker: &'a str,
+    pub source: FeatureSource,
+    pub state: StateKind,
+    pub train_days: usize,
+    pub valid_days: usize,
+    pub test: &'a SplitSeries,
+}
+
+impl Traded<'_> {
+    /// The policy and Buy&Hold on the test days; the selection fields are left for the caller (no
+    /// candidates, update 0, the valid CW unknown).
+    pub(crate) fn outcome(&self, params: &TradeParams, decide: Decide) -> Result<TradeOutcome> {
+        let test = self.test;
+        let (env, actions) = greedy_episode(decide, &test.series, params.env)?;
+        let bh = buy_and_hold(&test.series, params.env)?;
+        let rows = action_rows(test, &env, &actions);
+        let report = TradeReport {
+            ticker: self.ticker.to_string(),
+            features: self.source,
+            algorithm: params.algorithm,
+            state: Some(self.state),
+            state_dim: Some(test.series.n_features()),
+            policy: PolicyReport {
+                metrics: env.metrics(params.risk_free)?,
+                trades: env.n_trades(),
+            },
+            buy_and_hold: bh.metrics(params.risk_free)?,
+            best_update: 0,
+            best_valid_cw: f64::NAN,
+            valid_candidates: Vec::new(),
+            valid_buy_and_hold_cw: None,
+            train_coverage: None,
+            delay: params.delay,
+            days: SplitDays {
+                train_days: self.train_days,
+                valid_days: self.valid_days,
+                test_days: test.dates.len(),
+                test_first_date: test.dates[0],
+                test_last_date: test.dates[test.dates.len() - 1],
+            },
+            params: params.into(),
+        };
+        Ok(TradeOutcome {
+            report,
+            actions: rows,
+            policy_wealth: env.wealth().to_vec(),
+            buy_and_hold_wealth: bh.wealth().to_vec(),
+        })
+    }
 }
 
 fn action_rows(test: &SplitSeries, env: &TradingEnv, actions: &[Action]) -> Vec<ActionRow> {
