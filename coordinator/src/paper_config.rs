@@ -327,7 +327,10 @@ tickers = ["AAPL"]
         assert!(keys(3).contains(&"trade_AAPL".to_string()));
         assert!(!keys(3).contains(&"trade_AAPL_raw".to_string()));
         assert_eq!(
-            keys(6).iter().filter(|k| k.starts_with("trade")).collect::<Vec<_>>(),
+            keys(6)
+                .iter()
+                .filter(|k| k.starts_with("trade"))
+                .collect::<Vec<_>>(),
             ["trade_AAPL_signal"],
             "trade = false: no PPO on its factors, but its predictions are traded"
         );

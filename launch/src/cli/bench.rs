@@ -274,6 +274,7 @@ fn rollout_series(days: usize) -> Result<std::sync::Arc<storm_shared::trading::P
 }
 
 fn bench_rollout(a: RolloutBenchArgs) -> Result<()> {
+    use storm_shared::trading::learner::single_threaded;
     use storm_shared::trading::ppo::{Ppo, PpoConfig};
     use storm_shared::trading::{EnvConfig, TradingEnv, VecEnv};
 
@@ -320,21 +321,39 @@ fn bench_rollout(a: RolloutBenchArgs) -> Result<()> {
         total as f64 / secs
     );
 
-    tch::manual_seed(0);
     let ppo_cfg = PpoConfig::default();
-    let mut ppo = Ppo::new(series.n_features() + 1, ppo_cfg, tch::Device::Cpu)?;
-    ppo.train(&mut vec_env, 1)?;
-    let start = Instant::now();
-    ppo.train(&mut vec_env, a.updates)?;
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "| PPO update (n_steps {} × {n_envs} envs, {} epochs, minibatch {}) | {} | {secs:.3} | {:.2} |",
-        ppo_cfg.n_steps,
-        ppo_cfg.epochs,
-        ppo_cfg.minibatch_size,
-        a.updates,
-        a.updates as f64 / secs
-    );
+    let threads = tch::get_num_threads();
+    // as `storm trade` runs it (one intra-op thread), then on libtorch's default thread count
+    for (label, one) in [
+        ("1 thread, as storm trade", true),
+        ("default threads", false),
+    ] {
+        tch::manual_seed(0);
+        let mut ppo = Ppo::new(series.n_features() + 1, ppo_cfg, tch::Device::Cpu)?;
+        let mut timed = || -> Result<f64> {
+            ppo.train(&mut vec_env, 1)?;
+            let start = Instant::now();
+            ppo.train(&mut vec_env, a.updates)?;
+            Ok(start.elapsed().as_secs_f64())
+        };
+        let secs = if one {
+            single_threaded(&mut timed)?
+        } else {
+            timed()?
+        };
+        let label = match one {
+            true => label.to_string(),
+            false => format!("{label} ({threads})"),
+        };
+        println!(
+            "| PPO update (n_steps {} × {n_envs} envs, {} epochs, minibatch {}; {label}) | {} | {secs:.3} | {:.2} |",
+            ppo_cfg.n_steps,
+            ppo_cfg.epochs,
+            ppo_cfg.minibatch_size,
+            a.updates,
+            a.updates as f64 / secs
+        );
+    }
     Ok(())
 }
 

@@ -76,6 +76,22 @@ pub trait Learner {
     fn policy_vars(&self) -> &nn::VarStore;
 }
 
+/// Runs `f` with one libtorch intra-op thread, then restores the previous count. The trading networks are
+/// MLPs of a few thousand weights on minibatches of 64: splitting such ops across threads costs more in
+/// hand-offs than it saves (`storm bench rollout`: PPO updates ran 9× faster on one thread than on two
+/// busy cores). One thread also makes a policy's numbers independent of the host's core count.
+pub fn single_threaded<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            tch::set_num_threads(self.0);
+        }
+    }
+    let _restore = Restore(tch::get_num_threads());
+    tch::set_num_threads(1);
+    f()
+}
+
 /// Deep copies of a store's parameters, sorted by name.
 pub fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     let mut vars: Vec<(String, Tensor)> = vs

@@ -13,7 +13,7 @@ use tch::{Device, Tensor};
 use super::dqn::{Dqn, DqnConfig};
 use super::env::{Action, EnvConfig, PriceSeries, TradingEnv};
 use super::episodes::{Coverage, EpisodeStarts};
-use super::learner::{restore, snapshot, Algorithm, Learner};
+use super::learner::{restore, single_threaded, snapshot, Algorithm, Learner};
 use super::ppo::{Ppo, PpoConfig};
 use super::sac::{Sac, SacConfig};
 use super::vec_env::VecEnv;
@@ -414,8 +414,13 @@ fn learner(params: &TradeParams, obs_dim: usize) -> Result<Box<dyn Learner>> {
 }
 
 /// Trains `params.algorithm` with valid-CW model selection and evaluates the chosen policy and Buy&Hold on
-/// the test days. Seeds libtorch with `params.seed`; runs on the CPU.
+/// the test days. Seeds libtorch with `params.seed`; runs on the CPU, on one intra-op thread
+/// ([`single_threaded`]).
 pub fn run_trading(data: &TickerData, params: &TradeParams) -> Result<TradeOutcome> {
+    single_threaded(|| train_and_test(data, params))
+}
+
+fn train_and_test(data: &TickerData, params: &TradeParams) -> Result<TradeOutcome> {
     params.validate()?;
     let delayed;
     let data = match params.delay {
