@@ -2,7 +2,8 @@
 //! processes, one of which is SIGKILLed mid-job (the coordinator finds it gone and the job finishes on the
 //! other host, exactly once, resuming from the killed attempt's checkpoint); a frozen host (SIGSTOP: the
 //! connection stays open) found out by its missing heartbeats, which on waking cancels its job and exits;
-//! a wrong cookie and an unreachable coordinator refused with clear errors.
+//! a wrong cookie and an unreachable coordinator refused with clear errors; a sweep over TLS, with hosts
+//! that do not trust the coordinator's certificate refused.
 
 mod common;
 
@@ -53,41 +54,53 @@ fn spawn(args: &[&str], log: &Path) -> Child {
 }
 
 fn coordinator(cfg: &Path, out: &Path, port: u16, log: &Path) -> Child {
-    spawn(
-        &[
-            "sweep",
-            "--config",
-            &s(cfg),
-            "--out",
-            &s(out),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--cookie",
-            COOKIE,
-            "--heartbeat-timeout",
-            "3",
-        ],
-        log,
-    )
+    coordinator_with(cfg, out, port, log, &[])
+}
+
+fn coordinator_with(cfg: &Path, out: &Path, port: u16, log: &Path, extra: &[&str]) -> Child {
+    let (cfg, out, listen) = (s(cfg), s(out), format!("127.0.0.1:{port}"));
+    let mut args = vec![
+        "sweep",
+        "--config",
+        &cfg,
+        "--out",
+        &out,
+        "--listen",
+        &listen,
+        "--cookie",
+        COOKIE,
+        "--heartbeat-timeout",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args, log)
 }
 
 fn worker(port: u16, sweep: &Path, log: &Path) -> Child {
-    spawn(
-        &[
-            "worker",
-            "--connect",
-            &format!("127.0.0.1:{port}"),
-            "--cookie",
-            COOKIE,
-            "--root",
-            &s(sweep),
-            "--workers",
-            "cpu:1",
-            "--threads-per-worker",
-            "1",
-        ],
-        log,
-    )
+    spawn(&refs(&worker_args(port, sweep, &[])), log)
+}
+
+/// `storm worker` for the sweep directory `sweep` on loopback `port`, with `extra` flags.
+fn worker_args(port: u16, sweep: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "worker".to_string(),
+        "--connect".into(),
+        format!("127.0.0.1:{port}"),
+        "--cookie".into(),
+        COOKIE.into(),
+        "--root".into(),
+        s(sweep),
+        "--workers".into(),
+        "cpu:1".into(),
+        "--threads-per-worker".into(),
+        "1".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 fn ledger(sweep: &Path) -> Vec<serde_json::Value> {
@@ -489,4 +502,94 @@ fn a_host_started_before_its_coordinator_waits_for_it() {
     let summary = read(&clog.with_extension("out"));
     assert!(summary.contains("1 jobs: 1 done, 0 failed"), "{summary}");
     assert!(wait_exit(&mut host, 30, "the host", &wlog).success());
+}
+
+/// The test-only certificates of `tests/fixtures/tls` (README there).
+fn tls_fixture(name: &str) -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tls/").to_string() + name
+}
+
+#[test]
+fn tls_links_carry_a_sweep_and_refuse_hosts_that_do_not_trust_the_coordinator() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sweep_config(dir.path(), 1, 4);
+    let out = path(dir.path(), "sweep");
+    let (clog, wlog) = (
+        dir.path().join("coordinator.log"),
+        dir.path().join("host.log"),
+    );
+    let (cert, key) = (tls_fixture("server.pem"), tls_fixture("server.key"));
+    let mut coord = coordinator_with(
+        &cfg,
+        &out,
+        port,
+        &clog,
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    wait_for("the coordinator to listen", 60, &[&clog], || {
+        read(&clog).contains("waiting for workers")
+    });
+    // a connection that never speaks TLS holds no one up: it is cut at the handshake deadline while
+    // the others are served
+    let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // a host that trusts another CA is refused at the handshake, and says why
+    let other = tls_fixture("other-ca.pem");
+    let err = common::fails(&refs(&worker_args(
+        port,
+        &out,
+        &["--tls-ca", &other, "--connect-timeout", "5"],
+    )));
+    assert!(
+        err.contains("TLS with the coordinator") && err.contains("--tls-ca"),
+        "{err}"
+    );
+    // a plain-TCP host gets no session
+    let err = common::fails(&refs(&worker_args(port, &out, &["--connect-timeout", "3"])));
+    assert!(err.contains("pass --tls-ca"), "{err}");
+    // a wrong server name is refused too
+    let ca = tls_fixture("ca.pem");
+    let err = common::fails(&refs(&worker_args(
+        port,
+        &out,
+        &[
+            "--tls-ca",
+            &ca,
+            "--tls-server-name",
+            "elsewhere.example",
+            "--connect-timeout",
+            "5",
+        ],
+    )));
+    assert!(err.contains("TLS with the coordinator"), "{err}");
+    assert!(coord.try_wait().unwrap().is_none(), "{}", read(&clog));
+
+    let mut host = spawn(&refs(&worker_args(port, &out, &["--tls-ca", &ca])), &wlog);
+    let status = wait_exit(&mut coord, 300, "the sweep", &clog);
+    assert!(
+        status.success(),
+        "sweep failed:\n{}\n{}",
+        read(&clog),
+        read(&wlog)
+    );
+    let summary = read(&clog.with_extension("out"));
+    assert!(summary.contains("1 jobs: 1 done, 0 failed"), "{summary}");
+    assert!(wait_exit(&mut host, 30, "the host", &wlog).success());
+    // a certificate without its key is refused before anything is written
+    let bad = path(dir.path(), "bad");
+    let err = common::fails(&[
+        "sweep",
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&bad),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &ca,
+    ]);
+    assert!(err.contains("private key"), "{err}");
+    assert!(!bad.exists());
 }

@@ -25,6 +25,8 @@ pub struct ClusterOptions {
     /// An incoming connection that has not authenticated within this is closed
     /// ([`crate::handshake::HANDSHAKE_DEADLINE`] by default).
     pub handshake_deadline: Duration,
+    /// Serve TLS with this certificate and key (`--tls-cert`, `--tls-key`); None: plain TCP.
+    pub tls: Option<storm_worker::tls::ServerFiles>,
 }
 
 /// Pings per heartbeat timeout: several fall within half the timeout, the worker side's own deadline, so
@@ -77,24 +79,50 @@ fn write_new_cookie(path: &Path) -> Result<String> {
     Ok(cookie)
 }
 
-/// Starts the coordinator's node on `listen` (the cookie must be settled).
+/// Starts the coordinator's node on `listen` (the cookie must be settled). With TLS the node's own
+/// listener moves to an ephemeral loopback port and [`storm_worker::tls::serve`] owns `listen`.
 pub async fn start_node(opts: &ClusterOptions) -> Result<ActorRef<NodeServerMessage>> {
     let name = format!("storm-coordinator@{}", opts.listen);
+    let cannot_listen = |e: &dyn std::fmt::Display| {
+        Error::Cluster(format!(
+            "cannot listen for workers on {}: {e} (is the port in use?)",
+            opts.listen
+        ))
+    };
+    let tls = match &opts.tls {
+        Some(files) => {
+            let acceptor = storm_worker::tls::acceptor(files).map_err(Error::Cluster)?;
+            let listener = tokio::net::TcpListener::bind(opts.listen)
+                .await
+                .map_err(|e| cannot_listen(&e))?;
+            Some((acceptor, listener))
+        }
+        None => None,
+    };
+    let (port, ip) = match tls {
+        Some(_) => (0, std::net::Ipv4Addr::LOCALHOST.into()),
+        None => (opts.listen.port(), opts.listen.ip()),
+    };
     let server = NodeServer::new(
-        opts.listen.port(),
+        port,
         opts.cookie.clone().unwrap_or_default(),
         name,
         opts.listen.ip().to_string(),
         None,
         None,
     )
-    .with_listen_addr(opts.listen.ip());
-    let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| {
-        Error::Cluster(format!(
-            "cannot listen for workers on {}: {e} (is the port in use?)",
-            opts.listen
-        ))
-    })?;
+    .with_listen_addr(ip);
+    let (server, _) = Actor::spawn(None, server, ())
+        .await
+        .map_err(|e| cannot_listen(&e))?;
+    if let Some((acceptor, listener)) = tls {
+        tokio::spawn(storm_worker::tls::serve(
+            listener,
+            acceptor,
+            server.clone(),
+            opts.handshake_deadline,
+        ));
+    }
     let guard = HandshakeGuard::new(opts.handshake_deadline, MAX_UNAUTHENTICATED);
     server
         .send_message(NodeServerMessage::SubscribeToEvents {
@@ -116,6 +144,7 @@ mod tests {
             cookie: None,
             heartbeat_timeout: Duration::from_secs_f64(s),
             handshake_deadline: Duration::from_secs(10),
+            tls: None,
         };
         assert_eq!(opts(8.0).heartbeat_interval(), Duration::from_secs(1));
         assert_eq!(opts(0.2).heartbeat_interval(), Duration::from_millis(100));
@@ -130,6 +159,7 @@ mod tests {
             cookie: None,
             heartbeat_timeout: Duration::from_secs(3),
             handshake_deadline: Duration::from_secs(10),
+            tls: None,
         };
         let how = opts.settle_cookie(dir.path()).unwrap();
         let path = dir.path().join(COOKIE_FILE);
@@ -160,6 +190,7 @@ mod tests {
             cookie: None,
             heartbeat_timeout: Duration::from_secs(3),
             handshake_deadline: Duration::from_secs(10),
+            tls: None,
         }
     }
 
@@ -179,6 +210,7 @@ mod tests {
             listen: format!("127.0.0.1:{port}").parse().unwrap(),
             cookie: Some("0123456789abcdef0123".into()),
             handshake_deadline: Duration::from_secs(2),
+            tls: None,
             ..opts_for_test()
         };
         let server = start_node(&opts).await.unwrap();

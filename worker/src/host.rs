@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage, NodeSessionMessage};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::actor::{Events, Worker, WorkerArgs};
 use crate::protocol::{
@@ -35,6 +36,8 @@ pub struct HostOptions {
     pub connect_timeout: Duration,
     /// The sweep directory as this host sees it: jobs elsewhere are refused.
     pub root: PathBuf,
+    /// Connect over TLS, trusting these (None: plain TCP).
+    pub tls: Option<crate::tls::ClientFiles>,
 }
 
 /// How a host session ended.
@@ -160,14 +163,40 @@ async fn host_session(opts: HostOptions) -> Result<HostEnd, String> {
 async fn connect_until(
     server: &ActorRef<NodeServerMessage>,
     addr: std::net::SocketAddr,
+    tls: Option<&(tokio_rustls::TlsConnector, ServerName<'static>)>,
     deadline: Instant,
     timeout: Duration,
 ) -> Result<(), String> {
     let mut pause = Duration::from_millis(100);
     let mut said = false;
     loop {
-        let error = match ractor_cluster::client_connect(server, addr).await {
+        let attempt = match tls {
+            None => ractor_cluster::client_connect(server, addr).await,
+            Some((connector, name)) => {
+                let dial = ractor_cluster::client_connect_enc(
+                    server,
+                    addr,
+                    connector.clone(),
+                    name.clone(),
+                );
+                match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), dial).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(format!(
+                        "the TLS handshake with the coordinator at {addr} did not finish within {timeout:?} \
+                         (--connect-timeout)"
+                    )),
+                }
+            }
+        };
+        let error = match attempt {
             Ok(()) => return Ok(()),
+            // a certificate the CA does not vouch for will not change on a retry
+            Err(ractor_cluster::ClientConnectErr::Encryption(e)) => {
+                return Err(format!(
+                    "TLS with the coordinator at {addr} failed: {e} (is --tls-ca the CA of its --tls-cert, \
+                     and does the certificate name the host you connect to? see --tls-server-name)"
+                ))
+            }
             Err(e) => e.to_string(),
         };
         if Instant::now() + pause >= deadline {
@@ -190,8 +219,15 @@ async fn serve(
     server: &ActorRef<NodeServerMessage>,
     addr: std::net::SocketAddr,
 ) -> Result<HostEnd, String> {
+    let tls = opts
+        .tls
+        .as_ref()
+        .map(|files| {
+            crate::tls::connector(files, &opts.connect).map_err(|e| format!("--tls-ca: {e}"))
+        })
+        .transpose()?;
     let deadline = Instant::now() + opts.connect_timeout;
-    connect_until(server, addr, deadline, opts.connect_timeout).await?;
+    connect_until(server, addr, tls.as_ref(), deadline, opts.connect_timeout).await?;
     wait_until_ready(server, deadline)
         .await
         .map_err(|e| format!("coordinator at {addr}: {e}"))?;
@@ -328,7 +364,8 @@ async fn wait_until_ready(
         if Instant::now() > deadline {
             return Err(
                 "the connection was not accepted in time (a wrong --cookie is refused \
-                 silently by the coordinator's node)"
+                 silently by the coordinator's node, and so is a plain connection to a coordinator \
+                 serving TLS: then pass --tls-ca)"
                     .into(),
             );
         }

@@ -9,7 +9,8 @@
 //! - [`runner`]: how an attempt is executed ([`ProcessRunner`]: a child process with parent-death signal and
 //!   its own process group); tests plug in in-process runners.
 //! - [`host`]: a remote worker host (`storm worker --connect`) joining a coordinator over ractor_cluster,
-//!   with the heartbeat watchdog; [`wire`]: how messages are serialized between nodes.
+//!   with the heartbeat watchdog; [`wire`]: how messages are serialized between nodes; [`tls`]: encrypted
+//!   cluster links.
 //! - [`tail`]: following files a child appends to. [`fault`]: the `STORM_FAULT` test hook.
 
 pub mod actor;
@@ -20,6 +21,7 @@ pub mod host;
 pub mod protocol;
 pub mod runner;
 pub mod tail;
+pub mod tls;
 pub mod wire;
 
 pub use actor::{Worker, WorkerArgs};

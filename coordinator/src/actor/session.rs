@@ -426,8 +426,12 @@ impl CoordinatorState {
         match &self.cluster {
             Some(c) if !self.said_waiting => {
                 self.said_waiting = true;
+                let tls = match c.tls {
+                    Some(_) => " --tls-ca <the CA of --tls-cert>",
+                    None => "",
+                };
                 self.ui.line(&format!(
-                    "waiting for workers: start them with `storm worker --connect {}` (and the \
+                    "waiting for workers: start them with `storm worker --connect {}{tls}` (and the \
                      session's cookie)",
                     c.listen
                 ));

@@ -64,6 +64,13 @@ pub struct ClusterArgs {
     /// Seconds without an answer after which a remote worker is declared lost and its job rescheduled.
     #[arg(long, default_value_t = 30.0, requires = "listen")]
     pub heartbeat_timeout: f64,
+    /// Encrypt the workers' connections with TLS: this PEM certificate (chain) identifies the coordinator
+    /// (workers need `--tls-ca` with its CA, or with the certificate itself when self-signed).
+    #[arg(long, value_name = "PEM", requires_all = ["listen", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key (keep it owner-only).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ClusterArgs {
@@ -91,11 +98,24 @@ impl ClusterArgs {
             (None, Ok(c)) if !c.is_empty() => Some(checked_cookie(&format!("${COOKIE_ENV}"), c)?),
             (None, _) => None,
         };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = storm_worker::tls::ServerFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                };
+                // a bad certificate or key fails here, before the sweep directory is made
+                storm_worker::tls::acceptor(&files).map_err(anyhow::Error::msg)?;
+                Some(files)
+            }
+            _ => None,
+        };
         Ok(Some(ClusterOptions {
             listen: addr,
             cookie,
             heartbeat_timeout,
             handshake_deadline: storm_coordinator::handshake::HANDSHAKE_DEADLINE,
+            tls,
         }))
     }
 }
@@ -118,6 +138,13 @@ pub struct WorkerArgs {
     /// directories lie elsewhere are refused.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Connect over TLS, trusting the coordinator's certificate if this PEM file's CA (or the self-signed
+    /// certificate itself) vouches for it; for a coordinator started with --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the coordinator's certificate must carry (default: the host of --connect).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
     #[command(flatten)]
     pub pool: PoolArgs,
 }
@@ -176,6 +203,10 @@ pub fn run_worker(a: WorkerArgs) -> Result<()> {
         runner: Arc::new(ProcessRunner::current_exe().context("locating the storm binary")?),
         connect_timeout,
         root: a.root()?,
+        tls: a.tls_ca.clone().map(|ca| storm_worker::tls::ClientFiles {
+            ca,
+            server_name: a.tls_server_name.clone(),
+        }),
     };
     match run_host(opts).map_err(anyhow::Error::msg)? {
         HostEnd::Finished => {

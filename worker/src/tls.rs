@@ -1,0 +1,204 @@
+//! TLS for cluster links (`storm sweep --listen … --tls-cert C --tls-key K`, `storm worker --connect … --tls-ca A`):
+//! the coordinator proves it holds the key of a certificate that the worker hosts' CA file vouches for, and
+//! every byte between them (the cookie handshake, job specs, results) is encrypted. Workers are not
+//! asked for certificates: they still prove themselves with the cookie, now inside the encrypted channel.
+//!
+//! The coordinator's side does the TLS handshake itself, not in ractor_cluster's listener, which handshakes
+//! inline in its accept loop: there one client that connects and never speaks would stall every later
+//! connection. Here each handshake runs in its own task under the session's handshake deadline, with at most
+//! [`MAX_PENDING_HANDSHAKES`] at once, and a failed accept backs off instead of spinning.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::ActorRef;
+use ractor_cluster::{NetworkStream, NodeServerMessage};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// TLS handshakes the coordinator runs at once; further connections wait for a slot.
+pub const MAX_PENDING_HANDSHAKES: usize = 16;
+
+/// The coordinator's certificate chain and private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What a worker host trusts: a CA (or the coordinator's self-signed certificate) in a PEM file, and the
+/// name the coordinator's certificate must carry (default: the host part of `--connect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFiles {
+    pub ca: PathBuf,
+    pub server_name: Option<String>,
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The acceptor for the coordinator's listener.
+pub fn acceptor(files: &ServerFiles) -> Result<TlsAcceptor, String> {
+    let chain = certificates(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?;
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            format!(
+                "{} and {} do not make a TLS identity: {e}",
+                files.cert.display(),
+                files.key.display()
+            )
+        })?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The connector a worker host dials the coordinator with, and the server name it checks.
+pub fn connector(
+    files: &ClientFiles,
+    connect: &str,
+) -> Result<(TlsConnector, ServerName<'static>), String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(&files.ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", files.ca.display()))?;
+    }
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = match &files.server_name {
+        Some(n) => n.clone(),
+        None => host_part(connect).to_string(),
+    };
+    let server_name = ServerName::try_from(name.clone())
+        .map_err(|e| format!("`{name}` is not a TLS server name: {e} (set --tls-server-name)"))?;
+    Ok((TlsConnector::from(Arc::new(config)), server_name))
+}
+
+/// `host` of `host:port` (`[v6]:port` → `v6`).
+fn host_part(connect: &str) -> &str {
+    let host = connect.rsplit_once(':').map_or(connect, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Accepts TCP connections on `listener`, runs each TLS handshake in its own task (at most
+/// [`MAX_PENDING_HANDSHAKES`] at once, each cut off after `deadline`) and hands the encrypted streams to
+/// `node` as incoming sessions. Runs until the node stops.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    node: ActorRef<NodeServerMessage>,
+    deadline: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let (stream, peer_addr) = match listener.accept().await {
+            Ok(s) => {
+                pause = Duration::from_millis(10);
+                s
+            }
+            Err(e) => {
+                // e.g. out of file descriptors: wait instead of spinning on the same error
+                tracing::warn!("accepting a cluster connection failed: {e}; retrying in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (acceptor, session_node) = (acceptor.clone(), node.clone());
+        tokio::spawn(async move {
+            let node = session_node;
+            let _slot = slot;
+            let local_addr = match stream.local_addr() {
+                Ok(a) => a,
+                Err(_) => return,
+            };
+            let _ = stream.set_nodelay(true);
+            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => hand_over(&node, stream, peer_addr, local_addr),
+                Ok(Err(e)) => tracing::warn!("TLS handshake with {peer_addr} failed: {e}"),
+                Err(_) => tracing::warn!(
+                    "TLS handshake with {peer_addr} did not finish within {deadline:?}; closed"
+                ),
+            }
+        });
+        if node.get_status() == ractor::ActorStatus::Stopped {
+            return;
+        }
+    }
+}
+
+fn hand_over(
+    node: &ActorRef<NodeServerMessage>,
+    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    peer_addr: SocketAddr,
+    local_addr: SocketAddr,
+) {
+    let opened = NodeServerMessage::ConnectionOpened {
+        stream: Box::new(NetworkStream::TlsServer {
+            peer_addr,
+            local_addr,
+            stream,
+        }),
+        is_server: true,
+    };
+    if node.cast(opened).is_err() {
+        tracing::warn!("the cluster node stopped; dropping the connection from {peer_addr}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_name_defaults_to_the_host_of_connect() {
+        assert_eq!(host_part("node0:7070"), "node0");
+        assert_eq!(host_part("127.0.0.1:7070"), "127.0.0.1");
+        assert_eq!(host_part("[::1]:7070"), "::1");
+        assert_eq!(host_part("node0"), "node0");
+    }
+
+    #[test]
+    fn unreadable_or_empty_files_are_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let files = ClientFiles {
+            ca: empty.clone(),
+            server_name: None,
+        };
+        let err = connector(&files, "h:1").err().unwrap();
+        assert!(
+            err.contains("empty.pem") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        let missing = ServerFiles {
+            cert: dir.path().join("nope.pem"),
+            key: empty,
+        };
+        let err = acceptor(&missing).err().unwrap();
+        assert!(err.contains("nope.pem"), "{err}");
+    }
+}
