@@ -79,50 +79,43 @@ fn write_new_cookie(path: &Path) -> Result<String> {
     Ok(cookie)
 }
 
-/// Starts the coordinator's node on `listen` (the cookie must be settled). With TLS the node's own
-/// listener moves to an ephemeral loopback port and [`storm_worker::tls::serve`] owns `listen`.
+/// Starts the coordinator's node for `listen` (the cookie must be settled): storm's own listener
+/// ([`crate::listener`]) owns `listen` and hands each connection — after its TLS handshake with
+/// `--tls-cert` — to the node, whose own listener binds only an ephemeral loopback port.
 pub async fn start_node(opts: &ClusterOptions) -> Result<ActorRef<NodeServerMessage>> {
     let name = format!("storm-coordinator@{}", opts.listen);
-    let cannot_listen = |e: &dyn std::fmt::Display| {
-        Error::Cluster(format!(
-            "cannot listen for workers on {}: {e} (is the port in use?)",
-            opts.listen
-        ))
-    };
-    let tls = match &opts.tls {
-        Some(files) => {
-            let acceptor = storm_worker::tls::acceptor(files).map_err(Error::Cluster)?;
-            let listener = tokio::net::TcpListener::bind(opts.listen)
-                .await
-                .map_err(|e| cannot_listen(&e))?;
-            Some((acceptor, listener))
-        }
-        None => None,
-    };
-    let (port, ip) = match tls {
-        Some(_) => (0, std::net::Ipv4Addr::LOCALHOST.into()),
-        None => (opts.listen.port(), opts.listen.ip()),
-    };
+    let tls = opts
+        .tls
+        .as_ref()
+        .map(storm_worker::tls::acceptor)
+        .transpose()
+        .map_err(Error::Cluster)?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| {
+            Error::Cluster(format!(
+                "cannot listen for workers on {}: {e} (is the port in use?)",
+                opts.listen
+            ))
+        })?;
     let server = NodeServer::new(
-        port,
+        0,
         opts.cookie.clone().unwrap_or_default(),
         name,
         opts.listen.ip().to_string(),
         None,
         None,
     )
-    .with_listen_addr(ip);
+    .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
     let (server, _) = Actor::spawn(None, server, ())
         .await
-        .map_err(|e| cannot_listen(&e))?;
-    if let Some((acceptor, listener)) = tls {
-        tokio::spawn(storm_worker::tls::serve(
-            listener,
-            acceptor,
-            server.clone(),
-            opts.handshake_deadline,
-        ));
-    }
+        .map_err(|e| Error::Cluster(format!("cannot start the cluster node: {e}")))?;
+    tokio::spawn(crate::listener::serve(
+        listener,
+        tls,
+        server.clone(),
+        opts.handshake_deadline,
+    ));
     let guard = HandshakeGuard::new(opts.handshake_deadline, MAX_UNAUTHENTICATED);
     server
         .send_message(NodeServerMessage::SubscribeToEvents {

@@ -18,6 +18,7 @@ pub mod chart;
 pub mod cluster;
 pub mod handshake;
 pub mod ledger;
+pub mod listener;
 pub mod paper_config;
 pub mod plan;
 pub mod progress;

@@ -3,27 +3,15 @@
 //! every byte between them (the cookie handshake, job specs, results) is encrypted. Workers are not
 //! asked for certificates: they still prove themselves with the cookie, now inside the encrypted channel.
 //!
-//! The coordinator's side does the TLS handshake itself, not in ractor_cluster's listener, which handshakes
-//! inline in its accept loop: there one client that connects and never speaks would stall every later
-//! connection. Here each handshake runs in its own task under the session's handshake deadline, with at most
-//! [`MAX_PENDING_HANDSHAKES`] at once, and a failed accept backs off instead of spinning.
+//! The coordinator runs the handshakes in its own listener (`storm_coordinator::listener`).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use ractor::ActorRef;
-use ractor_cluster::{NetworkStream, NodeServerMessage};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-
-/// TLS handshakes the coordinator runs at once; further connections wait for a slot.
-pub const MAX_PENDING_HANDSHAKES: usize = 16;
 
 /// The coordinator's certificate chain and private key (PEM files).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,76 +84,6 @@ pub fn connector(
 fn host_part(connect: &str) -> &str {
     let host = connect.rsplit_once(':').map_or(connect, |(h, _)| h);
     host.trim_start_matches('[').trim_end_matches(']')
-}
-
-/// Accepts TCP connections on `listener`, runs each TLS handshake in its own task (at most
-/// [`MAX_PENDING_HANDSHAKES`] at once, each cut off after `deadline`) and hands the encrypted streams to
-/// `node` as incoming sessions. Runs until the node stops.
-pub async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    node: ActorRef<NodeServerMessage>,
-    deadline: Duration,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    let mut pause = Duration::from_millis(10);
-    loop {
-        let (stream, peer_addr) = match listener.accept().await {
-            Ok(s) => {
-                pause = Duration::from_millis(10);
-                s
-            }
-            Err(e) => {
-                // e.g. out of file descriptors: wait instead of spinning on the same error
-                tracing::warn!("accepting a cluster connection failed: {e}; retrying in {pause:?}");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (acceptor, session_node) = (acceptor.clone(), node.clone());
-        tokio::spawn(async move {
-            let node = session_node;
-            let _slot = slot;
-            let local_addr = match stream.local_addr() {
-                Ok(a) => a,
-                Err(_) => return,
-            };
-            let _ = stream.set_nodelay(true);
-            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => hand_over(&node, stream, peer_addr, local_addr),
-                Ok(Err(e)) => tracing::warn!("TLS handshake with {peer_addr} failed: {e}"),
-                Err(_) => tracing::warn!(
-                    "TLS handshake with {peer_addr} did not finish within {deadline:?}; closed"
-                ),
-            }
-        });
-        if node.get_status() == ractor::ActorStatus::Stopped {
-            return;
-        }
-    }
-}
-
-fn hand_over(
-    node: &ActorRef<NodeServerMessage>,
-    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    peer_addr: SocketAddr,
-    local_addr: SocketAddr,
-) {
-    let opened = NodeServerMessage::ConnectionOpened {
-        stream: Box::new(NetworkStream::TlsServer {
-            peer_addr,
-            local_addr,
-            stream,
-        }),
-        is_server: true,
-    };
-    if node.cast(opened).is_err() {
-        tracing::warn!("the cluster node stopped; dropping the connection from {peer_addr}");
-    }
 }
 
 #[cfg(test)]
