@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -28,6 +29,13 @@ pub struct ClientFiles {
     pub server_name: Option<String>,
 }
 
+/// The aws-lc-rs provider ractor_cluster builds rustls with, named rather than found: with a second provider
+/// in the build (another crate enabling `ring`), rustls's process default would be ambiguous and its
+/// builder would panic.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider())
+}
+
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{}: {e}", path.display()))?
@@ -44,7 +52,9 @@ pub fn acceptor(files: &ServerFiles) -> Result<TlsAcceptor, String> {
     let chain = certificates(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?;
-    let config = ServerConfig::builder()
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| {
@@ -68,7 +78,9 @@ pub fn connector(
             .add(cert)
             .map_err(|e| format!("{}: not a usable CA certificate: {e}", files.ca.display()))?;
     }
-    let config = ClientConfig::builder()
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let name = match &files.server_name {
