@@ -39,14 +39,7 @@ fn minimal_run(dir: &Path, data: &Path, with_factors: bool) -> (PathBuf, DataFra
     let file = std::fs::File::open(data.join("features.parquet")).unwrap();
     let features = ParquetReader::new(file).finish().unwrap();
     let mut frame = features.select(["date", "ticker"]).unwrap();
-    let days: Vec<i32> = frame
-        .column("date")
-        .unwrap()
-        .date()
-        .unwrap()
-        .physical()
-        .into_no_null_iter()
-        .collect();
+    let days = day_numbers(&frame);
     let split: Vec<&str> = days
         .iter()
         .map(|&d| match d {
@@ -71,6 +64,18 @@ fn minimal_run(dir: &Path, data: &Path, with_factors: bool) -> (PathBuf, DataFra
         ParquetWriter::new(&mut out).finish(&mut frame).unwrap();
     }
     (run, frame)
+}
+
+/// The ticker of the frame's first row.
+fn first_ticker(frame: &DataFrame) -> String {
+    let tickers = frame.column("ticker").unwrap().str().unwrap().clone();
+    tickers.get(0).unwrap().to_string()
+}
+
+/// The `date` column as days since 1970-01-01.
+fn day_numbers(frame: &DataFrame) -> Vec<i32> {
+    let dates = frame.column("date").unwrap().date().unwrap().clone();
+    dates.physical().into_no_null_iter().collect()
 }
 
 fn test_days(frame: &DataFrame, ticker: &str) -> usize {
@@ -118,14 +123,7 @@ fn trade_with_factors_and_raw_features_and_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let data = prepared_data(dir.path());
     let (run, frame) = minimal_run(dir.path(), &data, true);
-    let ticker = frame
-        .column("ticker")
-        .unwrap()
-        .str()
-        .unwrap()
-        .get(0)
-        .unwrap()
-        .to_string();
+    let ticker = first_ticker(&frame);
     let n_test = test_days(&frame, &ticker);
     assert!(n_test > 100, "{n_test} test days");
 
@@ -320,14 +318,7 @@ fn strs(args: &[String]) -> Vec<&str> {
 fn oracle_predictions(run: &Path, data: &Path, ticker: &str) -> Vec<(f64, f64)> {
     let file = std::fs::File::open(data.join("features.parquet")).unwrap();
     let features = ParquetReader::new(file).finish().unwrap();
-    let days: Vec<i32> = features
-        .column("date")
-        .unwrap()
-        .date()
-        .unwrap()
-        .physical()
-        .into_no_null_iter()
-        .collect();
+    let days = day_numbers(&features);
     let mut test_rows = Vec::new();
     for (split, range) in [
         ("valid", VALID_START..TEST_START),
@@ -365,14 +356,7 @@ fn the_signal_rule_trades_a_runs_predictions_without_factors() {
     let data = prepared_data(dir.path());
     // no factors.parquet: the signal rule needs eval's predictions, not an export
     let (run, frame) = minimal_run(dir.path(), &data, false);
-    let ticker = frame
-        .column("ticker")
-        .unwrap()
-        .str()
-        .unwrap()
-        .get(0)
-        .unwrap()
-        .to_string();
+    let ticker = first_ticker(&frame);
     let run_s = s(&run);
     let signal = |extra: &[&str]| -> Vec<String> {
         let mut args = vec![

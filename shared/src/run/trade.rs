@@ -158,12 +158,7 @@ pub fn load_signal(run: &RunDir, ticker: &str) -> Result<SignalData> {
     let info = run.info()?;
     let panel = Panel::load(&info.data_dir)?;
     let n = ticker_index(&panel, ticker, &info.data_dir)?;
-    let day_index: HashMap<NaiveDate, usize> = panel
-        .dates
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (*d, i))
-        .collect();
+    let day_index = day_index(&panel);
     let split = |split: Split| -> Result<SplitSeries> {
         let market = super::backtest::load_split(run, split, 0.0)?;
         let j = market
@@ -195,6 +190,16 @@ pub fn load_signal(run: &RunDir, ticker: &str) -> Result<SignalData> {
         valid: split(Split::Valid)?,
         test: split(Split::Test)?,
     })
+}
+
+/// Each date of the prepared data → its row.
+fn day_index(panel: &Panel) -> HashMap<NaiveDate, usize> {
+    panel
+        .dates
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (*d, i))
+        .collect()
 }
 
 /// The position of `ticker` in the prepared data.
@@ -257,12 +262,7 @@ fn split_rows(
     rows: &FactorRows,
     source: FeatureSource,
 ) -> [SplitBuilder; 3] {
-    let day_index: HashMap<NaiveDate, usize> = panel
-        .dates
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (*d, i))
-        .collect();
+    let day_index = day_index(panel);
     let (nt, d) = (panel.n_tickers(), panel.n_features());
     let mut builders: [SplitBuilder; 3] = Default::default();
     for (r, (&day, split)) in rows.days.iter().zip(&rows.splits).enumerate() {
